@@ -1,0 +1,25 @@
+"""diffit_hf: DiT and DiffiT diffusion transformers as Hugging Face diffusers models."""
+
+__version__ = "0.1.0"
+
+from .models import (
+    DiTModel,
+    convert_diffusers_dit,
+    convert_official_dit,
+    count_macs,
+    count_parameters,
+    create_model,
+    list_presets,
+    preset_table,
+)
+
+__all__ = [
+    "DiTModel",
+    "convert_diffusers_dit",
+    "convert_official_dit",
+    "count_macs",
+    "count_parameters",
+    "create_model",
+    "list_presets",
+    "preset_table",
+]

@@ -1,0 +1,154 @@
+"""Building blocks shared by DiT and DiffiT: patchify/unpatchify, attention, MLP, final layer, weight init.
+
+Attention and the MLP are small hand-written modules rather than diffusers' `Attention`/`FeedForward`: a fused qkv
+projection (the original DiT layout, one GEMM instead of three) and a direct `F.scaled_dot_product_attention` call
+keep per-layer overhead low, which dominates at the small token counts DiT trains at.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation: x * (1 + scale) + shift, with shift/scale broadcast over tokens."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+#################################################################################
+#                              Patchify / unpatchify                            #
+#################################################################################
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches -> tokens: (N, C, H, W) -> (N, H/p * W/p, D)."""
+
+    def __init__(self, in_channels: int, hidden_size: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (N, T, D)
+
+
+def unpatchify(x: torch.Tensor, patch_size: int, grid_size: tuple[int, int], channels: int) -> torch.Tensor:
+    """(N, T, p*p*C) -> (N, C, H, W) for a (grid_h, grid_w) token grid, square or not."""
+    grid_h, grid_w = grid_size
+    p = patch_size
+    x = x.reshape(x.shape[0], grid_h, grid_w, p, p, channels)  # (N, h, w, p, q, C)
+    x = x.permute(0, 5, 1, 3, 2, 4)  # (N, C, h, p, w, q)
+    return x.reshape(x.shape[0], channels, grid_h * p, grid_w * p)
+
+
+#################################################################################
+#                                Attention and MLP                              #
+#################################################################################
+
+
+def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+                        attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """SDPA over heads: q (N, Tq, D), k/v (N, Tk, D), optional additive bias broadcastable to (N, H, Tq, Tk)."""
+    n, tq, d = q.shape
+    q = q.view(n, tq, num_heads, d // num_heads).transpose(1, 2)  # (N, H, Tq, d)
+    k = k.view(n, k.shape[1], num_heads, d // num_heads).transpose(1, 2)  # (N, H, Tk, d)
+    v = v.view(n, v.shape[1], num_heads, d // num_heads).transpose(1, 2)  # (N, H, Tk, d)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (N, H, Tq, d)
+    return out.transpose(1, 2).reshape(n, tq, d)  # (N, Tq, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (with bias) and an output projection."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"hidden size {dim} is not divisible by num_attention_heads={num_heads}.")
+        self.num_heads = num_heads
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # 3 x (N, T, D)
+        return self.to_out(multihead_attention(q, k, v, self.num_heads))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention from tokens (N, T, D) to a context sequence (N, S, D)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(dim, 2 * dim)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        k, v = self.to_kv(context).chunk(2, dim=-1)  # 2 x (N, S, D)
+        return self.to_out(multihead_attention(self.to_q(x), k, v, self.num_heads))
+
+
+class FeedForward(nn.Module):
+    """Linear -> GELU(tanh) -> Linear, hidden width `mlp_ratio * dim`."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+#################################################################################
+#                                  Final layer                                  #
+#################################################################################
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm (adaptive when `modulated`) -> Linear to p*p*out_channels per token.
+
+    `modulated=True` regresses (shift, scale) from the conditioning vector (DiT adaLN designs); otherwise a plain
+    affine LayerNorm is used (DiT in-context / cross-attention designs).
+    """
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, modulated: bool = True):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=not modulated, eps=1e-6)
+        self.adaln_linear = nn.Linear(hidden_size, 2 * hidden_size) if modulated else None
+        self.proj_out = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm(x)  # (N, T, D)
+        if self.adaln_linear is not None:
+            shift, scale = self.adaln_linear(c)[:, None].chunk(2, dim=-1)  # c = SiLU(cond): 2 x (N, 1, D)
+            x = modulate(x, shift, scale)
+        return self.proj_out(x)  # (N, T, p*p*C_out)
+
+
+#################################################################################
+#                                 Weight init                                   #
+#################################################################################
+
+
+def init_vit_weights(module: nn.Module) -> None:
+    """DiT/ViT init: xavier-uniform Linear weights with zero bias; patch convs initialised like a Linear."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, PatchEmbed):
+            w = m.proj.weight
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            nn.init.zeros_(m.proj.bias)
+
+
+def init_conditioning_weights(embedder: nn.Module) -> None:
+    """normal(0, 0.02) for the label table and the timestep MLP weights, as in DiT."""
+    if embedder.class_embedder is not None:
+        nn.init.normal_(embedder.class_embedder.weight, std=0.02)
+    nn.init.normal_(embedder.timestep_embedder.linear_1.weight, std=0.02)
+    nn.init.normal_(embedder.timestep_embedder.linear_2.weight, std=0.02)

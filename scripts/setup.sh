@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-command setup for diffit_hf: system packages, a virtual environment, PyTorch, then the package.
+# Usage: bash scripts/setup.sh            (creates .venv in the repository root)
+#        VENV=/path/to/venv bash scripts/setup.sh
+#        TORCH_SPEC="torch==2.13.0" bash scripts/setup.sh   (pick another torch build, e.g. a CUDA one)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+
+# 1. System packages: Fashion-MNIST (the offline demo dataset) from Debian. Skipped where apt is absent or we are
+#    not root; the data loader then tells the user how to install it.
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    fi
+else
+    echo "setup: apt-get unavailable or not root; skipping dataset-fashion-mnist (install it yourself)." >&2
+fi
+
+# 2. Virtual environment.
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+
+# 3. PyTorch first, so that nothing else pulls in a different (e.g. multi-GB CUDA) build.
+"$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
+
+# 4. The package with its test and dev extras (editable).
+"$VENV/bin/python" -m pip install -q -e ".[test,dev]"
+
+"$VENV/bin/python" -c "import torch, diffusers, diffit_hf; print('setup ok: torch', torch.__version__, \
+'diffusers', diffusers.__version__, 'diffit_hf', diffit_hf.__version__)"
