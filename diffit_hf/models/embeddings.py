@@ -35,8 +35,8 @@ class TimestepLabelEmbedding(nn.Module):
 
     Timesteps use the original DiT sinusoid (256 channels, `cos` first, frequency shift 0) followed by
     `Linear -> SiLU -> Linear`. Labels use a table with one extra row, `num_classes`: the null label for
-    classifier-free guidance. In `train()` mode each label is replaced by the null label with probability `class_dropout_prob`.
-    `num_classes=0` gives an unconditional embedder (`label_emb` is `None`).
+    classifier-free guidance. In `train()` mode each label is replaced by the null label with probability
+    `class_dropout_prob`. `num_classes=0` gives an unconditional embedder (`label_emb` is `None`).
     """
 
     def __init__(self, hidden_size: int, num_classes: int = 1000, class_dropout_prob: float = 0.1,

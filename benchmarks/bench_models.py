@@ -1,0 +1,175 @@
+"""DiT train-step speed and memory: diffit_hf `DiTModel` vs diffusers `DiTTransformer2DModel`, side by side.
+
+Each measurement runs in a fresh subprocess (so peak RSS is its own), with the same config, inputs, precision and
+thread count for both implementations. A train step is forward + MSE loss + backward + AdamW step.
+
+    python benchmarks/bench_models.py                 # comparison + preset sweep, writes benchmarks/results/
+    python benchmarks/bench_models.py --quick         # fewer steps (smoke run)
+
+GMACs are counted analytically (`diffit_hf.count_macs`): torch's FlopCounterMode counts zero for CPU attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def build(impl: str, preset: str, sample_size: int):
+    import torch
+    from diffusers import DiTTransformer2DModel
+
+    from diffit_hf import create_model
+    from diffit_hf.models.presets import preset_config
+
+    model = create_model(preset, sample_size=sample_size)
+    if impl == "diffusers":
+        _, cfg = preset_config(preset)
+        model = DiTTransformer2DModel(
+            num_attention_heads=cfg["num_attention_heads"], attention_head_dim=cfg["attention_head_dim"],
+            in_channels=cfg["in_channels"], out_channels=2 * cfg["in_channels"], num_layers=cfg["num_layers"],
+            sample_size=sample_size, patch_size=cfg["patch_size"], num_embeds_ada_norm=cfg["num_classes"],
+        )
+    with torch.no_grad():  # same (random, non-zero) weights statistics for both
+        for p in model.parameters():
+            p.normal_(std=0.02)
+    return model
+
+
+def worker(impl: str, preset: str, sample_size: int, batch: int, precision: str, steps: int, threads: int) -> dict:
+    """One measurement in this process: returns samples/s, seconds/step and peak RSS."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build(impl, preset, sample_size).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 4, sample_size, sample_size)
+    t = torch.randint(0, 1000, (batch,))
+    y = torch.randint(0, 1000, (batch,))
+    target = torch.randn(batch, 8, sample_size, sample_size)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x, t, y).sample
+        loss = (out.float() - target).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up (allocations, AdamW state)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    median = times[len(times) // 2]
+    return {
+        "impl": impl, "preset": preset, "latent": f"{sample_size}x{sample_size}x4", "batch": batch,
+        "precision": precision, "threads": threads, "steps": steps, "sec_per_step": median,
+        "samples_per_s": batch / median, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "model_rss_mib": rss_before,
+    }
+
+
+def run_worker(**kwargs) -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(kwargs)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(kwargs["threads"]))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="fewer timed steps")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-gmacs", type=float, default=7.5, help="preset sweep: skip presets costlier than this")
+    parser.add_argument("--sweep-batch", type=int, default=8)
+    parser.add_argument("--no-sweep", action="store_true", help="only the side-by-side comparison")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(**json.loads(args.worker))))
+        return
+
+    from diffit_hf import count_macs, list_presets, preset_table
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    params = {row["name"]: row["params"] for row in preset_table()}
+
+    # 1. Side by side: DiT-S/2 at 8x8x4 and 32x32x4, fp32 and bf16.
+    comparison = []
+    for size, steps in ((8, 20), (32, 4)):
+        steps = max(2, steps // 4) if args.quick else steps
+        for precision in ("fp32", "bf16"):
+            row = {"preset": "DiT-S/2", "latent": f"{size}x{size}x4", "precision": precision}
+            for impl in ("diffusers", "diffit_hf"):
+                r = run_worker(impl=impl, preset="DiT-S/2", sample_size=size, batch=args.batch,
+                               precision=precision, steps=steps, threads=args.threads)
+                row[impl] = r
+                print(f"  {impl:>9} {row['latent']:>8} {precision}: {r['samples_per_s']:7.2f} samples/s, "
+                      f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+            row["speedup"] = row["diffit_hf"]["samples_per_s"] / row["diffusers"]["samples_per_s"]
+            row["memory_ratio"] = row["diffit_hf"]["peak_rss_mib"] / row["diffusers"]["peak_rss_mib"]
+            comparison.append(row)
+
+    # 2. Preset sweep (ours only): every DiT preset cheap enough for this machine.
+    sweep = []
+    if not args.no_sweep:
+        for name in list_presets():
+            gmacs = count_macs(name) / 1e9
+            entry = {"preset": name, "params": params[name], "gmacs": gmacs}
+            if gmacs <= args.max_gmacs:
+                for precision in ("fp32", "bf16"):
+                    r = run_worker(impl="diffit_hf", preset=name, sample_size=32, batch=args.sweep_batch,
+                                   precision=precision, steps=2 if args.quick else 3, threads=args.threads)
+                    entry[precision] = {"samples_per_s": r["samples_per_s"], "peak_rss_mib": r["peak_rss_mib"]}
+                print(f"  {name}: {entry['fp32']['samples_per_s']:.2f} / {entry['bf16']['samples_per_s']:.2f} "
+                      "samples/s (fp32/bf16)", flush=True)
+            sweep.append(entry)
+
+    # 3. Report
+    lines = [
+        f"DiT-S/2 train step, batch {args.batch}, {args.threads} threads (median of timed steps, samples/s):",
+        "",
+        "| latent | precision | diffusers | diffit_hf | speedup | peak RSS diffusers / ours (MiB) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in comparison:
+        lines.append(
+            f"| {row['latent']} | {row['precision']} | {row['diffusers']['samples_per_s']:.2f} | "
+            f"{row['diffit_hf']['samples_per_s']:.2f} | **{row['speedup']:.2f}x** | "
+            f"{row['diffusers']['peak_rss_mib']:.0f} / {row['diffit_hf']['peak_rss_mib']:.0f} |"
+        )
+    if sweep:
+        lines += ["", f"Presets at 32x32x4 (train step, batch {args.sweep_batch}; '-' = over --max-gmacs here):", "",
+                  "| preset | params | GMACs | fp32 samples/s | bf16 samples/s | peak RSS bf16 (MiB) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for e in sweep:
+            if "fp32" in e:
+                speed = (f"{e['fp32']['samples_per_s']:.2f} | {e['bf16']['samples_per_s']:.2f} | "
+                         f"{e['bf16']['peak_rss_mib']:.0f}")
+            else:
+                speed = "- | - | -"
+            lines.append(f"| {e['preset']} | {e['params']:,} | {e['gmacs']:.2f} | {speed} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    (RESULTS / "bench_models.md").write_text(table + "\n")
+    payload = {"comparison": comparison, "presets": sweep, "torch_threads": args.threads, "quick": args.quick}
+    (RESULTS / "bench_models.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {RESULTS / 'bench_models.json'} and {RESULTS / 'bench_models.md'}")
+
+
+if __name__ == "__main__":
+    main()
