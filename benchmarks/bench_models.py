@@ -44,19 +44,17 @@ def build(impl: str, preset: str, sample_size: int):
     return model
 
 
-def worker(impl: str, preset: str, sample_size: int, batch: int, precision: str, steps: int, threads: int) -> dict:
-    """One measurement in this process: returns samples/s, seconds/step and peak RSS."""
+def make_step(impl: str, preset: str, sample_size: int, batch: int, precision: str):
+    """A closure running one train step (forward, MSE, backward, AdamW) of a freshly built model."""
     import torch
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(impl, preset, sample_size).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)  # the default (foreach), as diffusers examples use
     x = torch.randn(batch, 4, sample_size, sample_size)
     t = torch.randint(0, 1000, (batch,))
     y = torch.randint(0, 1000, (batch,))
     target = torch.randn(batch, 8, sample_size, sample_size)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -66,27 +64,57 @@ def worker(impl: str, preset: str, sample_size: int, batch: int, precision: str,
         loss.backward()
         opt.step()
 
-    step()  # warm-up (allocations, AdamW state)
-    times = []
+    return step
+
+
+def speed_worker(impls: list[str], preset: str, sample_size: int, batch: int, precision: str, steps: int,
+                 threads: int) -> dict:
+    """Times the implementations in one process, alternating steps (A, B, A, B, ...) so that machine noise hits
+    both alike; returns the median seconds per step of each."""
+    import torch
+
+    torch.set_num_threads(threads)
+    step_fns = {impl: make_step(impl, preset, sample_size, batch, precision) for impl in impls}
+    for fn in step_fns.values():  # warm-up (allocations, AdamW state)
+        fn()
+    times = {impl: [] for impl in impls}
     for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    median = times[len(times) // 2]
-    return {
-        "impl": impl, "preset": preset, "latent": f"{sample_size}x{sample_size}x4", "batch": batch,
-        "precision": precision, "threads": threads, "steps": steps, "sec_per_step": median,
-        "samples_per_s": batch / median, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "model_rss_mib": rss_before,
-    }
+        for impl, fn in step_fns.items():
+            start = time.perf_counter()
+            fn()
+            times[impl].append(time.perf_counter() - start)
+    return {impl: sorted(ts)[len(ts) // 2] for impl, ts in times.items()}
 
 
-def run_worker(**kwargs) -> dict:
-    cmd = [sys.executable, __file__, "--worker", json.dumps(kwargs)]
+def memory_worker(impl: str, preset: str, sample_size: int, batch: int, precision: str, threads: int) -> dict:
+    """Peak resident memory of a process that builds one model and runs two train steps."""
+    import torch
+
+    torch.set_num_threads(threads)
+    step = make_step(impl, preset, sample_size, batch, precision)
+    step()
+    step()
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_worker(kind: str, **kwargs) -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **kwargs})]
     env = dict(os.environ, OMP_NUM_THREADS=str(kwargs["threads"]))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(impls: list[str], preset: str, sample_size: int, batch: int, precision: str, steps: int,
+            threads: int) -> dict[str, dict]:
+    """samples/s (alternating, one process) and peak RSS (one process per implementation) for each impl."""
+    secs = run_worker("speed", impls=impls, preset=preset, sample_size=sample_size, batch=batch,
+                      precision=precision, steps=steps, threads=threads)
+    results = {}
+    for impl in impls:
+        mem = run_worker("memory", impl=impl, preset=preset, sample_size=sample_size, batch=batch,
+                         precision=precision, threads=threads)
+        results[impl] = {"sec_per_step": secs[impl], "samples_per_s": batch / secs[impl], **mem}
+    return results
 
 
 def main() -> None:
@@ -100,7 +128,9 @@ def main() -> None:
     parser.add_argument("--no-sweep", action="store_true", help="only the side-by-side comparison")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(**json.loads(args.worker))))
+        kwargs = json.loads(args.worker)
+        fn = speed_worker if kwargs.pop("kind") == "speed" else memory_worker
+        print(json.dumps(fn(**kwargs)))
         return
 
     from diffit_hf import count_macs, list_presets, preset_table
@@ -110,14 +140,15 @@ def main() -> None:
 
     # 1. Side by side: DiT-S/2 at 8x8x4 and 32x32x4, fp32 and bf16.
     comparison = []
-    for size, steps in ((8, 20), (32, 4)):
+    for size, steps in ((8, 40), (32, 5)):
         steps = max(2, steps // 4) if args.quick else steps
         for precision in ("fp32", "bf16"):
-            row = {"preset": "DiT-S/2", "latent": f"{size}x{size}x4", "precision": precision}
+            row = {"preset": "DiT-S/2", "latent": f"{size}x{size}x4", "precision": precision,
+                   "batch": args.batch, "steps": steps}
+            row.update(measure(["diffusers", "diffit_hf"], "DiT-S/2", size, args.batch, precision, steps,
+                               args.threads))
             for impl in ("diffusers", "diffit_hf"):
-                r = run_worker(impl=impl, preset="DiT-S/2", sample_size=size, batch=args.batch,
-                               precision=precision, steps=steps, threads=args.threads)
-                row[impl] = r
+                r = row[impl]
                 print(f"  {impl:>9} {row['latent']:>8} {precision}: {r['samples_per_s']:7.2f} samples/s, "
                       f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
             row["speedup"] = row["diffit_hf"]["samples_per_s"] / row["diffusers"]["samples_per_s"]
@@ -132,9 +163,8 @@ def main() -> None:
             entry = {"preset": name, "params": params[name], "gmacs": gmacs}
             if gmacs <= args.max_gmacs:
                 for precision in ("fp32", "bf16"):
-                    r = run_worker(impl="diffit_hf", preset=name, sample_size=32, batch=args.sweep_batch,
-                                   precision=precision, steps=2 if args.quick else 3, threads=args.threads)
-                    entry[precision] = {"samples_per_s": r["samples_per_s"], "peak_rss_mib": r["peak_rss_mib"]}
+                    entry[precision] = measure(["diffit_hf"], name, 32, args.sweep_batch, precision,
+                                               2 if args.quick else 3, args.threads)["diffit_hf"]
                 print(f"  {name}: {entry['fp32']['samples_per_s']:.2f} / {entry['bf16']['samples_per_s']:.2f} "
                       "samples/s (fp32/bf16)", flush=True)
             sweep.append(entry)

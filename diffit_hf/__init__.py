@@ -3,6 +3,8 @@
 __version__ = "0.1.0"
 
 from .models import (
+    DiffiTModel,
+    DiffiTUNetModel,
     DiTModel,
     convert_diffusers_dit,
     convert_official_dit,
@@ -15,6 +17,8 @@ from .models import (
 
 __all__ = [
     "DiTModel",
+    "DiffiTModel",
+    "DiffiTUNetModel",
     "convert_diffusers_dit",
     "convert_official_dit",
     "count_macs",

@@ -25,6 +25,13 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: tuple[int, int], device: 
     return get_2d_sincos_pos_embed_from_grid(embed_dim, grid).float()  # (grid_h * grid_w, D)
 
 
+def positional_table(stored: torch.Tensor, stored_grid: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """(1, T, D) table for a token grid: the model's stored buffer, or one computed for another input size."""
+    if tuple(grid) == tuple(stored_grid):
+        return stored[None]
+    return get_2d_sincos_pos_embed(stored.shape[-1], grid, device=stored.device).to(stored.dtype)[None]
+
+
 #################################################################################
 #               Timestep + class-label conditioning (one per model)             #
 #################################################################################

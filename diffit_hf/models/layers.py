@@ -22,6 +22,14 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 #################################################################################
 
 
+def token_grid(sample_size: int | tuple[int, int], patch_size: int) -> tuple[int, int]:
+    """(grid_h, grid_w) of tokens for a square or (height, width) sample size; ValueError if not divisible."""
+    height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"sample_size {sample_size} is not divisible by patch_size={patch_size}.")
+    return height // patch_size, width // patch_size
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping p x p patches -> tokens: (N, C, H, W) -> (N, H/p * W/p, D)."""
 
@@ -40,6 +48,24 @@ def unpatchify(x: torch.Tensor, patch_size: int, grid_size: tuple[int, int], cha
     x = x.reshape(x.shape[0], grid_h, grid_w, p, p, channels)  # (N, h, w, p, q, C)
     x = x.permute(0, 5, 1, 3, 2, 4)  # (N, C, h, p, w, q)
     return x.reshape(x.shape[0], channels, grid_h * p, grid_w * p)
+
+
+def window_partition(x: torch.Tensor, grid_size: tuple[int, int], window: tuple[int, int]) -> torch.Tensor:
+    """Row-major tokens of a grid -> non-overlapping windows: (N, H*W, C) -> (N * nW, wh*ww, C)."""
+    (h, w), (wh, ww) = grid_size, window
+    if h % wh or w % ww:
+        raise ValueError(f"Token grid {h}x{w} is not divisible by the attention window {wh}x{ww}.")
+    n, _, c = x.shape
+    x = x.view(n, h // wh, wh, w // ww, ww, c).transpose(2, 3)  # (N, h/wh, w/ww, wh, ww, C)
+    return x.reshape(n * (h // wh) * (w // ww), wh * ww, c)
+
+
+def window_merge(x: torch.Tensor, grid_size: tuple[int, int], window: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `window_partition`: (N * nW, wh*ww, C) -> (N, H*W, C)."""
+    (h, w), (wh, ww) = grid_size, window
+    c = x.shape[-1]
+    x = x.view(-1, h // wh, w // ww, wh, ww, c).transpose(2, 3)  # (N, h/wh, wh, w/ww, ww, C)
+    return x.reshape(-1, h * w, c)
 
 
 #################################################################################
@@ -107,24 +133,33 @@ class FeedForward(nn.Module):
 #################################################################################
 
 
-class FinalLayer(nn.Module):
-    """LayerNorm (adaptive when `modulated`) -> Linear to p*p*out_channels per token.
+FINAL_LAYER_TYPES = ("adaln", "layernorm", "layernorm_silu")
 
-    `modulated=True` regresses (shift, scale) from the conditioning vector (DiT adaLN designs); otherwise a plain
-    affine LayerNorm is used (DiT in-context / cross-attention designs).
+
+class FinalLayer(nn.Module):
+    """Per-token decoder: normalise, then Linear to p*p*out_channels.
+
+    `norm_type` picks the normalisation: `"adaln"` regresses (shift, scale) from the conditioning vector (DiT's
+    adaLN designs); `"layernorm"` is a plain affine LayerNorm (DiT's in-context / cross-attention designs);
+    `"layernorm_silu"` is LayerNorm (no affine) -> SiLU, unconditioned (DiffiT).
     """
 
-    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, modulated: bool = True):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, norm_type: str = "adaln"):
         super().__init__()
-        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=not modulated, eps=1e-6)
-        self.adaln_linear = nn.Linear(hidden_size, 2 * hidden_size) if modulated else None
+        if norm_type not in FINAL_LAYER_TYPES:
+            raise ValueError(f"Unknown norm_type {norm_type!r}; valid choices are {', '.join(FINAL_LAYER_TYPES)}.")
+        self.norm_type = norm_type
+        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=norm_type == "layernorm", eps=1e-6)
+        self.adaln_linear = nn.Linear(hidden_size, 2 * hidden_size) if norm_type == "adaln" else None
         self.proj_out = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm(x)  # (N, T, D)
-        if self.adaln_linear is not None:
+        if self.norm_type == "adaln":
             shift, scale = self.adaln_linear(c)[:, None].chunk(2, dim=-1)  # c = SiLU(cond): 2 x (N, 1, D)
             x = modulate(x, shift, scale)
+        elif self.norm_type == "layernorm_silu":
+            x = F.silu(x)
         return self.proj_out(x)  # (N, T, p*p*C_out)
 
 

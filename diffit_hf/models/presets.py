@@ -6,8 +6,12 @@ from typing import Any
 
 import torch
 from diffusers.models.modeling_utils import ModelMixin
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
-from .transformer_dit import ADALN_BLOCK_TYPES, DiTModel
+from .transformer_diffit import DiffiTModel
+from .transformer_dit import DiTModel
+from .unet_diffit import DiffiTUNetModel
 
 # DiT paper Table 1: depth, heads, head dim (width = heads x head dim).
 DIT_SIZES = {"S": (12, 6, 64), "B": (12, 12, 64), "L": (24, 16, 64), "XL": (28, 16, 72)}
@@ -21,6 +25,27 @@ PRESETS: dict[str, tuple[type[ModelMixin], dict[str, Any]]] = {
     for size, (depth, heads, head_dim) in DIT_SIZES.items()
     for patch in (2, 4, 8)
 }
+# Latent DiffiT at the DiT widths (paper App. H.2: XL/2 = 28 blocks, 1152 wide, 16 heads, global window).
+PRESETS.update({
+    f"DiffiT-{size}/2": (
+        DiffiTModel,
+        dict(DIT_DEFAULTS, num_layers=depth, num_attention_heads=heads, attention_head_dim=head_dim, patch_size=2),
+    )
+    for size, (depth, heads, head_dim) in DIT_SIZES.items()
+})
+# Image-space U-shaped DiffiT (paper App. H.1/I.1), unconditional by default.
+DIFFIT_CIFAR10 = dict(sample_size=32, in_channels=3, block_out_channels=(128, 256, 256), layers_per_block=(2, 2, 2),
+                      window_size=4)
+DIFFIT_FFHQ64 = dict(sample_size=64, in_channels=3, block_out_channels=(128, 256, 256, 256),
+                     layers_per_block=(1, 2, 2, 2), window_size=8)
+DIFFIP = dict(token_mixer="pool", conv="depthwise_separable")  # lightweight "DiffiP" variant, same channels
+PRESETS.update({
+    "DiffiT-CIFAR10": (DiffiTUNetModel, DIFFIT_CIFAR10),
+    "DiffiT-FFHQ64": (DiffiTUNetModel, DIFFIT_FFHQ64),
+    "DiffiP-CIFAR10": (DiffiTUNetModel, {**DIFFIT_CIFAR10, **DIFFIP}),
+    "DiffiP-FFHQ64": (DiffiTUNetModel, {**DIFFIT_FFHQ64, **DIFFIP}),
+    "DiffiP-S/2": (DiffiTModel, {**PRESETS["DiffiT-S/2"][1], "token_mixer": "pool"}),
+})
 
 
 def list_presets() -> list[str]:
@@ -50,53 +75,47 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int
 #################################################################################
 #                       Analytic multiply-accumulate counts                      #
 #################################################################################
-# torch.utils.flop_counter counts zero for fused CPU attention kernels, so MACs are counted from the architecture:
-# every Linear/conv GEMM plus the two attention matmuls (q k^T and attn v); norms and activations are not counted,
-# as in the DiT paper. tests/models/test_presets.py checks these formulas against FlopCounterMode (math attention).
 
 
-def dit_macs(config: dict[str, Any], height: int | None = None, width: int | None = None) -> int:
-    """Forward multiply-accumulates of a `DiTModel` config for one (in_channels, height, width) latent."""
-    size = config.get("sample_size", 32)
-    height = height or (size if isinstance(size, int) else size[0])
-    width = width or (size if isinstance(size, int) else size[1])
-    p, depth = config["patch_size"], config["num_layers"]
-    dim = config["num_attention_heads"] * config["attention_head_dim"]
-    hidden = int(dim * config.get("mlp_ratio", 4.0))
-    c_in = config.get("in_channels", 4)
-    c_out = 2 * c_in if config.get("learn_sigma", True) else c_in
-    block_type = config.get("block_type", "adaln_zero")
-    n_cond = 2 if config.get("num_classes", 1000) > 0 else 1  # conditioning tokens [t, y] or [t]
+def count_macs(
+    name_or_model: str | ModelMixin, height: int | None = None, width: int | None = None,
+    include_attention: bool = True,
+) -> int:
+    """Forward multiply-accumulates for one sample, from shapes alone.
 
-    tokens = (height // p) * (width // p)
-    macs = tokens * c_in * p * p * dim + 256 * dim + dim * dim  # patch embed, timestep MLP
-    seq = tokens + n_cond if block_type == "in_context" else tokens
-    per_block = 4 * seq * dim * dim + 2 * seq * seq * dim + 2 * seq * dim * hidden  # qkv+out, attention, MLP
-    if block_type in ADALN_BLOCK_TYPES:
-        per_block += (6 if block_type == "adaln_zero" else 4) * dim * dim
-        macs += 2 * dim * dim  # final adaLN
-    elif block_type == "cross_attn":
-        per_block += 2 * seq * dim * dim + 2 * n_cond * dim * dim + 2 * seq * n_cond * dim
-    macs += depth * per_block
-    return macs + tokens * dim * p * p * c_out  # output projection
-
-
-def count_macs(name_or_model: str | ModelMixin, height: int | None = None, width: int | None = None) -> int:
-    """Forward MACs of a preset name or a model instance at its `sample_size` (or the given height/width)."""
+    The model is rebuilt on the `meta` device (no memory, any size) and traced under `FlopCounterMode` with the math
+    attention backend, so every Linear/conv GEMM and the attention matmuls (q k^T, attn v) are counted; norms and
+    activations are not, as in the papers. (On CPU tensors the fused attention kernels would count zero.)
+    `include_attention=False` leaves out the attention matmuls, the convention behind DiffiT's reported 114 GMACs.
+    """
     if isinstance(name_or_model, str):
         cls, config = preset_config(name_or_model)
     else:
         cls, config = type(name_or_model), dict(name_or_model.config)
-    if cls is DiTModel:
-        return dit_macs(config, height, width)
-    raise TypeError(f"No MAC formula for {cls.__name__}.")
+    size = config.get("sample_size", 32)
+    height = height or (size if isinstance(size, int) else size[0])
+    width = width or (size if isinstance(size, int) else size[1])
+    with torch.device("meta"):
+        model = cls.from_config(config).eval()
+        x = torch.zeros(1, config["in_channels"], height, width)
+        t = torch.zeros(1, dtype=torch.long)
+    y = torch.zeros(1, dtype=torch.long, device="meta") if config.get("num_classes", 0) > 0 else None
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, t, y)
+    flops = counter.get_total_flops()
+    if not include_attention:  # the math backend's attention matmuls are the only batched matmuls in our models
+        flops -= sum(v for op, v in counter.get_flop_counts()["Global"].items() if "bmm" in str(op))
+    return flops // 2
 
 
 def preset_table() -> list[dict[str, Any]]:
-    """One row per preset: name, trainable parameters (built on the meta device) and forward GMACs."""
+    """One row per preset: name, input shape, trainable parameters (built on the meta device) and forward GMACs."""
     rows = []
     for name in PRESETS:
         with torch.device("meta"):
             model = create_model(name)
-        rows.append({"name": name, "params": count_parameters(model), "gmacs": count_macs(name) / 1e9})
+        size = model.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else size
+        rows.append({"name": name, "input": f"{model.config.in_channels}x{h}x{w}", "params": count_parameters(model),
+                     "gmacs": count_macs(name) / 1e9})
     return rows

@@ -13,7 +13,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .embeddings import TimestepLabelEmbedding, get_2d_sincos_pos_embed
+from .embeddings import TimestepLabelEmbedding, get_2d_sincos_pos_embed, positional_table
 from .layers import (
     Attention,
     CrossAttention,
@@ -23,6 +23,7 @@ from .layers import (
     init_conditioning_weights,
     init_vit_weights,
     modulate,
+    token_grid,
     unpatchify,
 )
 from .validation import check_inputs
@@ -53,8 +54,8 @@ class AdaLNBlock(nn.Module):
         mod = self.adaln_linear(c)[:, None]  # (N, 1, 6D) or (N, 1, 4D)
         if self.gated:
             shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
-            x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-            x = x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
+            x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa)))  # x + a * attn
+            x = torch.addcmul(x, gate_mlp, self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp)))  # x + a * mlp
         else:
             shift_msa, scale_msa, shift_mlp, scale_mlp = mod.chunk(4, dim=-1)
             x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
@@ -141,12 +142,9 @@ class DiTModel(ModelMixin, ConfigMixin):
             raise ValueError(f"Unknown block_type {block_type!r}; valid choices are {', '.join(DIT_BLOCK_TYPES)}.")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
-        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"sample_size {sample_size} is not divisible by patch_size={patch_size}.")
         hidden_size = num_attention_heads * attention_head_dim
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
-        self.grid_size = (height // patch_size, width // patch_size)
+        self.grid_size = token_grid(sample_size, patch_size)
         self.gradient_checkpointing = False
 
         # 1. Input: patches -> tokens, frozen positions, conditioning embedded once per model
@@ -164,7 +162,8 @@ class DiTModel(ModelMixin, ConfigMixin):
         self.transformer_blocks = nn.ModuleList(blocks)
 
         # 3. Output
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, block_type in ADALN_BLOCK_TYPES)
+        final_norm = "adaln" if block_type in ADALN_BLOCK_TYPES else "layernorm"
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, final_norm)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -181,13 +180,6 @@ class DiTModel(ModelMixin, ConfigMixin):
             # Zero-out the output layer.
             nn.init.zeros_(self.final_layer.proj_out.weight)
             nn.init.zeros_(self.final_layer.proj_out.bias)
-
-    def positional_embedding(self, grid_size: tuple[int, int]) -> torch.Tensor:
-        """The frozen (1, T, D) table for a token grid; the stored one unless the input size differs."""
-        if grid_size == self.grid_size:
-            return self.pos_embed[None]
-        table = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid_size, device=self.pos_embed.device)
-        return table.to(self.pos_embed.dtype)[None]
 
     def forward(
         self,
@@ -220,7 +212,8 @@ class DiTModel(ModelMixin, ConfigMixin):
         block_type = self.config.block_type
 
         # 1. Input
-        x = self.patch_embed(hidden_states) + self.positional_embedding(grid_size)  # (N, T, D)
+        pos = positional_table(self.pos_embed, self.grid_size, grid_size)  # (1, T, D)
+        x = self.patch_embed(hidden_states) + pos  # (N, T, D)
         time_emb, label_emb = self.cond_embed(timestep, class_labels, dtype=x.dtype)  # (N, D), (N, D) | None
         cond_tokens = [time_emb] if label_emb is None else [time_emb, label_emb]
         if block_type in ADALN_BLOCK_TYPES:

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from diffit_hf import DiTModel
 from diffit_hf.models.transformer_dit import DIT_BLOCK_TYPES
@@ -22,17 +21,6 @@ def inputs(n=3, h=8, w=8, c=4, num_classes=10):
 
 
 @pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
-@pytest.mark.parametrize("learn_sigma", [True, False])
-def test_output_shape_square_and_non_square(block_type, learn_sigma):
-    model = tiny_model(block_type, learn_sigma=learn_sigma).eval()
-    for h, w in [(8, 8), (8, 12), (6, 4)]:
-        x, t, y = inputs(h=h, w=w)
-        out = model(x, t, y).sample
-        assert out.shape == (3, 8 if learn_sigma else 4, h, w)
-        assert torch.isfinite(out).all()
-
-
-@pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
 def test_non_square_sample_size_config(block_type):
     model = tiny_model(block_type, sample_size=(4, 8)).eval()
     x, t, y = inputs(h=4, w=8)
@@ -48,77 +36,6 @@ def test_unconditional_model(block_type):
     assert model(x, t).sample.shape == (3, 8, 8, 8)
     with pytest.raises(ValueError, match="unconditional"):
         model(x, t, torch.zeros(3, dtype=torch.long))
-
-
-@pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
-def test_return_dict_equals_tuple_and_eval_determinism(block_type):
-    model = tiny_model(block_type).eval()
-    x, t, y = inputs()
-    with torch.no_grad():
-        out = model(x, t, y)
-        (tup,) = model(x, t, y, return_dict=False)
-    assert isinstance(out, Transformer2DModelOutput)
-    assert torch.equal(out.sample, tup)
-
-
-@pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
-def test_save_load_round_trip_bit_exact(block_type, tmp_path):
-    model = tiny_model(block_type, sample_size=(8, 6)).eval()
-    model.save_pretrained(tmp_path)
-    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
-    loaded = DiTModel.from_pretrained(tmp_path).eval()
-    assert loaded.config.block_type == block_type
-    assert "pos_embed" not in model.state_dict()  # frozen table stays out of the checkpoint
-    x, t, y = inputs(h=8, w=6)
-    with torch.no_grad():
-        assert torch.equal(model(x, t, y).sample, loaded(x, t, y).sample)
-
-
-def _loss_and_grads(model, x, t, y):
-    model.zero_grad()
-    loss = model(x, t, y).sample.square().mean()
-    loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-
-@pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
-def test_gradient_checkpointing_same_loss_and_grads(block_type):
-    model = tiny_model(block_type, class_dropout_prob=0.0).train()
-    x, t, y = inputs()
-    loss_ref, grads_ref = _loss_and_grads(model, x, t, y)
-    model.enable_gradient_checkpointing()
-    assert model.gradient_checkpointing
-    loss_ckpt, grads_ckpt = _loss_and_grads(model, x, t, y)
-    torch.testing.assert_close(loss_ckpt, loss_ref)
-    for name, grad in grads_ref.items():
-        torch.testing.assert_close(grads_ckpt[name], grad, msg=name)
-
-
-@pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
-def test_every_parameter_gets_a_gradient(block_type):
-    model = tiny_model(block_type, class_dropout_prob=0.0).train()
-    x, t, _ = inputs(n=11)
-    y = torch.arange(11)  # every row of the label table, null included
-    model(x, t, y).sample.square().mean().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-
-
-@pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
-def test_training_reduces_loss(block_type):
-    torch.manual_seed(0)
-    model = DiTModel(**{**TINY, "block_type": block_type, "class_dropout_prob": 0.0}).train()
-    x, t, y = inputs(n=8)
-    target = torch.randn(8, 8, 8, 8)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = (model(x, t, y).sample - target).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.8 * losses[0]
 
 
 def test_label_dropout_only_in_train_mode():
@@ -177,33 +94,16 @@ def test_timestep_scalar_and_broadcast():
 
 
 def test_bad_inputs_raise_clear_errors():
+    # (channels, divisibility, label range, timestep/label batch: tests/models/test_model_contract.py)
     model = tiny_model().eval()
-    x, t, y = inputs()
-    with pytest.raises(ValueError, match="channels"):
-        model(torch.randn(3, 3, 8, 8), t, y)
-    with pytest.raises(ValueError, match="divisible"):
-        model(torch.randn(3, 4, 7, 8), t, y)
-    with pytest.raises(ValueError, match=r"\[0, 10\]"):
-        model(x, t, torch.tensor([0, 11, 2]))
+    x, t, _ = inputs()
     with pytest.raises(ValueError, match=r"\[0, 10\]"):
         model(x, t, torch.tensor([0, -1, 2]))
-    with pytest.raises(ValueError, match="timestep"):
-        model(x, torch.tensor([1, 2]), y)
-    with pytest.raises(ValueError, match="class_labels"):
-        model(x, t, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="integer"):
+        model(x, t, torch.tensor([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match="adaln_zero, adaln, cross_attn, in_context"):
         DiTModel(**{**TINY, "block_type": "film"})
     with pytest.raises(ValueError, match="divisible"):
         DiTModel(**{**TINY, "sample_size": 9})
 
 
-@pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
-def test_bf16_autocast_close_to_fp32(block_type):
-    model = tiny_model(block_type).eval()
-    x, t, y = inputs()
-    with torch.no_grad():
-        ref = model(x, t, y).sample
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(x, t, y).sample
-    assert out.dtype == torch.bfloat16
-    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05

@@ -1,0 +1,294 @@
+"""DiffiT: Diffusion Vision Transformers (Hatamizadeh et al., ECCV 2024) — TMSA and the latent DiffiT model.
+
+The time-dependent multi-head self-attention (TMSA, paper section 3.2, Eq. 3-6) adds the time token x_t to every
+spatial token's query, key and value through its own projections,
+
+    q = x_s W_qs + x_t W_qt,   k = x_s W_ks + x_t W_kt,   v = x_s W_vs + x_t W_vt,
+    Attention = softmax(q k^T / sqrt(d) + B) v,
+
+with B a learnable 2D relative position bias. `DiffiTBlock` (x + TMSA(LN(x), x_t), x + MLP(LN(x))) is shared with
+the image-space U-shaped model in `unet_diffit.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from .embeddings import TimestepLabelEmbedding, get_2d_sincos_pos_embed, positional_table
+from .layers import (
+    FeedForward,
+    FinalLayer,
+    PatchEmbed,
+    init_conditioning_weights,
+    init_vit_weights,
+    multihead_attention,
+    token_grid,
+    unpatchify,
+    window_merge,
+    window_partition,
+)
+from .validation import check_inputs
+
+TOKEN_MIXERS = ("attention", "pool")
+
+#################################################################################
+#                    Relative position bias and TMSA attention                  #
+#################################################################################
+
+
+def relative_position_index(grid: tuple[int, int], window: tuple[int, int], device=None) -> torch.Tensor:
+    """(T, T) index into a ((2wh-1)(2ww-1), heads) table for the (dy, dx) offsets of a row-major `grid` of tokens,
+    which must fit in `window` (|dy| < wh, |dx| < ww)."""
+    (h, w), (wh, ww) = grid, window
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()  # (T,)
+    dy = ys[:, None] - ys[None, :] + wh - 1  # (T, T) in [0, 2wh-2]
+    dx = xs[:, None] - xs[None, :] + ww - 1
+    return dy * (2 * ww - 1) + dx
+
+
+class RelativePositionBias(nn.Module):
+    """Learnable 2D relative position bias B (Swin-style): one value per (dy, dx) offset and head."""
+
+    def __init__(self, window_size: tuple[int, int], num_heads: int):
+        super().__init__()
+        self.window_size = tuple(window_size)
+        wh, ww = self.window_size
+        self.table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        self.register_buffer("index", relative_position_index(self.window_size, self.window_size), persistent=False)
+
+    def forward(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(heads, T, T) bias for a token grid no larger than the window."""
+        if tuple(grid) == self.window_size:
+            index = self.index
+        elif grid[0] <= self.window_size[0] and grid[1] <= self.window_size[1]:
+            index = relative_position_index(grid, self.window_size, self.index.device)
+        else:
+            raise ValueError(
+                f"Token grid {grid[0]}x{grid[1]} exceeds the attention window {self.window_size[0]}x"
+                f"{self.window_size[1]} the relative position bias was built for; use a smaller input or window_size."
+            )
+        return self.table[index].permute(2, 0, 1)  # (H, T, T)
+
+
+class TMSA(nn.Module):
+    """Time-dependent multi-head self-attention (DiffiT Eq. 3-6) with a relative position bias.
+
+    Tokens `x` are (B, T, D) for B = N * windows; the time token is (N, time_dim) and is shared by a sample's windows.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], time_dim: int):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"hidden size {dim} is not divisible by num_attention_heads={num_heads}.")
+        self.num_heads = num_heads
+        self.to_qkv = nn.Linear(dim, 3 * dim)  # x_s -> [W_qs, W_ks, W_vs]
+        self.to_qkv_time = nn.Linear(time_dim, 3 * dim)  # x_t -> [W_qt, W_kt, W_vt]
+        self.to_out = nn.Linear(dim, dim)
+        self.rel_pos_bias = RelativePositionBias(window_size, num_heads)
+
+    def forward(self, x: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        qkv_time = self.to_qkv_time(time_token)  # (N, 3D)
+        windows_per_sample = x.shape[0] // time_token.shape[0]
+        if windows_per_sample > 1:
+            qkv_time = qkv_time.repeat_interleave(windows_per_sample, dim=0)  # (N * nW, 3D)
+        q, k, v = (self.to_qkv(x) + qkv_time[:, None]).chunk(3, dim=-1)  # Eq. 3-5: 3 x (B, T, D)
+        bias = self.rel_pos_bias(grid).to(q.dtype)  # (H, T, T)
+        return self.to_out(multihead_attention(q, k, v, self.num_heads, bias))  # Eq. 6
+
+
+class PoolMixer(nn.Module):
+    """PoolFormer token mixer `AvgPool3x3(x) - x` ("DiffiP"), kept time-dependent: the time token enters through a
+    learned projection added to every token, as x_t enters TMSA's value path (softmax rows sum to one)."""
+
+    def __init__(self, dim: int, time_dim: int):
+        super().__init__()
+        self.time_proj = nn.Linear(time_dim, dim)
+
+    def forward(self, x: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        n, t, d = x.shape
+        image = x.transpose(1, 2).reshape(n, d, grid[0], grid[1])  # (N, D, H, W)
+        pooled = F.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False).flatten(2).transpose(1, 2)
+        return pooled - x + self.time_proj(time_token)[:, None]  # (N, T, D)
+
+
+#################################################################################
+#                                  DiffiT block                                 #
+#################################################################################
+
+
+class DiffiTBlock(nn.Module):
+    """x = x + TMSA(LN(x), x_t); x = x + MLP(LN(x)). LayerNorms without affine; no adaLN anywhere.
+
+    `window_size` is the attention window in tokens. With `global_window=True` attention spans the whole token grid
+    (which may be any size up to `window_size`); otherwise the grid is split into non-overlapping windows.
+    `token_mixer="pool"` swaps TMSA for the time-conditioned pooling mixer.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], time_dim: int,
+                 mlp_ratio: float = 4.0, token_mixer: str = "attention", global_window: bool = False):
+        super().__init__()
+        if token_mixer not in TOKEN_MIXERS:
+            raise ValueError(f"Unknown token_mixer {token_mixer!r}; valid choices are {', '.join(TOKEN_MIXERS)}.")
+        self.window_size = tuple(window_size)
+        self.global_window = global_window
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = TMSA(dim, num_heads, window_size, time_dim) if token_mixer == "attention" else None
+        self.pool = PoolMixer(dim, time_dim) if token_mixer == "pool" else None
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ff = FeedForward(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        # x: (N, H*W, D) row-major tokens of a (H, W) grid; time_token: (N, time_dim)
+        h = self.norm1(x)
+        if self.pool is not None:
+            x = x + self.pool(h, time_token, grid)
+        elif self.global_window:
+            x = x + self.attn(h, time_token, grid)
+        else:
+            windows = window_partition(h, grid, self.window_size)  # (N * nW, wh*ww, D)
+            x = x + window_merge(self.attn(windows, time_token, self.window_size), grid, self.window_size)
+        return x + self.ff(self.norm2(x))
+
+
+def init_diffit_weights(model: nn.Module) -> None:
+    """Xavier Linears, N(0, 0.02) conditioning, trunc-normal(0.02) relative position tables."""
+    init_vit_weights(model)
+    init_conditioning_weights(model.cond_embed)
+    for m in model.modules():
+        if isinstance(m, RelativePositionBias):
+            nn.init.trunc_normal_(m.table, std=0.02)
+
+
+#################################################################################
+#                              Latent DiffiT model                              #
+#################################################################################
+
+
+class DiffiTModel(ModelMixin, ConfigMixin):
+    r"""
+    Latent DiffiT: an isotropic ViT of DiffiT blocks (TMSA) over patchified latents (paper section 3.2 and App. H.2).
+
+    Same forward contract and config vocabulary as [`DiTModel`]; the time token is `x_t = t_emb + y_emb`.
+
+    Args:
+        sample_size (`int` or `tuple[int, int]`, defaults to 32): Latent height/width the model is built for.
+        patch_size (`int`, defaults to 2): Patch side.
+        in_channels (`int`, defaults to 4): Latent channels (1 for grayscale pixels).
+        num_layers (`int`, defaults to 28): Number of DiffiT blocks.
+        num_attention_heads (`int`, defaults to 16): Attention heads.
+        attention_head_dim (`int`, defaults to 72): Channels per head; hidden size = heads x head dim.
+        mlp_ratio (`float`, defaults to 4.0): MLP width multiple.
+        num_classes (`int`, defaults to 1000): Classes; label `num_classes` is the null label, `0` = unconditional.
+        class_dropout_prob (`float`, defaults to 0.1): Label dropout probability in `train()` mode.
+        learn_sigma (`bool`, defaults to `True`): Output `2 * in_channels` channels (epsilon and variance `v`).
+        window_size (`int`, *optional*): Local attention window in tokens; `None` (default) attends over the whole
+            token grid, inputs up to `sample_size`.
+        token_mixer (`str`, defaults to `"attention"`): `"attention"` (TMSA) or `"pool"` (DiffiP pooling mixer).
+    """
+
+    _supports_gradient_checkpointing = True
+    _skip_layerwise_casting_patterns = ["pos_embed", "norm", "rel_pos_bias"]
+    _no_split_modules = ["DiffiTBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int | tuple[int, int] = 32,
+        patch_size: int = 2,
+        in_channels: int = 4,
+        num_layers: int = 28,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 72,
+        mlp_ratio: float = 4.0,
+        num_classes: int = 1000,
+        class_dropout_prob: float = 0.1,
+        learn_sigma: bool = True,
+        window_size: int | None = None,
+        token_mixer: str = "attention",
+    ):
+        super().__init__()
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
+        hidden_size = num_attention_heads * attention_head_dim
+        self.out_channels = 2 * in_channels if learn_sigma else in_channels
+        self.grid_size = token_grid(sample_size, patch_size)
+        window = self.grid_size if window_size is None else (window_size, window_size)
+        self.gradient_checkpointing = False
+
+        # 1. Input: patches -> tokens, frozen positions, one conditioning embedder
+        self.patch_embed = PatchEmbed(in_channels, hidden_size, patch_size)
+        self.register_buffer("pos_embed", get_2d_sincos_pos_embed(hidden_size, self.grid_size), persistent=False)
+        self.cond_embed = TimestepLabelEmbedding(hidden_size, num_classes, class_dropout_prob)
+
+        # 2. Blocks
+        self.transformer_blocks = nn.ModuleList(
+            DiffiTBlock(hidden_size, num_attention_heads, window, hidden_size, mlp_ratio, token_mixer,
+                        global_window=window_size is None)
+            for _ in range(num_layers)
+        )
+
+        # 3. Output: LayerNorm -> SiLU -> Linear, unconditioned
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, norm_type="layernorm_silu")
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Shared DiffiT init, and a zero-initialised output layer."""
+        init_diffit_weights(self)
+        nn.init.zeros_(self.final_layer.proj_out.weight)
+        nn.init.zeros_(self.final_layer.proj_out.bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        class_labels: torch.LongTensor | None = None,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """
+        The [`DiffiTModel`] forward method.
+
+        Args:
+            hidden_states (`torch.Tensor` of shape `(batch, in_channels, height, width)`):
+                Noisy latents; height and width divisible by `patch_size` (and by the window, if local).
+            timestep (`torch.Tensor` of shape `(batch,)` or `()`, or a number):
+                Diffusion timesteps; a scalar is broadcast over the batch.
+            class_labels (`torch.LongTensor` of shape `(batch,)`, *optional*):
+                Labels in `[0, num_classes]` (`num_classes` = null label); `None` = all null. Must be `None` for an
+                unconditional model.
+            return_dict (`bool`, defaults to `True`):
+                Return a [`~models.modeling_outputs.Transformer2DModelOutput`] instead of a plain tuple.
+
+        Returns:
+            [`~models.modeling_outputs.Transformer2DModelOutput`] or `tuple`: the prediction, shape
+            `(batch, out_channels, height, width)`.
+        """
+        p = self.config.patch_size
+        timestep, class_labels = check_inputs(self.config, hidden_states, timestep, class_labels, size_multiple=p)
+        grid_size = (hidden_states.shape[-2] // p, hidden_states.shape[-1] // p)
+
+        # 1. Input
+        pos = positional_table(self.pos_embed, self.grid_size, grid_size)  # (1, T, D)
+        x = self.patch_embed(hidden_states) + pos  # (N, T, D)
+        time_emb, label_emb = self.cond_embed(timestep, class_labels, dtype=x.dtype)  # (N, D), (N, D) | None
+        time_token = time_emb if label_emb is None else time_emb + label_emb  # x_t = c, no SiLU
+
+        # 2. Blocks
+        for block in self.transformer_blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, time_token, grid_size)
+            else:
+                x = block(x, time_token, grid_size)  # (N, T, D)
+
+        # 3. Output
+        x = self.final_layer(x)  # (N, T, p*p*C_out)
+        output = unpatchify(x, p, grid_size, self.out_channels)  # (N, C_out, H, W)
+
+        if not return_dict:
+            return (output,)
+        return Transformer2DModelOutput(sample=output)

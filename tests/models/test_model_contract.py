@@ -1,0 +1,176 @@
+"""The shared forward contract, checked on tiny configs of every model family and variant."""
+
+import json
+
+import pytest
+import torch
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+from diffit_hf import DiffiTModel, DiffiTUNetModel, DiTModel
+
+DIT = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=8,
+           num_classes=10)
+UNET = dict(sample_size=16, in_channels=3, block_out_channels=(32, 64), layers_per_block=(1, 2), window_size=4,
+            attention_head_dim=16, norm_num_groups=8, time_embed_dim=32, num_classes=10)
+
+# name -> (class, config, (height, width) inputs it must accept)
+VARIANTS = {
+    **{f"dit-{bt}": (DiTModel, {**DIT, "block_type": bt}, [(8, 8), (8, 12)])
+       for bt in ("adaln_zero", "adaln", "cross_attn", "in_context")},
+    "diffit-global": (DiffiTModel, DIT, [(8, 8), (8, 4)]),
+    "diffit-window": (DiffiTModel, {**DIT, "window_size": 2}, [(8, 8), (8, 12)]),
+    "diffit-pool": (DiffiTModel, {**DIT, "token_mixer": "pool"}, [(8, 8), (8, 12)]),
+    "unet": (DiffiTUNetModel, UNET, [(16, 16), (16, 8)]),
+    "unet-diffip": (DiffiTUNetModel, {**UNET, "token_mixer": "pool", "conv": "depthwise_separable"}, [(16, 24)]),
+    "unet-grayscale": (DiffiTUNetModel, {**UNET, "in_channels": 1, "num_classes": 0}, [(16, 16)]),
+}
+
+
+def build(name, **overrides):
+    cls, config, _ = VARIANTS[name]
+    model = cls(**{**config, **overrides})
+    with torch.no_grad():  # perturb zero-initialised layers so every path matters
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def inputs(model, n=3, hw=None):
+    cfg = model.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    h, w = hw or (size, size)
+    y = torch.randint(0, cfg.num_classes + 1, (n,)) if cfg.num_classes else None
+    return torch.randn(n, cfg.in_channels, h, w), torch.randint(0, 1000, (n,)), y
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("learn_sigma", [True, False])
+def test_output_shapes(name, learn_sigma):
+    model = build(name, learn_sigma=learn_sigma).eval()
+    c = model.config.in_channels
+    for hw in VARIANTS[name][2]:
+        x, t, y = inputs(model, hw=hw)
+        out = model(x, t, y).sample
+        assert out.shape == (3, 2 * c if learn_sigma else c, *hw)
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_return_dict_equals_tuple_and_determinism(name):
+    model = build(name).eval()
+    x, t, y = inputs(model)
+    with torch.no_grad():
+        out = model(x, t, y)
+        (tup,) = model(x, t, y, return_dict=False)
+    assert isinstance(out, Transformer2DModelOutput)
+    assert torch.equal(out.sample, tup)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_save_load_round_trip_bit_exact(name, tmp_path):
+    model = build(name).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    def public(cfg):  # JSON turns tuples into lists
+        return json.loads(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_")}))
+
+    assert public(loaded.config) == public(model.config)
+    x, t, y = inputs(model)
+    with torch.no_grad():
+        assert torch.equal(model(x, t, y).sample, loaded(x, t, y).sample)
+
+
+def _loss_and_grads(model, x, t, y):
+    model.zero_grad()
+    loss = model(x, t, y).sample.square().mean()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_gradient_checkpointing_same_loss_and_grads(name):
+    model = build(name, class_dropout_prob=0.0).train()
+    x, t, y = inputs(model)
+    loss_ref, grads_ref = _loss_and_grads(model, x, t, y)
+    model.enable_gradient_checkpointing()
+    assert model.gradient_checkpointing
+    loss_ckpt, grads_ckpt = _loss_and_grads(model, x, t, y)
+    torch.testing.assert_close(loss_ckpt, loss_ref)
+    for key, grad in grads_ref.items():
+        torch.testing.assert_close(grads_ckpt[key], grad, msg=key)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_parameter_gets_a_gradient(name):
+    model = build(name, class_dropout_prob=0.0).train()
+    x, t, _ = inputs(model, n=11)
+    y = torch.arange(11) if model.config.num_classes else None  # every label row, null included
+    model(x, t, y).sample.square().mean().backward()
+    for key, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, key
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_training_reduces_loss(name):
+    torch.manual_seed(0)
+    cls, config, _ = VARIANTS[name]
+    model = cls(**{**config, "class_dropout_prob": 0.0}).train()
+    x, t, y = inputs(model, n=8)
+    out_c = model(x, t, y).sample.shape[1]
+    target = x.repeat(1, out_c // x.shape[1], 1, 1)  # learn the identity: reachable by every variant
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = (model(x, t, y).sample - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_output_depends_on_timestep_and_label(name):
+    model = build(name).eval()
+    x, _, y = inputs(model)
+    with torch.no_grad():
+        a = model(x, torch.full((3,), 10), y).sample
+        b = model(x, torch.full((3,), 900), y).sample
+    assert not torch.allclose(a, b, atol=1e-5)
+    if model.config.num_classes:
+        with torch.no_grad():
+            c = model(x, torch.full((3,), 10), torch.full((3,), model.config.num_classes)).sample
+        assert not torch.allclose(a, c, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_bad_inputs_raise_clear_errors(name):
+    model = build(name).eval()
+    x, t, y = inputs(model)
+    c = model.config.in_channels
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.randn(3, c + 1, *x.shape[-2:]), t, y)
+    with pytest.raises(ValueError, match="divisible"):
+        model(torch.randn(3, c, x.shape[-2] + 1, x.shape[-1]), t, y)
+    with pytest.raises(ValueError, match="timestep"):
+        model(x, torch.tensor([1, 2]), y)
+    if model.config.num_classes:
+        with pytest.raises(ValueError, match=r"\[0, 10\]"):
+            model(x, t, torch.tensor([0, 11, 2]))
+        with pytest.raises(ValueError, match="class_labels"):
+            model(x, t, torch.tensor([1, 2]))
+    else:
+        with pytest.raises(ValueError, match="unconditional"):
+            model(x, t, torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_bf16_autocast_close_to_fp32(name):
+    model = build(name).eval()
+    x, t, y = inputs(model)
+    with torch.no_grad():
+        ref = model(x, t, y).sample
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, t, y).sample
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
