@@ -23,14 +23,14 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def build(impl: str, preset: str, sample_size: int):
+def build(impl: str, preset: str, sample_size: int | None):
     import torch
     from diffusers import DiTTransformer2DModel
 
     from diffit_hf import create_model
     from diffit_hf.models.presets import preset_config
 
-    model = create_model(preset, sample_size=sample_size)
+    model = create_model(preset, **({"sample_size": sample_size} if sample_size else {}))
     if impl == "diffusers":
         _, cfg = preset_config(preset)
         model = DiTTransformer2DModel(
@@ -44,17 +44,20 @@ def build(impl: str, preset: str, sample_size: int):
     return model
 
 
-def make_step(impl: str, preset: str, sample_size: int, batch: int, precision: str):
+def make_step(impl: str, preset: str, sample_size: int | None, batch: int, precision: str):
     """A closure running one train step (forward, MSE, backward, AdamW) of a freshly built model."""
     import torch
 
     torch.manual_seed(0)
     model = build(impl, preset, sample_size).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)  # the default (foreach), as diffusers examples use
-    x = torch.randn(batch, 4, sample_size, sample_size)
+    cfg = model.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    num_classes = cfg.get("num_classes", cfg.get("num_embeds_ada_norm", 0))
+    x = torch.randn(batch, cfg.in_channels, size, size)
     t = torch.randint(0, 1000, (batch,))
-    y = torch.randint(0, 1000, (batch,))
-    target = torch.randn(batch, 8, sample_size, sample_size)
+    y = torch.randint(0, num_classes, (batch,)) if num_classes else None
+    target = torch.randn(batch, model.out_channels, size, size)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -136,7 +139,7 @@ def main() -> None:
     from diffit_hf import count_macs, list_presets, preset_table
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    params = {row["name"]: row["params"] for row in preset_table()}
+    table_rows = {row["name"]: row for row in preset_table()}
 
     # 1. Side by side: DiT-S/2 at 8x8x4 and 32x32x4, fp32 and bf16.
     comparison = []
@@ -155,15 +158,17 @@ def main() -> None:
             row["memory_ratio"] = row["diffit_hf"]["peak_rss_mib"] / row["diffusers"]["peak_rss_mib"]
             comparison.append(row)
 
-    # 2. Preset sweep (ours only): every DiT preset cheap enough for this machine.
+    # 2. Preset sweep (ours only): every preset cheap enough for this machine, at its own input size.
     sweep = []
     if not args.no_sweep:
         for name in list_presets():
             gmacs = count_macs(name) / 1e9
-            entry = {"preset": name, "params": params[name], "gmacs": gmacs}
+            entry = {"preset": name, "input": table_rows[name]["input"], "params": table_rows[name]["params"],
+                     "gmacs": gmacs,
+                     "gmacs_no_attention": count_macs(name, include_attention=False) / 1e9}
             if gmacs <= args.max_gmacs:
                 for precision in ("fp32", "bf16"):
-                    entry[precision] = measure(["diffit_hf"], name, 32, args.sweep_batch, precision,
+                    entry[precision] = measure(["diffit_hf"], name, None, args.sweep_batch, precision,
                                                2 if args.quick else 3, args.threads)["diffit_hf"]
                 print(f"  {name}: {entry['fp32']['samples_per_s']:.2f} / {entry['bf16']['samples_per_s']:.2f} "
                       "samples/s (fp32/bf16)", flush=True)
@@ -183,16 +188,31 @@ def main() -> None:
             f"{row['diffusers']['peak_rss_mib']:.0f} / {row['diffit_hf']['peak_rss_mib']:.0f} |"
         )
     if sweep:
-        lines += ["", f"Presets at 32x32x4 (train step, batch {args.sweep_batch}; '-' = over --max-gmacs here):", "",
-                  "| preset | params | GMACs | fp32 samples/s | bf16 samples/s | peak RSS bf16 (MiB) |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["", f"Every preset at its own input size (train step, batch {args.sweep_batch}; '-' = over "
+                  "--max-gmacs, not run here). GMACs count the attention matmuls; the second column leaves them out.",
+                  "", "| preset | input | params | GMACs | GMACs w/o attn | fp32 samples/s | bf16 samples/s |"
+                  " peak RSS fp32 (MiB) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for e in sweep:
             if "fp32" in e:
                 speed = (f"{e['fp32']['samples_per_s']:.2f} | {e['bf16']['samples_per_s']:.2f} | "
-                         f"{e['bf16']['peak_rss_mib']:.0f}")
+                         f"{e['fp32']['peak_rss_mib']:.0f}")
             else:
                 speed = "- | - | -"
-            lines.append(f"| {e['preset']} | {e['params']:,} | {e['gmacs']:.2f} | {speed} |")
+            lines.append(f"| {e['preset']} | {e['input']} | {e['params']:,} | {e['gmacs']:.2f} | "
+                         f"{e['gmacs_no_attention']:.2f} | {speed} |")
+    by_name = {e["preset"]: e for e in sweep}
+    pairs = [(f"DiffiT-{k}", f"DiffiP-{k}") for k in ("CIFAR10", "FFHQ64", "S/2")]
+    pairs = [(a, b) for a, b in pairs if a in by_name and b in by_name]
+    if pairs:
+        lines += ["", "DiffiP (pool mixer; depthwise-separable convs in U-shaped models) vs DiffiT, equal channels:",
+                  "", "| pair | params ratio | GMACs ratio | fp32 train-step speedup |", "|---|---:|---:|---:|"]
+        for a, b in pairs:
+            ea, eb = by_name[a], by_name[b]
+            speed = (f"{eb['fp32']['samples_per_s'] / ea['fp32']['samples_per_s']:.2f}x"
+                     if "fp32" in ea and "fp32" in eb else "-")
+            lines.append(f"| {b} / {a} | {ea['params'] / eb['params']:.2f}x fewer | "
+                         f"{ea['gmacs'] / eb['gmacs']:.2f}x fewer | {speed} |")
     table = "\n".join(lines)
     print("\n" + table)
     (RESULTS / "bench_models.md").write_text(table + "\n")
