@@ -14,8 +14,10 @@ from .models import (
     list_presets,
     preset_table,
 )
+from .pipelines import DiffiTPipeline
 
 __all__ = [
+    "DiffiTPipeline",
     "DiTModel",
     "DiffiTModel",
     "DiffiTUNetModel",

@@ -1,0 +1,3 @@
+from .pipeline_diffit import DiffiTPipeline
+
+__all__ = ["DiffiTPipeline"]

@@ -1,0 +1,250 @@
+"""DiffiTPipeline: class-conditional (or unconditional) sampling with DiT / DiffiT models and any diffusers scheduler.
+
+Differences from diffusers' `DiTPipeline` (each one a bug users hit there): the null class is read from the model
+config (not hard-coded to 1000), learned variance is passed to schedulers that use it, `get_label_ids("Bag")` does
+not split a string into characters, `id2label` is saved with the pipeline, and the VAE is optional (pixel-space
+models).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+from diffusers.models import AutoencoderKL
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers import DDPMParallelScheduler, DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+
+GUIDANCE_SCHEDULES = ("constant", "power_cosine")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def guidance_scale_at(scale: float, schedule: str, timestep: float, num_train_timesteps: int) -> float:
+    """Guidance scale for one step: constant, or DiffiT's power-cosine ramp
+    `1 + (scale - 1) * 0.5 * (1 - cos(pi * (1 - t / T) ** 4))` (small at high noise, `scale` at t = 0)."""
+    if schedule == "constant":
+        return scale
+    progress = (1.0 - float(timestep) / num_train_timesteps) ** 4
+    return 1.0 + (scale - 1.0) * 0.5 * (1.0 - math.cos(math.pi * progress))
+
+
+class DiffiTPipeline(DiffusionPipeline):
+    r"""
+    Image generation with a DiT or DiffiT denoiser (latent with an `AutoencoderKL`, or pixel space without one).
+
+    Args:
+        transformer ([`DiTModel`], [`DiffiTModel`] or [`DiffiTUNetModel`]):
+            Denoiser with the shared forward contract `transformer(hidden_states, timestep, class_labels).sample`.
+        scheduler ([`SchedulerMixin`]):
+            Any diffusers scheduler (DDPM, DDIM, DPM-Solver++, Euler, ...). Schedulers with
+            `variance_type="learned"`/`"learned_range"` receive the model's learned variance.
+        vae ([`AutoencoderKL`], *optional*):
+            Decodes latents to images; `None` for pixel-space models.
+        id2label (`dict[int, str]`, *optional*):
+            Class names, saved with the pipeline; a name may list comma-separated synonyms.
+    """
+
+    model_cpu_offload_seq = "transformer->vae"
+    _optional_components = ["vae"]
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        scheduler,
+        vae: AutoencoderKL | None = None,
+        id2label: dict | None = None,
+    ):
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        id2label = {int(k): v for k, v in (id2label or {}).items()}  # JSON keys come back as strings
+        num_classes = transformer.config.get("num_classes", 0)
+        for key in id2label:
+            if not 0 <= key < max(num_classes, 1):
+                raise ValueError(f"id2label has id {key}, outside the model's classes [0, {num_classes - 1}].")
+        self.register_to_config(id2label=id2label)
+        self.labels = {}
+        for key, value in id2label.items():
+            for name in value.split(","):
+                self.labels[name.strip().lower()] = key
+
+    @property
+    def num_classes(self) -> int:
+        return self.transformer.config.get("num_classes", 0)
+
+    def get_label_ids(self, names: str | list[str]) -> list[int]:
+        """Class ids for class names (case-insensitive); a single string is one name."""
+        if isinstance(names, str):
+            names = [names]
+        if not self.labels:
+            raise ValueError("This pipeline has no id2label mapping; pass integer class ids instead of names.")
+        ids = []
+        for name in names:
+            key = name.strip().lower()
+            if key not in self.labels:
+                valid = ", ".join(sorted(self.config.id2label[i] for i in sorted(self.config.id2label)))
+                raise ValueError(f"Unknown class name {name!r}; valid names are: {valid}.")
+            ids.append(self.labels[key])
+        return ids
+
+    def _resolve_labels(self, class_labels) -> list[int] | None:
+        if self.num_classes == 0:
+            if class_labels is not None:
+                raise ValueError("This model is unconditional (num_classes=0); pass class_labels=None.")
+            return None
+        if class_labels is None:
+            raise ValueError(f"Pass class_labels (ids in [0, {self.num_classes - 1}] or names) for this model.")
+        if isinstance(class_labels, (int, str)) or torch.is_tensor(class_labels) and class_labels.ndim == 0:
+            class_labels = [class_labels]
+        class_labels = list(class_labels.tolist() if torch.is_tensor(class_labels) else class_labels)
+        if not class_labels:
+            raise ValueError("class_labels is empty.")
+        ids = [self.get_label_ids(c)[0] if isinstance(c, str) else int(c) for c in class_labels]
+        bad = [i for i in ids if not 0 <= i < self.num_classes]
+        if bad:
+            raise ValueError(f"Label ids {bad} are outside [0, {self.num_classes - 1}].")
+        return ids
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
+        num_images_per_label: int = 1,
+        guidance_scale: float = 4.0,
+        guidance_schedule: str = "constant",
+        guidance_channels: int | None = None,
+        num_inference_steps: int = 50,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Generate images.
+
+        Args:
+            class_labels (`int`, `str`, `list` or `torch.Tensor`, *optional*):
+                Class ids or names to generate; `None` for unconditional models.
+            num_images_per_label (`int`, defaults to 1):
+                Images per label (the batch size of an unconditional model).
+            guidance_scale (`float`, defaults to 4.0):
+                Classifier-free guidance scale; `<= 1` disables guidance (no unconditional pass).
+            guidance_schedule (`str`, defaults to `"constant"`):
+                `"constant"`, or `"power_cosine"` (DiffiT's schedule, ramping the scale up as noise decreases).
+            guidance_channels (`int`, *optional*):
+                Guide only the first `guidance_channels` channels; `None` guides all (3 reproduces the DiT/DiffiT
+                papers' sampling code on 4-channel latents).
+            num_inference_steps (`int`, defaults to 50):
+                Denoising steps.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                For reproducible sampling; a list needs one generator per image.
+            latents (`torch.Tensor`, *optional*):
+                Initial noise of shape `(batch, in_channels, height, width)`.
+            output_type (`str`, defaults to `"pil"`):
+                `"pil"`, `"np"` (NHWC in [0, 1]), `"pt"` (NCHW in [0, 1]) or `"latent"` (the final latents).
+            return_dict (`bool`, defaults to `True`):
+                Return an [`ImagePipelineOutput`] instead of a tuple.
+
+        Returns:
+            [`ImagePipelineOutput`] or `tuple`: the generated images.
+        """
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
+        if num_images_per_label < 1:
+            raise ValueError(f"num_images_per_label must be >= 1, got {num_images_per_label}.")
+        if guidance_schedule not in GUIDANCE_SCHEDULES:
+            raise ValueError(
+                f"Unknown guidance_schedule {guidance_schedule!r}; valid choices are {', '.join(GUIDANCE_SCHEDULES)}."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"Unknown output_type {output_type!r}; valid choices are {', '.join(OUTPUT_TYPES)}.")
+
+        # 1. Labels and batch
+        labels = self._resolve_labels(class_labels)
+        batch = num_images_per_label * (len(labels) if labels is not None else 1)
+        cfg = self.transformer.config
+        size = cfg.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        channels = cfg.in_channels
+        shape = (batch, channels, height, width)
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch} images.")
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        guidance_channels = channels if guidance_channels is None else guidance_channels
+        if not 1 <= guidance_channels <= channels:
+            raise ValueError(f"guidance_channels must lie in [1, {channels}], got {guidance_channels}.")
+
+        device, dtype = self._execution_device, self.transformer.dtype
+        use_cfg = labels is not None and guidance_scale > 1.0
+        if labels is not None:
+            ids = torch.tensor(labels, device=device).repeat_interleave(num_images_per_label)  # (B,)
+            null = torch.full_like(ids, self.num_classes)
+            model_labels = torch.cat([ids, null]) if use_cfg else ids
+        else:
+            model_labels = None
+
+        # 2. Initial noise
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        latents = latents.to(device=device, dtype=dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = latents * self.scheduler.init_noise_sigma
+        # Only ancestral DDPM sampling uses the variance; other schedulers get epsilon alone. A scheduler made with
+        # `from_config` of a DDPM config inherits variance_type: harmless where it is ignored (DDIM, Euler), but
+        # DPM-Solver then slices model_output[:, :3], which is wrong for 4-channel latents.
+        variance_type = self.scheduler.config.get("variance_type")
+        learned_config = variance_type in ("learned", "learned_range")
+        learned_variance = learned_config and isinstance(self.scheduler, (DDPMScheduler, DDPMParallelScheduler))
+        scheduler_cls = type(self.scheduler)
+        if learned_config and not learned_variance and "variance_type" in inspect.signature(scheduler_cls).parameters:
+            raise ValueError(
+                f"{scheduler_cls.__name__} with variance_type={variance_type!r} mishandles learned variance; create "
+                f"it with `{scheduler_cls.__name__}.from_config(pipe.scheduler.config, variance_type=None)`."
+            )
+        if learned_variance and self.transformer.out_channels != 2 * channels:
+            raise ValueError(
+                "The scheduler uses a learned variance but the model has learn_sigma=False; use a scheduler with "
+                "a fixed variance_type (e.g. 'fixed_small')."
+            )
+        num_train_timesteps = self.scheduler.config.get("num_train_timesteps", 1000)
+
+        # 3. Denoising loop
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([latents, latents]) if use_cfg else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            timesteps = t.expand(model_input.shape[0]) if torch.is_tensor(t) else t
+            out = self.transformer(model_input, timesteps, model_labels).sample  # (B or 2B, C or 2C, H, W)
+            eps, variance = out[:, :channels], out[:, channels:]
+            if use_cfg:
+                cond, uncond = eps.chunk(2)
+                scale = guidance_scale_at(guidance_scale, guidance_schedule, t, num_train_timesteps)
+                guided = uncond[:, :guidance_channels] + scale * (cond - uncond)[:, :guidance_channels]
+                eps = torch.cat([guided, cond[:, guidance_channels:]], dim=1)
+                variance = variance.chunk(2)[0]
+            if learned_variance and variance.shape[1] == channels:
+                model_output = torch.cat([eps, variance], dim=1)
+            else:  # schedulers with fixed variance: drop the learned one
+                model_output = eps
+            latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
+
+        # 4. Decode
+        if output_type == "latent":
+            images = latents
+        else:
+            if self.vae is not None:
+                samples = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+            else:
+                samples = latents
+            images = (samples.float() / 2 + 0.5).clamp(0, 1)  # (B, C, H, W) in [0, 1]
+            if output_type != "pt":
+                images = images.permute(0, 2, 3, 1).cpu().numpy()
+                if output_type == "pil":
+                    images = self.numpy_to_pil(images)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
