@@ -1,8 +1,11 @@
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 from .images import center_crop_resize, image_transform, load_image_dataset, preprocess_image
+from .latent_cache import LatentDataset, encode_to_cache
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "LatentDataset",
+    "encode_to_cache",
     "center_crop_resize",
     "image_transform",
     "load_fashion_mnist",

@@ -1,0 +1,192 @@
+"""A resumable cache of VAE latent distributions (mean, std) and labels, as safetensors shards plus a JSON index.
+
+Layout of a cache folder:
+
+    index.json                  VAE id and config hash, scaling factor, resolution, shapes, counts, class names
+    shard-00000.safetensors     rows [0, shard_size): "mean", "std" (N, C, h, w) float32, "label" (N,) int64
+
+Shards are assigned round-robin to processes, written to a temporary name and renamed when complete, so a partial
+shard is never taken for a complete one; a rerun skips the shards that load and match the index. A cache made with
+another VAE or resolution is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+
+from .images import preprocess_image
+
+INDEX = "index.json"
+
+
+def vae_fingerprint(vae) -> str:
+    """sha256 of the VAE's config and weights' shapes and a few values: changes when another VAE is used."""
+    h = hashlib.sha256(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().float().flatten()[:16].cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def shard_path(cache_dir: Path, index: int) -> Path:
+    return cache_dir / f"shard-{index:05d}.safetensors"
+
+
+def _atomic_write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _shard_meta(meta: dict) -> dict[str, str]:
+    return {key: str(meta[key]) for key in ("vae_fingerprint", "resolution", "grayscale")}
+
+
+def _shard_ok(path: Path, meta: dict, start: int, count: int) -> bool:
+    """True if the shard loads and holds exactly rows [start, start + count); ValueError if it was made with another
+    VAE or resolution (a foreign cache is refused, never mixed or overwritten)."""
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError):
+        return False  # partial or corrupt: re-encode
+    if stored != _shard_meta(meta):
+        raise ValueError(f"{path} was made with {stored}, this run has {_shard_meta(meta)}: refusing to mix caches.")
+    shape = (count, *meta["latent_shape"])
+    return (
+        set(tensors) == {"mean", "std", "label", "start"}
+        and int(tensors["start"]) == start
+        and tuple(tensors["mean"].shape) == shape
+        and tuple(tensors["std"].shape) == shape
+        and tuple(tensors["label"].shape) == (count,)
+    )
+
+
+def encode_to_cache(
+    vae,
+    dataset,
+    cache_dir: str | Path,
+    resolution: int,
+    grayscale: bool = False,
+    vae_id: str = "",
+    shard_size: int = 1024,
+    batch_size: int = 64,
+    process_index: int = 0,
+    num_processes: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Encodes `dataset` (`image` and optional `label` columns) into `cache_dir`; returns the index dict.
+
+    Each process encodes the shards `i` with `i % num_processes == process_index`; the index is written by process 0
+    only once every shard is present (call again after all processes finish, or use `training/encode_latents.py`).
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    device = next(vae.parameters()).device
+    channels = 1 if grayscale else 3
+    if vae.config.in_channels != channels:
+        raise ValueError(f"The VAE takes {vae.config.in_channels} channels; grayscale={grayscale} gives {channels}.")
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if resolution % factor:
+        raise ValueError(f"resolution {resolution} is not divisible by the VAE's downsampling factor {factor}.")
+    names = getattr(dataset.features.get("label"), "names", None)
+    meta = {
+        "vae": vae_id,
+        "vae_fingerprint": vae_fingerprint(vae),
+        "scaling_factor": float(vae.config.scaling_factor),
+        "resolution": resolution,
+        "grayscale": grayscale,
+        "latent_shape": [vae.config.latent_channels, resolution // factor, resolution // factor],
+        "num_samples": len(dataset),
+        "shard_size": shard_size,
+        "num_shards": (len(dataset) + shard_size - 1) // shard_size,
+        "class_names": names,
+    }
+    index_path = cache_dir / INDEX
+    if index_path.exists():
+        old = json.loads(index_path.read_text())
+        for key in ("vae_fingerprint", "resolution", "grayscale", "num_samples", "shard_size", "latent_shape"):
+            if old.get(key) != meta[key]:
+                raise ValueError(
+                    f"{cache_dir} holds a cache made with {key}={old.get(key)!r}, this run has {meta[key]!r} "
+                    f"(VAE {old.get('vae')!r} vs {vae_id!r}). Use another folder or delete it."
+                )
+
+    mine = [i for i in range(meta["num_shards"]) if i % num_processes == process_index]
+    todo = [i for i in mine if not _shard_ok(shard_path(cache_dir, i), meta, i * shard_size,
+                                             min(shard_size, len(dataset) - i * shard_size))]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="encoding shards", disable=not progress)
+    for i in todo:
+        start, stop = i * shard_size, min((i + 1) * shard_size, len(dataset))
+        means, stds, labels = [], [], []
+        for b in range(start, stop, batch_size):
+            rows = dataset[b:min(b + batch_size, stop)]
+            pixels = torch.stack([preprocess_image(img, resolution, grayscale) for img in rows["image"]])
+            with torch.no_grad():
+                dist = vae.encode(pixels.to(device=device, dtype=vae.dtype)).latent_dist
+            means.append(dist.mean.float().cpu().contiguous())
+            stds.append(dist.std.float().cpu().contiguous())
+            labels.extend(rows["label"] if "label" in rows else [-1] * len(pixels))
+        tensors = {"mean": torch.cat(means), "std": torch.cat(stds), "label": torch.tensor(labels, dtype=torch.long),
+                   "start": torch.tensor(start)}
+        final = shard_path(cache_dir, i)
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        save_file(tensors, str(tmp), metadata=_shard_meta(meta))
+        os.replace(tmp, final)  # atomic: a shard is either complete or absent
+        bar.update(1)
+    bar.close()
+
+    complete = all(_shard_ok(shard_path(cache_dir, i), meta, i * shard_size,
+                             min(shard_size, len(dataset) - i * shard_size)) for i in range(meta["num_shards"]))
+    if process_index == 0 and complete:
+        _atomic_write_json(index_path, meta)
+    return meta
+
+
+class LatentDataset(Dataset):
+    """Rows of a latent cache as `(latents * scaling_factor, label)`.
+
+    With `resample=True` each access draws `mean + std * noise` from the stored distribution (a fresh sample per
+    epoch, as training on images would); `random_flip` flips the latent grid horizontally with probability 1/2.
+    """
+
+    def __init__(self, cache_dir: str | Path, resample: bool = True, random_flip: bool = False):
+        cache_dir = Path(cache_dir)
+        if not (cache_dir / INDEX).exists():
+            raise FileNotFoundError(f"{cache_dir} has no {INDEX}: the cache is missing or incomplete.")
+        self.meta = json.loads((cache_dir / INDEX).read_text())
+        shards = [load_file(str(shard_path(cache_dir, i))) for i in range(self.meta["num_shards"])]
+        self.mean = torch.cat([s["mean"] for s in shards])  # (N, C, h, w)
+        self.std = torch.cat([s["std"] for s in shards])
+        self.labels = torch.cat([s["label"] for s in shards])  # (N,)
+        if len(self.mean) != self.meta["num_samples"]:
+            raise ValueError(
+                f"{cache_dir}: shards hold {len(self.mean)} rows, the index says {self.meta['num_samples']}."
+            )
+        self.scaling_factor = self.meta["scaling_factor"]
+        self.resample, self.random_flip = resample, random_flip
+
+    def __len__(self) -> int:
+        return len(self.mean)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        latent = self.mean[i]
+        if self.resample:
+            latent = latent + self.std[i] * torch.randn_like(latent)
+        if self.random_flip and torch.rand(()) < 0.5:
+            latent = latent.flip(-1)
+        return latent * self.scaling_factor, int(self.labels[i])

@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Image
+from diffusers import AutoencoderKL
+from PIL import Image as PILImage
+
+from diffit_hf.data.latent_cache import LatentDataset, encode_to_cache, shard_path
+
+
+def tiny_vae(seed=0):
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), latent_channels=4,
+        norm_num_groups=8, sample_size=8, scaling_factor=0.7,
+    ).eval()
+
+
+@pytest.fixture
+def images():
+    torch.manual_seed(0)
+    pics = [PILImage.fromarray((torch.rand(8, 8) * 255).byte().numpy()) for _ in range(10)]
+    features = Features({"image": Image(), "label": ClassLabel(names=["a", "b", "c"])})
+    return Dataset.from_dict({"image": pics, "label": [i % 3 for i in range(10)]}, features=features)
+
+
+def encode(vae, data, path, **kw):
+    return encode_to_cache(vae, data, path, resolution=8, grayscale=True, vae_id="tiny", shard_size=4,
+                           batch_size=3, progress=False, **kw)
+
+
+def test_cache_matches_direct_encoding_and_loader(images, tmp_path):
+    vae = tiny_vae()
+    meta = encode(vae, images, tmp_path)
+    assert meta["num_shards"] == 3 and meta["latent_shape"] == [4, 4, 4] and meta["class_names"] == ["a", "b", "c"]
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["num_samples"] == 10 and index["scaling_factor"] == 0.7
+    from diffit_hf.data import preprocess_image
+
+    pixels = torch.stack([preprocess_image(img, 8, grayscale=True) for img in images["image"]])
+    with torch.no_grad():
+        dist = vae.encode(pixels).latent_dist
+    ds = LatentDataset(tmp_path, resample=False)
+    assert len(ds) == 10
+    torch.testing.assert_close(ds.mean, dist.mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ds.std, dist.std, atol=1e-5, rtol=1e-5)
+    latent, label = ds[5]
+    torch.testing.assert_close(latent, dist.mean[5] * 0.7, atol=1e-5, rtol=1e-5)
+    assert label == 5 % 3
+    resampled = LatentDataset(tmp_path, resample=True)
+    a, b = resampled[5][0], resampled[5][0]
+    assert not torch.equal(a, b)  # a fresh sample from the stored distribution each time
+    draws = torch.stack([resampled[5][0] for _ in range(2000)])
+    assert torch.allclose(draws.mean(0), latent, atol=0.1)  # mean * scale
+    assert torch.allclose(draws.std(0), ds.std[5] * 0.7, rtol=0.15)  # std * scale
+
+
+def test_rerun_skips_complete_shards_and_redoes_partial_ones(images, tmp_path):
+    vae = tiny_vae()
+    encode(vae, images, tmp_path)
+    mtimes = {i: shard_path(tmp_path, i).stat().st_mtime_ns for i in range(3)}
+    shard_path(tmp_path, 1).write_bytes(shard_path(tmp_path, 1).read_bytes()[:100])  # a truncated shard
+    (tmp_path / ".shard-00002.safetensors.tmp-999").write_bytes(b"partial")  # a crashed writer's leftover
+    encode(vae, images, tmp_path)
+    assert shard_path(tmp_path, 0).stat().st_mtime_ns == mtimes[0]  # skipped
+    assert shard_path(tmp_path, 2).stat().st_mtime_ns == mtimes[2]
+    assert shard_path(tmp_path, 1).stat().st_mtime_ns != mtimes[1]  # re-encoded
+    assert len(LatentDataset(tmp_path, resample=False)) == 10
+
+
+def test_two_processes_split_the_shards(images, tmp_path):
+    vae = tiny_vae()
+    encode(vae, images, tmp_path, process_index=1, num_processes=2)
+    assert shard_path(tmp_path, 1).exists() and not shard_path(tmp_path, 0).exists()
+    assert not (tmp_path / "index.json").exists()  # incomplete: no index, the loader refuses
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        LatentDataset(tmp_path)
+    encode(vae, images, tmp_path, process_index=0, num_processes=2)
+    assert (tmp_path / "index.json").exists()
+    reference = tmp_path / "single"
+    encode(vae, images, reference)
+    assert torch.equal(LatentDataset(tmp_path, resample=False).mean, LatentDataset(reference, resample=False).mean)
+
+
+def test_other_vae_or_resolution_is_refused(images, tmp_path):
+    encode(tiny_vae(0), images, tmp_path)
+    with pytest.raises(ValueError, match="vae_fingerprint"):
+        encode(tiny_vae(1), images, tmp_path)
+    with pytest.raises(ValueError, match="resolution"):
+        encode_to_cache(tiny_vae(0), images, tmp_path, resolution=16, grayscale=True, shard_size=4, progress=False)
+    partial = tmp_path / "partial"
+    encode(tiny_vae(0), images, partial, process_index=0, num_processes=3)  # shards, no index yet
+    with pytest.raises(ValueError, match="refusing to mix"):
+        encode(tiny_vae(1), images, partial)
+    with pytest.raises(ValueError, match="channels"):
+        encode_to_cache(tiny_vae(0), images, tmp_path / "rgb", resolution=8, grayscale=False, progress=False)
+
+
+def test_encode_latents_script_two_processes(images, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    images.save_to_disk(str(tmp_path / "data"))
+    script = Path(__file__).resolve().parents[2] / "training" / "encode_latents.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           "--vae", str(tmp_path / "vae"), "--dataset", str(tmp_path / "data"), "--resolution", "8", "--grayscale",
+           "--shard-size", "3", "--out", str(tmp_path / "cache")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    subprocess.run(cmd, check=True, env=env, timeout=300)
+    ds = LatentDataset(tmp_path / "cache", resample=False)
+    reference = tmp_path / "single"
+    encode(tiny_vae(), images, reference)
+    torch.testing.assert_close(ds.mean, LatentDataset(reference, resample=False).mean, atol=1e-5, rtol=1e-5)
+    assert ds.labels.tolist() == [i % 3 for i in range(10)]
