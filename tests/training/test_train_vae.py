@@ -1,0 +1,71 @@
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from diffusers import AutoencoderKL
+from PIL import Image
+from safetensors.torch import load_file
+
+from diffit_hf.training.config import make_config
+
+SCRIPT = Path(__file__).resolve().parents[2] / "training" / "train_vae.py"
+spec = importlib.util.spec_from_file_location("train_vae", SCRIPT)
+train_vae = importlib.util.module_from_spec(spec)
+sys.modules["train_vae"] = train_vae  # dataclasses look their module up
+spec.loader.exec_module(train_vae)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    torch.manual_seed(0)
+    pics = [Image.fromarray((torch.rand(8, 8) * 255).byte().numpy()) for _ in range(16)]
+    data = Dataset.from_dict({"image": pics, "label": [0] * 16})
+    for split in ("train", "test"):
+        data.save_to_disk(str(tmp_path / split))
+    return tmp_path
+
+
+def config(tiny_data, out, **kw):
+    values = dict(dataset=str(tiny_data / "train"), eval_split="", resolution=8, block_out_channels=(8, 8),
+                  norm_num_groups=8, batch_size=4, max_steps=6, checkpointing_steps=3, learning_rate=1e-2,
+                  scaling_samples=16, output_dir=str(out), log_every=1)
+    values.update(kw)
+    return make_config(train_vae.VAETrainConfig, values)
+
+
+def test_train_export_and_metrics(tiny_data, tmp_path):
+    metrics = train_vae.main(config(tiny_data, tmp_path / "run", ema_decay=0.99))
+    vae = AutoencoderKL.from_pretrained(tmp_path / "run")
+    assert vae.config.scaling_factor == pytest.approx(metrics["scaling_factor"]) and metrics["scaling_factor"] > 0
+    assert metrics["latent_shape"] == [4, 4, 4]
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["max_steps"] == 6
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-6"]
+
+
+def test_exact_resume(tiny_data, tmp_path):
+    train_vae.main(config(tiny_data, tmp_path / "straight"))
+    train_vae.main(config(tiny_data, tmp_path / "resumed", max_steps=3))
+    train_vae.main(config(tiny_data, tmp_path / "resumed", resume_from_checkpoint="latest"))
+    a = load_file(str(tmp_path / "straight" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_loss_goes_down_and_psnr_reported(tiny_data, tmp_path):
+    short = train_vae.main(config(tiny_data, tmp_path / "short", max_steps=1, eval_split="test",
+                                  dataset=str(tiny_data / "train")))
+    longer = train_vae.main(config(tiny_data, tmp_path / "long", max_steps=40, checkpointing_steps=40,
+                                   eval_split="test"))
+    assert longer["psnr_db"] > short["psnr_db"] + 1.0
+    assert (tmp_path / "long" / "reconstructions.png").exists()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint to resume from"):
+        train_vae.main(config(tiny_data, tmp_path / "none", resume_from_checkpoint="latest"))
