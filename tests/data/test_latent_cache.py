@@ -5,6 +5,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image
 from diffusers import AutoencoderKL
 from PIL import Image as PILImage
+from safetensors.torch import load_file
 
 from diffit_hf.data.latent_cache import LatentDataset, encode_to_cache, shard_path
 
@@ -61,12 +62,15 @@ def test_rerun_skips_complete_shards_and_redoes_partial_ones(images, tmp_path):
     vae = tiny_vae()
     encode(vae, images, tmp_path)
     mtimes = {i: shard_path(tmp_path, i).stat().st_mtime_ns for i in range(3)}
+    original = load_file(str(shard_path(tmp_path, 1)))
     shard_path(tmp_path, 1).write_bytes(shard_path(tmp_path, 1).read_bytes()[:100])  # a truncated shard
     (tmp_path / ".shard-00002.safetensors.tmp-999").write_bytes(b"partial")  # a crashed writer's leftover
     encode(vae, images, tmp_path)
     assert shard_path(tmp_path, 0).stat().st_mtime_ns == mtimes[0]  # skipped
     assert shard_path(tmp_path, 2).stat().st_mtime_ns == mtimes[2]
-    assert shard_path(tmp_path, 1).stat().st_mtime_ns != mtimes[1]  # re-encoded
+    assert shard_path(tmp_path, 1).stat().st_mtime_ns != mtimes[1]  # re-encoded ...
+    redone = load_file(str(shard_path(tmp_path, 1)))
+    assert all(torch.equal(original[k], redone[k]) for k in original)  # ... identically (deterministic encoding)
     assert len(LatentDataset(tmp_path, resample=False)) == 10
 
 

@@ -69,3 +69,17 @@ def test_loss_goes_down_and_psnr_reported(tiny_data, tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="No checkpoint to resume from"):
         train_vae.main(config(tiny_data, tmp_path / "none", resume_from_checkpoint="latest"))
+
+
+def test_two_process_training_smoke(tiny_data, tmp_path):
+    import os
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+           "--dataset", str(tiny_data / "train"), "--eval-split", "", "--resolution", "8", "--block-out-channels",
+           "8", "8", "--norm-num-groups", "8", "--batch-size", "4", "--max-steps", "2", "--checkpointing-steps", "2",
+           "--scaling-samples", "8", "--output-dir", str(tmp_path / "ddp")]
+    subprocess.run(cmd, check=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    vae = AutoencoderKL.from_pretrained(tmp_path / "ddp")
+    assert vae.config.scaling_factor != 0.18215  # measured, not the default
+    assert (tmp_path / "ddp" / "checkpoints" / "checkpoint-2").is_dir()
