@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from diffit_hf.data import image_transform, load_image_dataset
+from diffit_hf.training.checkpoints import checkpoint_step, resolve_checkpoint, save_checkpoint
 from diffit_hf.training.config import parse_config, save_config
 
 
@@ -108,26 +107,6 @@ def make_loader(cfg: VAETrainConfig, split: str, shuffle: bool, flip: bool, limi
                       num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    done = sorted(folder.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
-    return done[-1] if done else None
-
-
-def save_checkpoint(accelerator: Accelerator, folder: Path, step: int, keep: int) -> None:
-    """Atomic: accelerate writes into a temporary folder that is renamed once complete."""
-    final, tmp = folder / f"checkpoint-{step}", folder / f"checkpoint-{step}.tmp"
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        done = sorted(folder.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
-        for old in done[:-keep] if keep > 0 else []:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
 @torch.no_grad()
 def evaluate_psnr(vae: AutoencoderKL, loader: DataLoader, device) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Mean per-image PSNR (dB, images in [0, 1]) reconstructing from the posterior mean; and a first batch."""
@@ -187,12 +166,9 @@ def main(cfg: VAETrainConfig) -> dict:
     step = 0
     ckpt_dir = out / "checkpoints"
     if cfg.resume_from_checkpoint:
-        latest = cfg.resume_from_checkpoint == "latest"
-        path = latest_checkpoint(ckpt_dir) if latest else Path(cfg.resume_from_checkpoint)
-        if path is None or not path.is_dir():
-            raise FileNotFoundError(f"No checkpoint to resume from ({cfg.resume_from_checkpoint!r} in {ckpt_dir}).")
+        path = resolve_checkpoint(cfg.resume_from_checkpoint, ckpt_dir)
         accelerator.load_state(str(path))
-        step = int(path.name.split("-")[1])
+        step = checkpoint_step(path)
         accelerator.print(f"resumed from {path} at step {step}")
 
     # 3. Train
