@@ -17,9 +17,9 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
 )
-from PIL import Image, ImageDraw
 
 from diffit_hf import DiffiTPipeline
+from diffit_hf.pipelines.grid import labelled_grid
 
 SCHEDULERS = {
     "ddpm": DDPMScheduler,
@@ -27,20 +27,6 @@ SCHEDULERS = {
     "dpm": DPMSolverMultistepScheduler,  # DPM-Solver++ (2M) by default
     "euler": EulerDiscreteScheduler,
 }
-
-
-def labelled_grid(images: list[Image.Image], captions: list[str], rows: int) -> Image.Image:
-    """Column-major grid (one column per caption) with a caption strip under each column."""
-    cols = len(captions)
-    w, h = images[0].size
-    strip = 12
-    grid = Image.new("RGB", (cols * w, rows * h + strip), "white")
-    draw = ImageDraw.Draw(grid)
-    for c in range(cols):
-        for r in range(rows):
-            grid.paste(images[c * rows + r].convert("RGB"), (c * w, r * h))
-        draw.text((c * w + 2, rows * h), captions[c][: max(1, w // 6)], fill="black")
-    return grid
 
 
 def main() -> None:

@@ -20,6 +20,28 @@ from diffusers import AutoencoderKL
 
 from diffit_hf.data import load_image_dataset
 from diffit_hf.data.latent_cache import encode_to_cache
+from diffit_hf.training.runtime import set_cpu_threads
+
+
+def encode_dataset(accelerator: Accelerator, vae_path: str, dataset: str, out: str, resolution: int,
+                   grayscale: bool = False, split: str = "train", image_column: str = "image",
+                   label_column: str = "label", vae_subfolder: str | None = None, shard_size: int = 1024,
+                   batch_size: int = 64) -> dict:
+    """Every process encodes its shards; then the main process verifies them all and writes the index."""
+    vae = AutoencoderKL.from_pretrained(vae_path, subfolder=vae_subfolder).to(accelerator.device).eval()
+    data = load_image_dataset(dataset, split, image_column, label_column)
+    kwargs = dict(vae_id=vae_path, shard_size=shard_size, batch_size=batch_size)
+    with torch.no_grad():
+        meta = encode_to_cache(vae, data, out, resolution, grayscale, process_index=accelerator.process_index,
+                               num_processes=accelerator.num_processes, progress=accelerator.is_local_main_process,
+                               **kwargs)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:  # every shard is there now: verify them all and write the index
+            meta = encode_to_cache(vae, data, out, resolution, grayscale, progress=False, **kwargs)
+            print(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} "
+                  f"in {meta['num_shards']} shards, scaling factor {meta['scaling_factor']}")
+    accelerator.wait_for_everyone()
+    return meta
 
 
 def main() -> None:
@@ -37,21 +59,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-
     accelerator = Accelerator()
-    vae = AutoencoderKL.from_pretrained(args.vae, subfolder=args.vae_subfolder).to(accelerator.device).eval()
-    dataset = load_image_dataset(args.dataset, args.split, args.image_column, args.label_column)
-    with torch.no_grad():
-        encode_to_cache(vae, dataset, args.out, args.resolution, args.grayscale, vae_id=args.vae,
-                        shard_size=args.shard_size, batch_size=args.batch_size,
-                        process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                        progress=accelerator.is_local_main_process)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:  # every shard is there now: verify them all and write the index
-        meta = encode_to_cache(vae, dataset, args.out, args.resolution, args.grayscale, vae_id=args.vae,
-                               shard_size=args.shard_size, batch_size=args.batch_size, progress=False)
-        print(f"cache {args.out}: {meta['num_samples']} latents of shape {meta['latent_shape']} "
-              f"in {meta['num_shards']} shards, scaling factor {meta['scaling_factor']}")
+    set_cpu_threads(accelerator)
+    encode_dataset(accelerator, args.vae, args.dataset, args.out, args.resolution, args.grayscale, args.split,
+                   args.image_column, args.label_column, args.vae_subfolder, args.shard_size, args.batch_size)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from diffit_hf.data import image_transform, load_image_dataset
 from diffit_hf.training.checkpoints import checkpoint_step, resolve_checkpoint, save_checkpoint
 from diffit_hf.training.config import parse_config, save_config
+from diffit_hf.training.runtime import set_cpu_threads
 
 
 @dataclass
@@ -48,24 +49,25 @@ class VAETrainConfig:
     grayscale: bool = True
     random_flip: bool = False
     block_out_channels: tuple[int, ...] = field(
-        default=(32, 64, 64), metadata={"help": "one entry per resolution; downsampling = 2 ** (len - 1)"})
+        default=(16, 32, 64), metadata={"help": "one entry per resolution; downsampling = 2 ** (len - 1)"})
     layers_per_block: int = 1
     latent_channels: int = 4
-    norm_num_groups: int = 32
+    norm_num_groups: int = 16
     loss: str = field(default="l1", metadata={"choices": ["l1", "mse"], "help": "reconstruction loss"})
     kl_weight: float = field(default=1e-6, metadata={"help": "weight of KL(sum over latent) per pixel, as LDM"})
     learning_rate: float = 1e-3
     batch_size: int = field(default=64, metadata={"help": "per process"})
-    max_steps: int = 3000
+    max_steps: int = 1500
     ema_decay: float = field(default=0.0, metadata={"help": "0 disables EMA; EMA uses warmup (EMAModel)"})
     mixed_precision: str = field(default="no", metadata={"choices": ["no", "bf16", "fp16"]})
-    checkpointing_steps: int = 1000
+    checkpointing_steps: int = 500
     checkpoints_total_limit: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint folder or 'latest'"})
     output_dir: str = "outputs/vae"
     scaling_samples: int = field(default=5000, metadata={"help": "training images used to measure latent std"})
     eval_samples: int = field(default=10_000, metadata={"help": "eval images for PSNR (at most the split)"})
     num_workers: int = 0
+    cpu_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (None: cores/procs)"})
     seed: int = 0
     log_every: int = 50
 
@@ -146,6 +148,7 @@ def main(cfg: VAETrainConfig) -> dict:
     # seedable sampler: the shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    set_cpu_threads(accelerator, cfg.cpu_threads)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.json")

@@ -162,9 +162,12 @@ class LatentDataset(Dataset):
 
     With `resample=True` each access draws `mean + std * noise` from the stored distribution (a fresh sample per
     epoch, as training on images would); `random_flip` flips the latent grid horizontally with probability 1/2.
+    With a `seed`, that randomness is a function of (seed, epoch, index) alone (call `set_epoch`), never of the
+    global RNG: batches are then the same whatever the order of fetching (prefetching, workers, a resumed run).
     """
 
-    def __init__(self, cache_dir: str | Path, resample: bool = True, random_flip: bool = False):
+    def __init__(self, cache_dir: str | Path, resample: bool = True, random_flip: bool = False,
+                 seed: int | None = None):
         cache_dir = Path(cache_dir)
         if not (cache_dir / INDEX).exists():
             raise FileNotFoundError(f"{cache_dir} has no {INDEX}: the cache is missing or incomplete.")
@@ -179,14 +182,29 @@ class LatentDataset(Dataset):
             )
         self.scaling_factor = self.meta["scaling_factor"]
         self.resample, self.random_flip = resample, random_flip
+        self.seed, self.epoch = seed, 0
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(self.meta["latent_shape"])
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.meta.get("class_names")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.mean)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * len(self) + i)
         latent = self.mean[i]
         if self.resample:
-            latent = latent + self.std[i] * torch.randn_like(latent)
-        if self.random_flip and torch.rand(()) < 0.5:
+            latent = latent + self.std[i] * torch.randn(latent.shape, generator=generator)
+        if self.random_flip and torch.rand((), generator=generator) < 0.5:
             latent = latent.flip(-1)
         return latent * self.scaling_factor, int(self.labels[i])

@@ -9,7 +9,11 @@ models).
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 from diffusers.models import AutoencoderKL
@@ -69,6 +73,47 @@ class DiffiTPipeline(DiffusionPipeline):
         for key, value in id2label.items():
             for name in value.split(","):
                 self.labels[name.strip().lower()] = key
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        r"""
+        Loads a saved pipeline folder or Hub repo id (all of diffusers' `from_pretrained` arguments apply).
+
+        Repos pushed with `diffit_hf.pipelines.hub.push_to_hub` also ship remote code for plain diffusers
+        (`DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`); called on this class, that code is
+        ignored and the installed diffit_hf classes are used, without `trust_remote_code`.
+        """
+        path = str(pretrained_model_name_or_path)
+        if cls.__module__.split(".")[0] != "diffit_hf" or kwargs.get("trust_remote_code"):
+            return super().from_pretrained(path, **kwargs)  # running as remote code, or asked to
+        if not os.path.isdir(path):
+            from huggingface_hub import snapshot_download
+
+            download = {k: kwargs.pop(k) for k in ("revision", "token", "cache_dir", "force_download",
+                                                   "local_files_only", "proxies") if k in kwargs}
+            path = snapshot_download(path, ignore_patterns=["*.py", "*.bin", "*.ckpt"], **download)
+        index = json.loads((Path(path) / "model_index.json").read_text())
+        if not isinstance(index.get("_class_name"), list):
+            return super().from_pretrained(path, **kwargs)
+        # a pushed repo: load through a view of symlinks whose model_index.json names the installed classes
+        with tempfile.TemporaryDirectory(prefix="diffit-view-") as view:
+            for item in Path(path).iterdir():
+                if item.name != "model_index.json" and item.suffix != ".py":
+                    if item.is_dir():
+                        (Path(view) / item.name).mkdir()
+                        for sub in item.iterdir():
+                            if sub.suffix != ".py":
+                                (Path(view) / item.name / sub.name).symlink_to(sub.resolve())
+                    else:
+                        (Path(view) / item.name).symlink_to(item.resolve())
+            index["_class_name"] = cls.__name__
+            import diffit_hf
+
+            for name, entry in index.items():  # ["diffit_hf", "DiTModel"] -> the installed class's module
+                if isinstance(entry, list) and len(entry) == 2 and entry[0] == "diffit_hf":
+                    index[name] = [getattr(diffit_hf, entry[1]).__module__, entry[1]]
+            (Path(view) / "model_index.json").write_text(json.dumps(index))
+            return super().from_pretrained(view, **kwargs)
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,280 @@
+"""The Hub: generated model cards, and pushes that load with diffit_hf installed *and* with plain diffusers.
+
+A pushed repo holds the pipeline folder plus the remote code plain diffusers needs (generated here from the
+package's own modules at push time, never kept as a second copy):
+
+    model_index.json           "_class_name": ["pipeline_diffit", "DiffiTPipeline"], "transformer": ["diffit_hf",
+                               "DiTModel"] (the local folder keeps "DiffiTPipeline" and the full module path)
+    pipeline_diffit.py         this package's pipeline module, verbatim
+    transformer/diffit_hf.py   this package's model modules as one file (diffusers looks for
+                               `<component>/<library>.py` before importing the library)
+    README.md                  the model card
+
+`DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` runs that code; `DiffiTPipeline.from_pretrained`
+ignores it and uses the installed package (see `DiffiTPipeline.from_pretrained`).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REMOTE_PIPELINE_MODULE = "pipeline_diffit"
+REMOTE_MODEL_LIBRARY = "diffit_hf"
+# model modules in dependency order; each may import the earlier ones only
+MODEL_MODULES = ("validation", "embeddings", "layers", "transformer_dit", "transformer_diffit", "unet_diffit")
+EXCLUDED_FROM_PUSH = ("checkpoints", "logs", "samples")  # training state stays local
+
+
+#################################################################################
+#                                  Remote code                                  #
+#################################################################################
+
+
+def remote_code_files() -> dict[str, str]:
+    """{repo path: source} of the code a plain-diffusers load needs, generated from this package's modules."""
+    from . import pipeline_diffit
+
+    models_dir = Path(__file__).resolve().parents[1] / "models"
+    imports, bodies = [], []
+    for name in MODEL_MODULES:
+        source = (models_dir / f"{name}.py").read_text()
+        lines = source.splitlines()
+        drop = set()
+        for node in ast.parse(source).body:  # top-level imports move to the bundle's header
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                span = range(node.lineno - 1, node.end_lineno)
+                drop.update(span)
+                relative = isinstance(node, ast.ImportFrom) and (node.level > 0 or node.module == "__future__")
+                if not relative:  # relative imports name things that live in this same file now
+                    imports.append("\n".join(lines[i] for i in span))
+        kept = "\n".join(line for i, line in enumerate(lines) if i not in drop).strip()
+        bodies.append(f"# ---- diffit_hf/models/{name}.py ----\n{kept}\n")
+    header = ('"""DiT / DiffiT models from diffit_hf (generated at push time; edit the package, not this file)."""'
+              "\n\nfrom __future__ import annotations\n\n")
+    bundle = header + "\n".join(dict.fromkeys(imports)) + "\n\n\n" + "\n\n".join(bodies)
+    return {
+        f"{REMOTE_PIPELINE_MODULE}.py": Path(pipeline_diffit.__file__).read_text(),
+        f"transformer/{REMOTE_MODEL_LIBRARY}.py": bundle,
+    }
+
+
+def stage_for_hub(folder: str | Path, staging: str | Path) -> Path:
+    """Copies a pipeline folder into `staging` with the remote code and a model card; `folder` is only read."""
+    folder, staging = Path(folder), Path(staging)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a saved pipeline (no model_index.json); run save_pretrained first.")
+    shutil.copytree(folder, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*EXCLUDED_FROM_PUSH))
+    index = json.loads((staging / "model_index.json").read_text())
+    if index.get("_class_name") not in ("DiffiTPipeline", [REMOTE_PIPELINE_MODULE, "DiffiTPipeline"]):
+        raise ValueError(f"{folder} holds a {index.get('_class_name')!r}, not a DiffiTPipeline.")
+    index["_class_name"] = [REMOTE_PIPELINE_MODULE, "DiffiTPipeline"]
+    for name, entry in index.items():  # ["diffit_hf.models.transformer_dit", "DiTModel"] -> ["diffit_hf", ...]
+        if isinstance(entry, list) and len(entry) == 2 and str(entry[0]).split(".")[0] == REMOTE_MODEL_LIBRARY:
+            if name != "transformer":
+                raise ValueError(f"Component {name!r} is a diffit_hf class; only the transformer can ship as code.")
+            index[name] = [REMOTE_MODEL_LIBRARY, entry[1]]
+    (staging / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    for path, source in remote_code_files().items():
+        (staging / path).parent.mkdir(parents=True, exist_ok=True)
+        (staging / path).write_text(source)
+    if not (staging / "README.md").exists():
+        write_model_card(staging)
+    return staging
+
+
+#################################################################################
+#                                   Model card                                  #
+#################################################################################
+
+CARD_TEMPLATE = """\
+---
+{{ card_data }}
+---
+
+# {{ title }}
+
+A class-conditional diffusion transformer ({{ model_class }}, {{ params }} parameters) trained with
+[diffit_hf](https://github.com/diffit-hf/diffit_hf){% if dataset %} on {{ dataset }}{% endif %}. It denoises
+{{ space }} of shape {{ shape }}{% if vae %} decoded by the bundled `AutoencoderKL`{% endif %}.
+
+{% if classes %}**Classes** ({{ classes | length }}): {{ classes | join(", ") }}.
+{% else %}Unconditional model.
+{% endif %}
+{% if grid %}![samples]({{ grid }})
+{% endif %}
+## Usage
+
+With diffit_hf installed (`pip install diffit-hf`):
+
+```python
+from diffit_hf import DiffiTPipeline
+
+pipe = DiffiTPipeline.from_pretrained("{{ repo_id }}")
+images = pipe({{ example_labels }}, guidance_scale=4.0, num_inference_steps=50).images
+```
+
+With plain diffusers (the repo ships its code):
+
+```python
+from diffusers import DiffusionPipeline
+
+pipe = DiffusionPipeline.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+images = pipe({{ example_labels }}, guidance_scale=4.0, num_inference_steps=50).images
+```
+
+## Model
+
+| | |
+|---|---|
+{% for key, value in model_rows %}| {{ key }} | {{ value }} |
+{% endfor %}
+{% if train_rows %}
+## Training
+
+| | |
+|---|---|
+{% for key, value in train_rows %}| {{ key }} | {{ value }} |
+{% endfor %}{% endif %}
+{% if eval_rows %}
+## Evaluation
+
+| metric | value |
+|---|---:|
+{% for key, value in eval_rows %}| {{ key }} | {{ value }} |
+{% endfor %}{% endif %}
+## Limitations
+
+{{ limitations }}
+"""
+
+TRAIN_KEYS = ("model", "model_config", "latents", "dataset", "max_steps", "batch_size", "gradient_accumulation_steps",
+              "learning_rate", "lr_scheduler", "weight_decay", "mixed_precision", "ema_decay", "ema_warmup",
+              "class_dropout_prob", "seed")
+
+
+def write_model_card(
+    folder: str | Path,
+    repo_id: str | None = None,
+    train_config: dict[str, Any] | None = None,
+    eval_results: dict[str, float] | None = None,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    license: str = "apache-2.0",
+) -> Path:
+    """Generates `folder/README.md` from the saved pipeline (and the training config / evaluation, if given).
+
+    `eval_results` defaults to `folder/eval.json` when present; the sample grid is `folder/samples.png` if present.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = Path(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    id2label = {int(k): v for k, v in (index.get("id2label") or {}).items()}
+    classes = [id2label[k] for k in sorted(id2label)]
+    if eval_results is None and (folder / "eval.json").exists():
+        eval_results = {k: v for k, v in json.loads((folder / "eval.json").read_text()).items()
+                        if isinstance(v, (int, float))}
+    train_config = train_config or {}
+    if datasets is None:
+        source = train_config.get("dataset") or ("fashion-mnist" if "fmnist" in str(train_config.get("latents")) else
+                                                 None)
+        datasets = ["zalando-datasets/fashion_mnist"] if source == "fashion-mnist" else ([source] if source else [])
+    from safetensors import safe_open
+
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    params = 0
+    if weights.exists():
+        with safe_open(str(weights), framework="pt") as f:
+            params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+    size = config.get("sample_size")
+    height, width = (size, size) if isinstance(size, int) else size
+    shape = f"{config.get('in_channels')}x{height}x{width}"
+    card_data = ModelCardData(
+        library_name="diffusers", license=license, base_model=base_model, datasets=datasets or None,
+        tags=["diffit", "dit", "diffusion-transformer", "class-conditional" if classes else "unconditional",
+              "diffit_hf"],
+    )
+    card = ModelCard.from_template(
+        card_data, template_str=CARD_TEMPLATE,
+        title=repo_id.split("/")[-1] if repo_id else config.get("_class_name", "diffit_hf model"),
+        model_class=config.get("_class_name"), params=f"{params:,}", dataset=", ".join(datasets or []),
+        space="VAE latents" if index.get("vae", [None])[0] else "pixels", shape=shape,
+        vae=bool(index.get("vae", [None])[0]), classes=classes,
+        grid="samples.png" if (folder / "samples.png").exists() else None,
+        repo_id=repo_id or str(folder), example_labels=repr(classes[:2]) if classes else "None",
+        model_rows=[(k, v) for k, v in config.items() if not k.startswith("_")],
+        train_rows=[(k, train_config[k]) for k in TRAIN_KEYS if train_config.get(k) is not None],
+        eval_rows=[(k, f"{v:.4g}") for k, v in (eval_results or {}).items()],
+        limitations=("Trained at small scale; samples show the model's classes at its resolution only. "
+                     "FID on other extractors is not comparable with Inception FID."),
+    )
+    path = folder / "README.md"
+    card.save(str(path))
+    return path
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level errors of whichever HTTP client this huggingface_hub version uses (httpx2, httpx)."""
+    import importlib
+
+    errors: list[type[BaseException]] = [ConnectionError, OSError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+#################################################################################
+#                                      Push                                     #
+#################################################################################
+
+
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    exist_ok: bool = True,
+    commit_message: str = "Upload DiffiTPipeline with diffit_hf",
+) -> str:
+    """Uploads a saved pipeline folder (weights, configs, sample grid, model card, remote code); returns the URL.
+
+    The folder is copied to a staging directory first, so a failed push never modifies or loses it. Errors: an
+    unreachable endpoint -> `ConnectionError`; 401/403 -> `PermissionError`; `exist_ok=False` and an existing repo ->
+    `FileExistsError`.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="diffit-push-") as tmp:
+        staging = stage_for_hub(folder, Path(tmp) / "repo")
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=exist_ok, repo_type="model")
+            api.upload_folder(repo_id=repo_id, folder_path=str(staging), commit_message=commit_message)
+        except HfHubHTTPError as err:
+            status = err.response.status_code if err.response is not None else None
+            if status in (401, 403):
+                raise PermissionError(f"The Hub refused the push to {repo_id} (HTTP {status}): log in with "
+                                      f"`hf auth login` or pass a token with write access.") from err
+            if status == 409:
+                raise FileExistsError(f"{repo_id} already exists; pass exist_ok=True to push a new commit.") from err
+            raise
+        except _transport_errors() as err:
+            raise ConnectionError(f"Could not reach the Hub at {api.endpoint} to push {repo_id}: {err}") from err
+    return str(url)

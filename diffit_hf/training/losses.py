@@ -1,0 +1,98 @@
+"""The DiT training loss: epsilon MSE, plus improved DDPM's variational-bound term when the variance is learned.
+
+diffusers' schedulers sample but have no training losses, so the VLB term (Nichol & Dhariwal 2021, Eq. 9-10 and
+their hybrid objective; used by DiT with `learn_sigma=True`) is written here from the paper's formulas.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import DDPMScheduler
+
+
+def _at(values: torch.Tensor, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
+    """values[t] shaped (N, 1, ..., 1) for broadcasting against an `ndim`-dimensional batch."""
+    return values.to(timesteps.device)[timesteps].float().view(-1, *([1] * (ndim - 1)))
+
+
+def _normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor):
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def _standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """The tanh approximation of the standard normal CDF used by improved DDPM."""
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor):
+    """log p(x) of data in [-1, 1] quantised to 256 bins under N(mean, exp(log_scale)^2), elementwise (nats)."""
+    centered = x - mean
+    inv_std = torch.exp(-log_scale)
+    cdf_plus = _standard_normal_cdf(inv_std * (centered + 1.0 / 255.0))
+    cdf_minus = _standard_normal_cdf(inv_std * (centered - 1.0 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_minus = torch.log((1.0 - cdf_minus).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_minus).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_minus, log_delta))
+
+
+def learned_log_variance(scheduler: DDPMScheduler, timesteps: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Improved DDPM Eq. 15: `v*log(beta_t) + (1-v)*log(beta_tilde_t)`, the model output v in [-1, 1] mapped to
+    [0, 1] (diffusers' `variance_type="learned_range"` samples with the same interpolation)."""
+    betas, alphas_cumprod = scheduler.betas, scheduler.alphas_cumprod
+    prev = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
+    posterior_variance = betas * (1.0 - prev) / (1.0 - alphas_cumprod)
+    # beta_tilde_0 = 0: clipped to beta_tilde_1 as in improved DDPM
+    min_log = torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]]))
+    max_log = torch.log(betas)
+    frac = (v.float() + 1.0) / 2.0
+    return frac * _at(max_log, timesteps, v.ndim) + (1.0 - frac) * _at(min_log, timesteps, v.ndim)
+
+
+def diffusion_loss(
+    model_output: torch.Tensor,
+    noise: torch.Tensor,
+    x_start: torch.Tensor,
+    x_t: torch.Tensor,
+    timesteps: torch.Tensor,
+    scheduler: DDPMScheduler,
+) -> dict[str, torch.Tensor]:
+    """DiT's loss for one batch; returns `{"loss", "mse", "vb"}` (batch means; `vb` is 0 without learned sigma).
+
+    Args:
+        model_output (`torch.Tensor`): `(N, C, H, W)` epsilon, or `(N, 2C, H, W)` epsilon and variance values v.
+        noise (`torch.Tensor`): the epsilon that made `x_t` from `x_start` (`scheduler.add_noise`).
+        x_start, x_t (`torch.Tensor`): clean and noised inputs, `(N, C, H, W)`.
+        timesteps (`torch.LongTensor`): `(N,)` in `[0, num_train_timesteps)`.
+        scheduler ([`DDPMScheduler`]): the training noise schedule.
+    """
+    channels = x_start.shape[1]
+    eps = model_output[:, :channels].float()
+    mse = (eps - noise.float()).square().mean(dim=tuple(range(1, eps.ndim)))  # (N,)
+    if model_output.shape[1] == channels:
+        return {"loss": mse.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
+    if model_output.shape[1] != 2 * channels:
+        raise ValueError(f"model_output has {model_output.shape[1]} channels; expected {channels} or {2 * channels}.")
+
+    # Variational bound on the variance only: the mean comes from a detached epsilon (improved DDPM, Sec. 3.1).
+    ndim, x_start, x_t = eps.ndim, x_start.float(), x_t.float()
+    alphas_cumprod, betas = scheduler.alphas_cumprod, scheduler.betas
+    abar = _at(alphas_cumprod, timesteps, ndim)
+    abar_prev = _at(torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]]), timesteps, ndim)
+    beta = _at(betas, timesteps, ndim)
+    coef_x0 = beta * abar_prev.sqrt() / (1.0 - abar)  # posterior mean of q(x_{t-1} | x_t, x_0)
+    coef_xt = (1.0 - abar_prev) * (1.0 - beta).sqrt() / (1.0 - abar)
+    true_mean = coef_x0 * x_start + coef_xt * x_t
+    true_log_var = learned_log_variance(scheduler, timesteps, -torch.ones_like(eps))  # log beta_tilde_t (clipped)
+    pred_x0 = (x_t - (1.0 - abar).sqrt() * eps.detach()) / abar.sqrt()
+    model_mean = coef_x0 * pred_x0 + coef_xt * x_t
+    model_log_var = learned_log_variance(scheduler, timesteps, model_output[:, channels:])
+
+    dims = tuple(range(1, ndim))
+    kl = _normal_kl(true_mean, true_log_var, model_mean, model_log_var).mean(dim=dims) / math.log(2.0)  # bits/dim
+    nll = -discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var).mean(dim=dims) / math.log(2.0)
+    vb = torch.where(timesteps == 0, nll, kl)  # (N,)
+    return {"loss": (mse + vb).mean(), "mse": mse.mean(), "vb": vb.mean()}

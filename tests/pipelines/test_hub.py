@@ -1,0 +1,169 @@
+"""Push -> download -> load against a loopback Hub (tests/hub_server.py), with diffit_hf and with plain diffusers.
+
+huggingface_hub reads HF_ENDPOINT when it is imported, so the Hub side of each test runs in a subprocess with
+HF_ENDPOINT pointing at the local server and HF_HUB_OFFLINE unset.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from diffusers import DDPMScheduler
+
+from diffit_hf import DiffiTPipeline, DiTModel
+from diffit_hf.pipelines.hub import remote_code_files, stage_for_hub, write_model_card
+
+from ..hub_server import READ_TOKEN, WRITE_TOKEN, start_hub
+from .test_pipeline_diffit import NAMES, _perturb, tiny_vae
+
+BLOCK_DIFFIT = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "diffit_hf" or name.startswith("diffit_hf."):
+            raise ImportError("diffit_hf is not installed here")
+sys.meta_path.insert(0, _Block())
+"""
+
+GENERATE = """
+import numpy as np, torch
+pipe.set_progress_bar_config(disable=True)
+images = pipe([7, "Bag"], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
+np.save(OUT, images)
+"""
+
+
+@pytest.fixture
+def hub(tmp_path):
+    server, state = start_hub()
+    yield f"http://127.0.0.1:{server.server_address[1]}", state
+    server.shutdown()
+
+
+@pytest.fixture
+def pipeline_dir(tmp_path):
+    torch.manual_seed(0)
+    model = _perturb(DiTModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
+                              attention_head_dim=8, num_classes=10, learn_sigma=True))
+    pipe = DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(variance_type="learned_range"), vae=tiny_vae(),
+                          id2label=NAMES)
+    folder = tmp_path / "pipe"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def local_images(folder) -> np.ndarray:
+    pipe = DiffiTPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe([7, "Bag"], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
+
+
+def run_against(endpoint: str, code: str, tmp_path: Path, block_diffit: bool = False) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_XET="1", DIFFUSERS_VERBOSITY="error")
+    script = (BLOCK_DIFFIT if block_diffit else "") + textwrap.dedent(code) + (GENERATE if "OUT =" in code else "")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_push_download_load_with_diffit_hf_and_with_plain_diffusers(hub, pipeline_dir, tmp_path):
+    endpoint, state = hub
+    before = folder_digest(pipeline_dir)
+    expected = local_images(pipeline_dir)
+
+    # push, then load the repo with diffit_hf installed (no trust_remote_code needed)
+    run_against(endpoint, f"""
+        from diffit_hf.pipelines.hub import push_to_hub
+        from diffit_hf import DiffiTPipeline
+        print(push_to_hub({str(pipeline_dir)!r}, "alice/tiny-dit", token={WRITE_TOKEN!r}))
+        pipe = DiffiTPipeline.from_pretrained("alice/tiny-dit")
+        assert type(pipe.transformer).__module__.startswith("diffit_hf."), type(pipe.transformer).__module__
+        OUT = {str(tmp_path / "with_diffit.npy")!r}
+    """, tmp_path)
+    files = state.repos["alice/tiny-dit"]["files"]
+    for name in ("model_index.json", "pipeline_diffit.py", "transformer/diffit_hf.py", "README.md",
+                 "transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json"):
+        assert name in files, sorted(files)
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)  # safetensors only
+    assert json.loads(files["model_index.json"])["_class_name"] == ["pipeline_diffit", "DiffiTPipeline"]
+    np.testing.assert_array_equal(np.load(tmp_path / "with_diffit.npy"), expected)
+
+    # plain diffusers, diffit_hf not importable: the repo's own code runs
+    run_against(endpoint, f"""
+        from diffusers import DiffusionPipeline
+        pipe = DiffusionPipeline.from_pretrained("alice/tiny-dit", trust_remote_code=True)
+        assert type(pipe).__name__ == "DiffiTPipeline" and "diffit_hf" not in type(pipe).__module__.split(".")[0]
+        OUT = {str(tmp_path / "plain.npy")!r}
+    """, tmp_path, block_diffit=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), expected)
+    assert folder_digest(pipeline_dir) == before  # the local folder was only read
+
+
+def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path):
+    endpoint, _ = hub
+    before = folder_digest(pipeline_dir)
+    run_against(endpoint, f"""
+        import pytest
+        from diffit_hf.pipelines.hub import push_to_hub
+        folder = {str(pipeline_dir)!r}
+        with pytest.raises(PermissionError, match="refused"):
+            push_to_hub(folder, "alice/x", token={READ_TOKEN!r})
+        with pytest.raises(PermissionError, match="HTTP 401"):
+            push_to_hub(folder, "alice/x", token=False)
+        push_to_hub(folder, "alice/x", token={WRITE_TOKEN!r})
+        with pytest.raises(FileExistsError, match="already exists"):
+            push_to_hub(folder, "alice/x", token={WRITE_TOKEN!r}, exist_ok=False)
+        with pytest.raises(FileNotFoundError, match="model_index.json"):
+            push_to_hub({str(tmp_path)!r}, "alice/y", token={WRITE_TOKEN!r})
+        print("ok")
+    """, tmp_path)
+    # server down: a clear ConnectionError
+    run_against("http://127.0.0.1:9", f"""
+        import pytest
+        from diffit_hf.pipelines.hub import push_to_hub
+        with pytest.raises(ConnectionError, match="Could not reach the Hub"):
+            push_to_hub({str(pipeline_dir)!r}, "alice/z", token={WRITE_TOKEN!r})
+    """, tmp_path)
+    assert folder_digest(pipeline_dir) == before
+
+
+def test_model_card_is_generated_from_the_pipeline(pipeline_dir):
+    card = write_model_card(pipeline_dir, repo_id="alice/tiny-dit", train_config={"model": "DiT-S/2",
+                                                                                  "max_steps": 100},
+                            eval_results={"fid_fmnist": 12.5})
+    text = card.read_text()
+    meta = yaml.safe_load(text.split("---")[1])
+    assert meta["library_name"] == "diffusers" and meta["license"] == "apache-2.0"
+    assert {"diffit", "dit", "diffusion-transformer", "class-conditional"} <= set(meta["tags"])
+    assert "Ankle boot" in text and "DiTModel" in text
+    assert 'DiffiTPipeline.from_pretrained("alice/tiny-dit")' in text
+    assert 'DiffusionPipeline.from_pretrained("alice/tiny-dit", trust_remote_code=True)' in text
+    assert "| max_steps | 100 |" in text and "| fid_fmnist | 12.5 |" in text
+
+
+def test_remote_code_is_generated_from_the_package(pipeline_dir, tmp_path):
+    files = remote_code_files()
+    bundle = files["transformer/diffit_hf.py"]
+    assert "from ." not in bundle and "class DiTModel(" in bundle and "class DiffiTUNetModel(" in bundle
+    compile(bundle, "diffit_hf.py", "exec")
+    source = Path(__file__).resolve().parents[2] / "diffit_hf" / "pipelines" / "pipeline_diffit.py"
+    assert files["pipeline_diffit.py"] == source.read_text()
+    staged = stage_for_hub(pipeline_dir, tmp_path / "staged")
+    assert (staged / "README.md").exists() and not (pipeline_dir / "README.md").exists()
