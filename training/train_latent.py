@@ -158,12 +158,11 @@ def build_model(cfg: TrainConfig, overrides: dict, data_shape: tuple[int, int, i
             raise ValueError(f"--model-config sets {key}={overrides[key]!r} but the data gives {value!r}.")
     cls, config = preset_config(cfg.model, **{**derived, **overrides})
     with torch.device("meta"):  # a shape-only forward finds every misfit (patch/window/downsampling sizes)
-        probe = cls(**config)
         x = torch.zeros(1, channels, height, width)
         t = torch.zeros(1, dtype=torch.long)
         y = torch.zeros(1, dtype=torch.long) if num_classes else None
         try:
-            probe(x, t, y)
+            cls(**config)(x, t, y)
         except ValueError as err:
             raise ValueError(f"Data of shape {data_shape} does not fit {cfg.model}: {err}") from err
     return cls(**config)
@@ -484,7 +483,9 @@ def main(cfg: TrainConfig) -> dict:
 
     # 5. Export: the pipeline with EMA weights, progress GIF, loss curve, model card, optional push
     accelerator.wait_for_everyone()
-    result = {"steps": step, "steps_per_s": steps_per_s}
+    checksums = accelerator.gather(weight_checksum(accelerator.unwrap_model(model), accelerator.device)).tolist()
+    result = {"steps": step, "steps_per_s": steps_per_s, "num_processes": accelerator.num_processes,
+              "rank_weight_checksums": [f"{c:014x}" for c in checksums]}
     if accelerator.is_main_process:
         _write_history(out / "logs" / "loss.csv", history)
         final = model_cls.from_config(accelerator.unwrap_model(model).config)
@@ -512,6 +513,16 @@ def main(cfg: TrainConfig) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def weight_checksum(model, device) -> torch.Tensor:
+    """(1,) int64 digest of the model's weights, to check that DDP kept every rank identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return torch.tensor([int(h.hexdigest()[:14], 16)], device=device)
 
 
 def _read_history(path: Path, upto_step: int) -> list[tuple]:

@@ -1,0 +1,241 @@
+"""training/train_latent.py: tiny models on a tiny latent cache of real Fashion-MNIST images (synthetic images where
+Debian's package is absent), a few steps each."""
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Image
+from diffusers import AutoencoderKL
+from safetensors.torch import load_file, save_file
+
+from diffit_hf import DiffiTPipeline
+from diffit_hf.data import LatentDataset, encode_to_cache
+from diffit_hf.data.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
+from diffit_hf.training.checkpoints import latest_checkpoint, list_checkpoints, save_checkpoint
+from diffit_hf.training.config import make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "training" / "train_latent.py"
+spec = importlib.util.spec_from_file_location("train_latent", SCRIPT)
+train_latent = importlib.util.module_from_spec(spec)
+sys.modules["train_latent"] = train_latent  # dataclasses look their module up
+spec.loader.exec_module(train_latent)
+
+TINY_MODEL = json.dumps({"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16})
+
+
+def real_images(n: int) -> Dataset:
+    if FASHION_MNIST_DIR.is_dir():
+        return load_fashion_mnist(splits=("train",))["train"].select(range(n))
+    rng = np.random.default_rng(0)
+    features = Features({"image": Image(), "label": ClassLabel(names=FASHION_MNIST_CLASSES)})
+    return Dataset.from_dict({"image": list(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
+                              "label": [i % 10 for i in range(n)]}, features=features)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """256 images at 16x16 -> 8x8x4 latents with a small (untrained) VAE, saved so the pipeline can decode."""
+    root = tmp_path_factory.mktemp("cache")
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=8, sample_size=16, scaling_factor=0.5).eval()
+    vae.save_pretrained(root / "vae")
+    encode_to_cache(vae, real_images(256), root / "latents", resolution=16, grayscale=True, vae_id=str(root / "vae"),
+                    shard_size=128, progress=False)
+    return root / "latents"
+
+
+def config(cache, out, **kw):
+    values = dict(latents=str(cache), model="DiT-S/2", model_config=TINY_MODEL, batch_size=16, max_steps=6,
+                  learning_rate=1e-3, checkpointing_steps=3, validation_steps=100, validation_per_class=1,
+                  validation_inference_steps=2, log_every=2, output_dir=str(out), cpu_threads=1)
+    values.update(kw)
+    return make_config(train_latent.TrainConfig, values)
+
+
+def launch(args: list[str], nproc: int = 1, **popen):
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    cmd = [sys.executable, str(SCRIPT)]  # one process: the script itself, so SIGKILL reaches the trainer
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *cmd[1:]]
+    return subprocess.Popen(cmd + args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def cli(cache, out, **kw) -> list[str]:
+    values = dict(latents=cache, model_config=TINY_MODEL, batch_size=16, learning_rate=1e-3, validation_steps=1000,
+                  validation_per_class=1, validation_inference_steps=2, cpu_threads=1, output_dir=out)
+    values.update(kw)
+    return [a for k, v in values.items() for a in ("--" + k.replace("_", "-"), str(v))]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def test_run_writes_pipeline_samples_and_logs(cache, tmp_path):
+    out = tmp_path / "run"
+    result = train_latent.main(config(cache, out, validation_steps=3, report_to="tensorboard"))
+    assert result["steps"] == 6
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-0000003", "checkpoint-0000006"]
+    ckpt = out / "checkpoints" / "checkpoint-0000006"
+    assert (ckpt / "transformer" / "config.json").exists() and (ckpt / "transformer_ema" / "config.json").exists()
+    for name in ("samples/step-0000003.png", "samples/step-0000006.png", "training_progress.gif", "loss_curve.png",
+                 "README.md", "train_config.json", "logs/loss.csv"):
+        assert (out / name).exists(), name
+    assert list((out / "logs").rglob("events.out.tfevents*"))  # tensorboard through accelerate's tracker
+    # the exported pipeline holds the EMA weights and the class names, and samples
+    torch.testing.assert_close(weights(out / "transformer"), weights(ckpt / "transformer_ema"), rtol=0, atol=0)
+    pipe = DiffiTPipeline.from_pretrained(out)
+    assert pipe.get_label_ids("sneaker") == [7] and pipe.vae is not None
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(["Bag"], num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 16, 16, 1)
+    # the grid has one row per class
+    from PIL import Image as PILImage
+
+    assert PILImage.open(out / "samples" / "step-0000006.png").size[1] == 10 * 16
+
+
+def test_two_processes_step_together(cache, tmp_path):
+    out = tmp_path / "ddp"
+    proc = launch(cli(cache, out, max_steps=4, checkpointing_steps=2), nproc=2)
+    log = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, log
+    result = json.loads((out / "train_results.json").read_text())
+    assert result["num_processes"] == 2
+    assert len(set(result["rank_weight_checksums"])) == 1  # DDP kept the ranks' weights identical
+    states = sorted(p.name for p in (out / "checkpoints" / "checkpoint-0000004").glob("random_states_*"))
+    assert states == ["random_states_0.pkl", "random_states_1.pkl"]
+
+
+def test_exact_resume_after_sigkill(cache, tmp_path):
+    common = dict(max_steps=150, checkpointing_steps=30, log_every=10, batch_size=32)
+    straight = launch(cli(cache, tmp_path / "straight", **common))
+    log = straight.communicate(timeout=300)[0].decode()
+    assert straight.returncode == 0, log
+
+    killed_dir = tmp_path / "killed"
+    killed = launch(cli(cache, killed_dir, **common), start_new_session=True)
+    deadline = time.time() + 240
+    while latest_checkpoint(killed_dir / "checkpoints") is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert not (killed_dir / "transformer").exists()  # it did not finish
+    # a crash mid-write leaves only a .tmp folder, which `latest` ignores
+    (killed_dir / "checkpoints" / "checkpoint-0000099.tmp").mkdir()
+    resumed = launch(cli(cache, killed_dir, resume_from_checkpoint="latest", **common))
+    log = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, log
+    assert "resumed from" in log
+    for sub in ("transformer", "transformer_ema"):
+        a = weights(tmp_path / "straight" / "checkpoints" / "checkpoint-0000150" / sub)
+        b = weights(killed_dir / "checkpoints" / "checkpoint-0000150" / sub)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (sub, key)
+
+
+def test_overfitting_real_latents_lowers_the_loss(cache, tmp_path):
+    out = tmp_path / "overfit"
+    train_latent.main(config(cache, out, max_steps=300, batch_size=32, checkpointing_steps=1000,
+                             validation_steps=1000, lr_warmup_steps=20, log_every=50))
+    with open(out / "logs" / "loss.csv") as f:
+        losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    assert len(losses) == 300
+    first, last = np.mean(losses[:20]), np.mean(losses[-50:])
+    assert last <= 0.7 * first, (first, last)
+
+
+def test_config_errors_come_before_any_work(cache, tmp_path):
+    with pytest.raises(ValueError, match="Unknown config keys"):
+        make_config(train_latent.TrainConfig, {"max_step": 3})
+    with pytest.raises(ValueError, match="Unknown preset 'DiT-Q/2'"):
+        train_latent.main(config(cache, tmp_path / "a", model="DiT-Q/2"))
+    with pytest.raises(ValueError, match="does not fit"):
+        train_latent.main(config(cache, tmp_path / "b", model_config=json.dumps({"patch_size": 3})))
+    with pytest.raises(ValueError, match="data gives 4"):
+        train_latent.main(config(cache, tmp_path / "c", model_config=json.dumps({"in_channels": 3})))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="fp16"):
+            train_latent.main(config(cache, tmp_path / "d", mixed_precision="fp16"))
+    with pytest.raises(ValueError, match="not both"):
+        train_latent.main(config(cache, tmp_path / "e", dataset="fashion-mnist"))
+    with pytest.raises(ValueError, match="JSON object"):
+        train_latent.main(config(cache, tmp_path / "f", model_config="num_layers=2"))
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        train_latent.main(config(cache, tmp_path / "g", resume_from_checkpoint=str(tmp_path / "nope")))
+    assert not any((tmp_path / name / "checkpoints").exists() for name in "abcdefg")
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(cache, tmp_path):
+    bad = tmp_path / "bad-cache"
+    bad.mkdir()
+    for f in cache.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    shard = load_file(str(bad / "shard-00001.safetensors"))
+    shard["mean"][:4] = float("nan")  # 4 corrupt rows of 256: a NaN batch comes within the first epoch
+    from safetensors import safe_open
+
+    with safe_open(str(cache / "shard-00001.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    save_file(shard, str(bad / "shard-00001.safetensors"), metadata=metadata)
+    out = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match=r"at step \d+; stopping before the update") as err:
+        train_latent.main(config(cache, out, latents=str(bad), checkpointing_steps=1, max_steps=50))
+    step = int(str(err.value).split("at step ")[1].split(";")[0])
+    last = latest_checkpoint(out / "checkpoints")
+    assert step > 1, "pick another seed: the first batch already holds a corrupt row"
+    assert last.name == f"checkpoint-{step - 1:07d}" and str(last) in str(err.value)
+    assert all(torch.isfinite(t).all() for t in weights(last / "transformer").values())
+
+
+def test_lr_finder_sweeps_real_batches(cache, tmp_path):
+    out = tmp_path / "lrf"
+    result = train_latent.main(config(cache, out, lr_finder=True, lr_finder_steps=30, lr_finder_min=1e-6,
+                                      lr_finder_max=1.0))
+    with open(out / "lr_finder.csv") as f:
+        rows = list(csv.DictReader(f))
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-6) and len(rows) >= 10
+    assert 1e-6 <= result["suggested_lr"] <= 1.0
+    assert (out / "lr_finder.png").exists() and not (out / "checkpoints").exists()
+
+
+def test_checkpoint_helpers_are_atomic(tmp_path):
+    class FakeAccelerator:
+        is_main_process = True
+
+        def wait_for_everyone(self):
+            pass
+
+        def save_state(self, path):
+            Path(path).mkdir(parents=True, exist_ok=True)
+            (Path(path) / "state").write_text("x")
+
+    folder = tmp_path / "ckpts"
+    for step in (1, 2, 3):
+        save_checkpoint(FakeAccelerator(), folder, step, total_limit=2)
+    (folder / "checkpoint-0000009.tmp").mkdir()  # an interrupted write
+    assert [p.name for p in list_checkpoints(folder)] == ["checkpoint-0000002", "checkpoint-0000003"]
+    assert latest_checkpoint(folder).name == "checkpoint-0000003"
+
+
+def test_latent_dataset_seeded_resampling_is_order_independent(cache):
+    data = LatentDataset(cache, resample=True, random_flip=True, seed=3)
+    a = [data[i][0] for i in (5, 9, 5)]
+    assert torch.equal(a[0], a[2]) and not torch.equal(a[0], data.mean[5] * data.scaling_factor)
+    data.set_epoch(1)
+    assert not torch.equal(data[5][0], a[0])
