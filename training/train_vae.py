@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from diffusers import AutoencoderKL
+from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -56,6 +57,8 @@ class VAETrainConfig:
     loss: str = field(default="l1", metadata={"choices": ["l1", "mse"], "help": "reconstruction loss"})
     kl_weight: float = field(default=1e-6, metadata={"help": "weight of KL(sum over latent) per pixel, as LDM"})
     learning_rate: float = 1e-3
+    lr_scheduler: str = field(default="cosine", metadata={"help": "a diffusers schedule name (constant, cosine, ...)"})
+    lr_warmup_steps: int = 100
     batch_size: int = field(default=64, metadata={"help": "per process"})
     max_steps: int = 1500
     ema_decay: float = field(default=0.0, metadata={"help": "0 disables EMA; EMA uses warmup (EMAModel)"})
@@ -157,7 +160,10 @@ def main(cfg: VAETrainConfig) -> dict:
     loader = make_loader(cfg, cfg.train_split, shuffle=True, flip=cfg.random_flip)
     vae = build_vae(cfg)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
-    model, optimizer, loader = accelerator.prepare(AutoencoderWithKL(vae), optimizer, loader)
+    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                                 num_training_steps=cfg.max_steps)
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(AutoencoderWithKL(vae), optimizer, loader,
+                                                                 lr_scheduler)
     ema = None
     if cfg.ema_decay > 0:
         ema = EMAModel(vae.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=AutoencoderKL,
@@ -190,6 +196,7 @@ def main(cfg: VAETrainConfig) -> dict:
             loss = rec_loss + cfg.kl_weight * kl
             accelerator.backward(loss)
             optimizer.step()
+            lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.step(vae.parameters())

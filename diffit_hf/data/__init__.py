@@ -1,5 +1,5 @@
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
-from .images import center_crop_resize, image_transform, load_image_dataset, preprocess_image
+from .images import center_crop_resize, image_transform, load_image_dataset, load_image_tensors, preprocess_image
 from .latent_cache import LatentDataset, encode_to_cache
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "image_transform",
     "load_fashion_mnist",
     "load_image_dataset",
+    "load_image_tensors",
     "preprocess_image",
     "read_idx",
 ]

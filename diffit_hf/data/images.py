@@ -78,3 +78,15 @@ def image_transform(resolution: int, grayscale: bool = False, random_flip: bool 
         return batch
 
     return transform
+
+
+def load_image_tensors(source: str, split: str, resolution: int, grayscale: bool = False,
+                       limit: int | None = None, image_column: str = "image",
+                       label_column: str | None = "label") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A whole split (or its first `limit` rows) preprocessed to `(N, C, res, res)` in [-1, 1], and its labels."""
+    data = load_image_dataset(source, split, image_column, label_column)
+    if limit is not None and limit < len(data):
+        data = data.select(range(limit))
+    images = torch.stack([preprocess_image(img, resolution, grayscale) for img in data["image"]])
+    labels = torch.tensor(data["label"]) if label_column is not None else None
+    return images, labels

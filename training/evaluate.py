@@ -1,0 +1,196 @@
+"""Sample quality of a DiffiTPipeline: FID, KID, precision/recall and class consistency, next to the real-data floor.
+
+    # offline: FID-FMNIST with the project's classifier (python training/train_classifier.py first)
+    accelerate launch training/evaluate.py --pipeline outputs/dit-fmnist --num-samples 10000
+    # the standard: Inception FID (pytorch-fid weights) against a reference split
+    accelerate launch training/evaluate.py --pipeline you/dit-repo --extractor inception --dataset imagenet-1k \
+        --reference-split validation --resolution 256 --no-grayscale
+
+Samples are balanced over classes (sample i has class i % num_classes) and sample i's noise comes from seed
+(seed, i) alone, so the samples are the same for any number of processes. The floor is the same metric between
+`--num-samples` real training images and the reference split. Reference features are cached on disk, keyed by
+extractor weights, dataset, split, resolution and count. Writes eval.json and a sample grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from diffit_hf import DiffiTPipeline
+from diffit_hf.data import load_image_tensors
+from diffit_hf.evaluation import (
+    class_consistency,
+    feature_stats,
+    frechet_distance,
+    kernel_inception_distance,
+    load_extractor,
+    precision_recall,
+)
+from diffit_hf.pipelines.grid import labelled_grid
+from diffit_hf.training.config import parse_config
+from diffit_hf.training.runtime import set_cpu_threads
+
+GRID_PER_CLASS = 8
+SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
+              "euler": EulerDiscreteScheduler}
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a DiffiTPipeline (see training/evaluate.py)."""
+
+    pipeline: str = field(default="outputs/dit-fmnist", metadata={"help": "pipeline folder or Hub repo id"})
+    num_samples: int = 10_000
+    batch_size: int = 250
+    num_inference_steps: int = 50
+    scheduler: str | None = field(default=None, metadata={"choices": sorted(SCHEDULERS),
+                                                          "help": "default: the pipeline's own"})
+    guidance_scale: float = 1.5
+    guidance_schedule: str = field(default="constant", metadata={"choices": ["constant", "power_cosine"]})
+    extractor: str = field(default="outputs/classifier-fmnist", metadata={
+        "help": "a FashionClassifier folder (FID-FMNIST) or 'inception'"})
+    classifier: str | None = field(default="outputs/classifier-fmnist", metadata={
+        "help": "FashionClassifier for class consistency (None: skip)"})
+    dataset: str = "fashion-mnist"
+    reference_split: str = "test"
+    floor_split: str = field(default="train", metadata={"help": "real images compared with the reference: the floor"})
+    resolution: int = 32
+    grayscale: bool = True
+    cache_dir: str = "outputs/fid-stats"
+    output: str | None = field(default=None, metadata={"help": "eval.json path (default: in the pipeline folder)"})
+    seed: int = 0
+    cpu_threads: int | None = None
+
+
+def features_in_batches(extractor, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([extractor(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def reference_features(cfg: EvalConfig, extractor, split: str, limit: int | None) -> torch.Tensor:
+    """Features of a real split, cached on disk (atomic write) under a key of everything they depend on."""
+    key = json.dumps([extractor.name, extractor.fingerprint, cfg.dataset, split, cfg.resolution, cfg.grayscale,
+                      limit])
+    path = Path(cfg.cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
+    if path.exists():
+        return load_file(str(path))["features"]
+    images, _ = load_image_tensors(cfg.dataset, split, cfg.resolution, cfg.grayscale, limit=limit)
+    feats = features_in_batches(extractor, images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": key})
+    os.replace(tmp, path)
+    return feats
+
+
+def compare(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    mu_r, sigma_r = feature_stats(real)
+    mu_f, sigma_f = feature_stats(fake)
+    kid, kid_std = kernel_inception_distance(real, fake)
+    precision, recall = precision_recall(real, fake)
+    return {"fid": frechet_distance(mu_r, sigma_r, mu_f, sigma_f), "kid": kid, "kid_std": kid_std,
+            "precision": precision, "recall": recall}
+
+
+@torch.no_grad()
+def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress: bool) -> tuple[torch.Tensor, ...]:
+    """Images (N, C, H, W) in [-1, 1] and requested labels for the given sample indices."""
+    num_classes = pipe.num_classes
+    images, labels = [], []
+    for start in tqdm(range(0, len(indices), cfg.batch_size), desc="sampling", disable=not progress):
+        chunk = indices[start:start + cfg.batch_size]
+        ids = [i % num_classes for i in chunk] if num_classes else None
+        generators = [torch.Generator(pipe.device).manual_seed(cfg.seed * 1_000_003 + i) for i in chunk]
+        if ids is None:  # unconditional: one "label" slot, one image per generator
+            out = pipe(None, num_images_per_label=len(chunk), generator=generators,
+                       num_inference_steps=cfg.num_inference_steps, output_type="pt").images
+        else:
+            out = pipe(ids, guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule,
+                       num_inference_steps=cfg.num_inference_steps, generator=generators, output_type="pt").images
+        images.append(out.cpu() * 2 - 1)
+        labels.extend(ids or [-1] * len(chunk))
+    return torch.cat(images), torch.tensor(labels)
+
+
+def main(cfg: EvalConfig) -> dict:
+    accelerator = Accelerator()
+    set_cpu_threads(accelerator, cfg.cpu_threads)
+    start_time = time.time()
+    pipe = DiffiTPipeline.from_pretrained(cfg.pipeline).to(accelerator.device)
+    pipe.set_progress_bar_config(disable=True)
+    if cfg.scheduler:
+        overrides = {} if cfg.scheduler == "ddpm" else {"variance_type": None}
+        pipe.scheduler = SCHEDULERS[cfg.scheduler].from_config(pipe.scheduler.config, **overrides)
+    extractor = load_extractor(cfg.extractor, accelerator.device)
+    classifier = load_extractor(cfg.classifier, accelerator.device) if cfg.classifier else None
+
+    # 1. Samples: each process its share of the indices; gathered on every process
+    mine = list(range(accelerator.process_index, cfg.num_samples, accelerator.num_processes))
+    images, labels = generate(cfg, pipe, mine, accelerator.is_local_main_process)
+    in_grid = [k for k, i in enumerate(mine) if i < GRID_PER_CLASS * max(pipe.num_classes, 1)]
+    local = {"features": features_in_batches(extractor, images), "labels": labels, "index": torch.tensor(mine),
+             "grid": images[in_grid], "grid_index": torch.tensor([mine[k] for k in in_grid], dtype=torch.long)}
+    if classifier is not None:
+        local["logits"] = torch.cat([classifier.logits(images[i:i + 500]) for i in range(0, len(images), 500)])
+    parts = accelerator.gather_for_metrics([local], use_gather_object=True)
+    order = torch.cat([p["index"] for p in parts]).argsort()
+    fake = torch.cat([p["features"] for p in parts])[order]
+    requested = torch.cat([p["labels"] for p in parts])[order]
+    sample_seconds = time.time() - start_time
+
+    result: dict = {}
+    if accelerator.is_main_process:
+        # 2. Metrics against the reference split, and the real-data floor with the same extractor and count
+        real = reference_features(cfg, extractor, cfg.reference_split, None)
+        floor_real = reference_features(cfg, extractor, cfg.floor_split, cfg.num_samples)
+        model = compare(real, fake)
+        floor = compare(real, floor_real)
+        result = {**model, **{f"floor_{k}": v for k, v in floor.items()}}
+        if classifier is not None and pipe.num_classes:
+            logits = torch.cat([p["logits"] for p in parts])[order]
+            result["class_consistency"] = class_consistency(logits, requested)
+            ref_images, ref_labels = load_image_tensors(cfg.dataset, cfg.reference_split, cfg.resolution,
+                                                        cfg.grayscale)
+            ref_logits = torch.cat([classifier.logits(ref_images[i:i + 500]) for i in range(0, len(ref_images), 500)])
+            result["floor_class_consistency"] = class_consistency(ref_logits, ref_labels)
+        result.update(extractor=extractor.name, extractor_fingerprint=extractor.fingerprint,
+                      num_samples=cfg.num_samples, reference=f"{cfg.dataset}:{cfg.reference_split}",
+                      floor=f"{cfg.dataset}:{cfg.floor_split}[:{cfg.num_samples}] vs reference",
+                      sampling_seconds=sample_seconds, total_seconds=time.time() - start_time,
+                      num_processes=accelerator.num_processes, device=str(accelerator.device),
+                      config=dataclasses.asdict(cfg))
+        out = Path(cfg.output) if cfg.output else (Path(cfg.pipeline) / "eval.json" if Path(cfg.pipeline).is_dir()
+                                                   else Path("eval.json"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        # a grid of the first samples (indices < per * classes hold `per` samples of every class)
+        num_rows = max(pipe.num_classes, 1)
+        per = min(GRID_PER_CLASS, cfg.num_samples // num_rows)
+        grid = torch.cat([p["grid"] for p in parts])[torch.cat([p["grid_index"] for p in parts]).argsort()]
+        grid = grid[:per * num_rows]
+        by_class = grid.view(per, num_rows, *grid.shape[1:]).transpose(0, 1).flatten(0, 1)  # class-major
+        pil = pipe.numpy_to_pil(((by_class + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy())
+        names = {int(k): v for k, v in (pipe.config.id2label or {}).items()}
+        captions = [names.get(c, str(c)) for c in range(pipe.num_classes)] or ["unconditional"]
+        if per:
+            labelled_grid(pil, captions, per, rows=True).save(out.with_name("eval_samples.png"))
+        summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("fid", "floor_fid", "kid", "precision", "recall",
+                                                             "class_consistency") if k in result)
+        print(f"{extractor.name}: {summary}; wrote {out}")
+    accelerator.wait_for_everyone()
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_config(EvalConfig))

@@ -1,0 +1,101 @@
+"""Train the Fashion-MNIST classifier whose penultimate features define FID-FMNIST (the offline FID).
+
+    python training/train_classifier.py --output-dir outputs/classifier-fmnist
+
+Writes a `FashionClassifier` folder (config.json + safetensors) and `metrics.json` (test accuracy). FID-FMNIST values
+are only comparable with other FID-FMNIST values from the same weights, never with Inception FID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from diffit_hf.data import load_image_tensors
+from diffit_hf.evaluation import FashionClassifier
+from diffit_hf.training.config import parse_config, save_config
+from diffit_hf.training.runtime import set_cpu_threads
+
+
+@dataclass
+class ClassifierConfig:
+    """Train the FID-FMNIST feature extractor (see training/train_classifier.py)."""
+
+    dataset: str = "fashion-mnist"
+    resolution: int = field(default=32, metadata={"help": "the samples' resolution; images are resized to it"})
+    epochs: int = 4
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 5e-4
+    random_flip: bool = True
+    train_limit: int | None = field(default=None, metadata={"help": "use only the first N training images"})
+    test_limit: int | None = field(default=None, metadata={"help": "measure accuracy on the first N test images"})
+    output_dir: str = "outputs/classifier-fmnist"
+    cpu_threads: int | None = None
+    seed: int = 0
+
+
+@torch.no_grad()
+def accuracy(model: FashionClassifier, images: torch.Tensor, labels: torch.Tensor, device, batch: int = 500) -> float:
+    model.eval()
+    correct = sum(int((model(images[i:i + batch].to(device)).argmax(1).cpu() == labels[i:i + batch]).sum())
+                  for i in range(0, len(images), batch))
+    return correct / len(images)
+
+
+def main(cfg: ClassifierConfig) -> dict:
+    accelerator = Accelerator()
+    set_cpu_threads(accelerator, cfg.cpu_threads)
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    train_x, train_y = load_image_tensors(cfg.dataset, "train", cfg.resolution, grayscale=True, limit=cfg.train_limit)
+    test_x, test_y = load_image_tensors(cfg.dataset, "test", cfg.resolution, grayscale=True, limit=cfg.test_limit)
+    model = FashionClassifier(num_classes=int(train_y.max()) + 1)
+    steps_per_epoch = len(train_x) // cfg.batch_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    schedule = get_scheduler("cosine", optimizer, num_warmup_steps=steps_per_epoch // 10,
+                             num_training_steps=cfg.epochs * steps_per_epoch)
+    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start = time.time()
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="classifier", disable=not accelerator.is_local_main_process)
+    for _ in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(train_x), generator=generator)
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            x, y = train_x[idx].to(accelerator.device), train_y[idx].to(accelerator.device)
+            if cfg.random_flip:
+                flip = torch.rand(len(x), generator=generator).to(x.device) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+            accelerator.backward(loss)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model = accelerator.unwrap_model(model)
+    metrics = {"test_accuracy": accuracy(model, test_x, test_y, accelerator.device),
+               "train_seconds": time.time() - start, "config": dataclasses.asdict(cfg)}
+    if accelerator.is_main_process:
+        model.save_pretrained(out)
+        save_config(cfg, out / "train_config.json")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"test accuracy {metrics['test_accuracy']:.4f}; saved {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main(parse_config(ClassifierConfig))
