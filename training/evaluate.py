@@ -65,6 +65,7 @@ class EvalConfig:
         "help": "FashionClassifier for class consistency (None: skip)"})
     dataset: str = "fashion-mnist"
     reference_split: str = "test"
+    reference_limit: int | None = field(default=None, metadata={"help": "first N reference images (None: all)"})
     floor_split: str = field(default="train", metadata={"help": "real images compared with the reference: the floor"})
     resolution: int = 32
     grayscale: bool = True
@@ -152,7 +153,7 @@ def main(cfg: EvalConfig) -> dict:
     result: dict = {}
     if accelerator.is_main_process:
         # 2. Metrics against the reference split, and the real-data floor with the same extractor and count
-        real = reference_features(cfg, extractor, cfg.reference_split, None)
+        real = reference_features(cfg, extractor, cfg.reference_split, cfg.reference_limit)
         floor_real = reference_features(cfg, extractor, cfg.floor_split, cfg.num_samples)
         model = compare(real, fake)
         floor = compare(real, floor_real)
@@ -161,7 +162,7 @@ def main(cfg: EvalConfig) -> dict:
             logits = torch.cat([p["logits"] for p in parts])[order]
             result["class_consistency"] = class_consistency(logits, requested)
             ref_images, ref_labels = load_image_tensors(cfg.dataset, cfg.reference_split, cfg.resolution,
-                                                        cfg.grayscale)
+                                                        cfg.grayscale, limit=cfg.reference_limit)
             ref_logits = torch.cat([classifier.logits(ref_images[i:i + 500]) for i in range(0, len(ref_images), 500)])
             result["floor_class_consistency"] = class_consistency(ref_logits, ref_labels)
         result.update(extractor=extractor.name, extractor_fingerprint=extractor.fingerprint,
