@@ -168,22 +168,29 @@ def build_model(cfg: TrainConfig, overrides: dict, data_shape: tuple[int, int, i
     return cls(**config)
 
 
-def prepare_demo_data(cfg: TrainConfig, accelerator: Accelerator) -> None:
-    """The offline default: Fashion-MNIST -> our VAE -> latent cache, each built only if absent."""
+def prepare_demo_data(cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
+    """The offline default: Fashion-MNIST -> our VAE -> latent cache, each built only if absent; returns the seconds
+    each stage that ran took."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from encode_latents import encode_dataset
     from train_vae import VAETrainConfig
     from train_vae import main as train_vae
 
+    seconds = {}
     if not (Path(DEMO_VAE) / "config.json").exists():
         accelerator.print(f"demo: training the Fashion-MNIST VAE into {DEMO_VAE} (once)")
+        start = time.time()
         train_vae(VAETrainConfig(output_dir=DEMO_VAE, mixed_precision=cfg.mixed_precision, seed=cfg.seed,
                                  cpu_threads=cfg.cpu_threads))
+        seconds["vae"] = time.time() - start
     accelerator.wait_for_everyone()
     if not (Path(DEMO_LATENTS) / "index.json").exists():
         accelerator.print(f"demo: encoding Fashion-MNIST train into {DEMO_LATENTS} (once)")
+        start = time.time()
         encode_dataset(accelerator, DEMO_VAE, "fashion-mnist", DEMO_LATENTS, resolution=32, grayscale=True)
+        seconds["cache"] = time.time() - start
     cfg.latents = DEMO_LATENTS
+    return seconds
 
 
 def make_dataset(cfg: TrainConfig):
@@ -340,8 +347,9 @@ def main(cfg: TrainConfig) -> dict:
     set_cpu_threads(accelerator, cfg.cpu_threads)
     if cfg.allow_tf32:
         enable_tf32()
+    run_start, demo_seconds = time.time(), {}
     if not cfg.latents and not cfg.dataset:
-        prepare_demo_data(cfg, accelerator)
+        demo_seconds = prepare_demo_data(cfg, accelerator)
     set_seed(cfg.seed)
 
     # 2. Data, model, diffusion, optimiser, EMA
@@ -485,6 +493,8 @@ def main(cfg: TrainConfig) -> dict:
     accelerator.wait_for_everyone()
     checksums = accelerator.gather(weight_checksum(accelerator.unwrap_model(model), accelerator.device)).tolist()
     result = {"steps": step, "steps_per_s": steps_per_s, "num_processes": accelerator.num_processes,
+              "params": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
+              "demo_data_seconds": demo_seconds, "train_seconds": time.time() - start_time,
               "rank_weight_checksums": [f"{c:014x}" for c in checksums]}
     if accelerator.is_main_process:
         _write_history(out / "logs" / "loss.csv", history)
@@ -503,7 +513,8 @@ def main(cfg: TrainConfig) -> dict:
         from diffit_hf.pipelines.hub import write_model_card
 
         write_model_card(out, train_config=dataclasses.asdict(cfg), base_model=None)
-        result.update(final_loss=history[-1][1] if history else None, output_dir=str(out))
+        result.update(final_loss=history[-1][1] if history else None, output_dir=str(out), model=cfg.model,
+                      total_seconds=time.time() - run_start)
         (out / "train_results.json").write_text(json.dumps(result, indent=2) + "\n")
         accelerator.print(f"saved the pipeline to {out} ({steps_per_s:.2f} steps/s)")
         if cfg.push_to_hub:

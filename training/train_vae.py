@@ -146,7 +146,7 @@ def save_grid(originals: torch.Tensor, recons: torch.Tensor, path: Path) -> None
 
 
 def main(cfg: VAETrainConfig) -> dict:
-    out = Path(cfg.output_dir)
+    out, run_start = Path(cfg.output_dir), time.time()
     set_seed(cfg.seed)
     # seedable sampler: the shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
@@ -231,6 +231,7 @@ def main(cfg: VAETrainConfig) -> dict:
             save_grid(originals, recons, out / "reconstructions.png")
             metrics.update(psnr_db=psnr, eval_split=cfg.eval_split, eval_images=len(eval_loader.dataset))
             print(f"{cfg.eval_split} PSNR: {psnr:.2f} dB over {len(eval_loader.dataset)} images")
+        metrics["seconds"] = time.time() - run_start  # training, scaling factor and PSNR
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"saved {out} (scaling_factor {vae.config.scaling_factor:.4f})")
     accelerator.end_training()

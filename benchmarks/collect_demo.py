@@ -1,0 +1,54 @@
+"""Collects the offline demo's own metrics files into benchmarks/results/demo_fmnist.json (for the README) and
+copies its sample grids to docs/.
+
+    python benchmarks/collect_demo.py [--outputs outputs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--outputs", default="outputs")
+    parser.add_argument("--machine", default=f"{platform.machine()} CPU, 2 cores (no GPU)")
+    args = parser.parse_args()
+    out = Path(args.outputs)
+    vae = json.loads((out / "vae-fmnist" / "metrics.json").read_text())
+    cache = json.loads((out / "latents-fmnist-32" / "index.json").read_text())
+    train = json.loads((out / "dit-fmnist" / "train_results.json").read_text())
+    clf = json.loads((out / "classifier-fmnist" / "metrics.json").read_text())
+    ev = json.loads((out / "dit-fmnist" / "eval.json").read_text())
+    demo = {
+        "machine": args.machine, "date": time.strftime("%Y-%m-%d"),
+        "vae": {"psnr_db": vae["psnr_db"], "seconds": train["demo_data_seconds"].get("vae", vae["seconds"]),
+                "scaling_factor": vae["scaling_factor"]},
+        "cache": {"num_samples": cache["num_samples"], "seconds": train["demo_data_seconds"].get("cache", 0.0)},
+        "train": {"model": train["model"], "params": train["params"], "steps": train["steps"],
+                  "final_loss": train["final_loss"], "seconds": train["train_seconds"],
+                  "total_seconds": train["total_seconds"], "steps_per_s": train["steps_per_s"]},
+        "classifier": {"test_accuracy": clf["test_accuracy"], "seconds": clf["train_seconds"]},
+        "eval": ev,
+    }
+    results = ROOT / "benchmarks" / "results" / "demo_fmnist.json"
+    results.write_text(json.dumps(demo, indent=2) + "\n")
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    for src, dst in ((out / "dit-fmnist" / "samples.png", "demo_samples.png"),
+                     (out / "dit-fmnist" / "eval_samples.png", "demo_eval_samples.png"),
+                     (out / "dit-fmnist" / "training_progress.gif", "demo_training_progress.gif")):
+        if src.exists():
+            shutil.copy(src, docs / dst)
+    print(f"wrote {results} and docs/")
+
+
+if __name__ == "__main__":
+    main()
