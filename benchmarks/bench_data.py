@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,10 +37,11 @@ def main() -> None:
 
     if args.vae:
         vae = AutoencoderKL.from_pretrained(args.vae).eval()
-    else:
-        vae = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(32, 64, 64),
-                            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                            layers_per_block=1, sample_size=32).eval()
+    else:  # train_vae.py's default architecture, untrained
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+        from train_vae import VAETrainConfig, build_vae
+
+        vae = build_vae(VAETrainConfig()).eval()
     data = load_image_dataset("fashion-mnist", "train").select(range(args.images))
 
     with tempfile.TemporaryDirectory() as cache:
@@ -58,7 +60,7 @@ def main() -> None:
                 seen += len(latents)
         loader_lps = seen / (time.perf_counter() - start)
 
-    # 3. DiT-S/2 train step on these latents (8x8x4 with a f=4 VAE at 32 px)
+    # 3. DiT-S/2 train step on these latents
     side = meta["latent_shape"][1]
     model = create_model("DiT-S/2", sample_size=side, num_classes=10).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

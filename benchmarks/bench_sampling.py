@@ -5,7 +5,7 @@
 
 1. Sampling: a diffusers `DiTTransformer2DModel` (random weights, set to compute what the original DiT computes:
    frequency shift 0, LayerNorm eps 1e-6, tied per-block embedders) and our `DiTModel` converted from it, each in its
-   own pipeline with the same VAE, DDIM scheduler, steps, labels, guidance (on 3 channels, as DiTPipeline does) and
+   own pipeline with the same VAE, DDIM scheduler, steps, labels, guidance (all channels, as DiTPipeline) and
    seed. The images are checked equal first; then the two pipelines alternate calls and the median is reported.
 2. MFU: the measured matmul peak of this machine (fp32, bf16), and the model FLOPs of a DiT-S/2 train step at 32x32x4
    (3 x forward MACs x 2, attention included, counted analytically) divided by the step time, for both
@@ -73,7 +73,7 @@ def bench_sampling(size: int, batch: int, steps: int, repeats: int, guidance: fl
                            generator=torch.Generator().manual_seed(0), output_type="np").images
 
     def run_ours():
-        return ours_pipe(labels, guidance_scale=guidance, guidance_channels=3, num_inference_steps=steps,
+        return ours_pipe(labels, guidance_scale=guidance, num_inference_steps=steps,
                          generator=torch.Generator().manual_seed(0), output_type="np").images
 
     a, b = run_theirs(), run_ours()  # also the warm-up
@@ -129,6 +129,29 @@ def bench_mfu(batch: int, steps: int) -> list[dict]:
     return rows
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul")
+ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                 "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+
+
+def profile_step(impl: str, precision: str, batch: int) -> dict:
+    """Where a DiT-S/2 32x32x4 train step spends its time (torch.profiler, self CPU time by op)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn = make_step(impl, "DiT-S/2", 32, batch, precision)
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in rows) or 1
+    gemm = sum(t for k, t in rows if k in GEMM_OPS)
+    attention = sum(t for k, t in rows if k in ATTENTION_OPS)
+    top = sorted(rows, key=lambda r: -r[1])[:8]
+    return {"impl": impl, "precision": precision, "gemm_share": gemm / total, "attention_share": attention / total,
+            "other_share": 1 - (gemm + attention) / total,
+            "top_ops": [{"op": k, "share": t / total} for k, t in top]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -141,6 +164,10 @@ def main() -> None:
                                guidance=4.0) for size in (8, 32)]
     mfu = bench_mfu(batch=32, steps=2 if args.quick else 4)
     targets = {"sampling_speedup": 1.2, "mfu_fp32": 0.75, "mfu_bf16": 0.65}
+    for r in mfu:  # how far from the target, and why (profile of our step)
+        r["target_mfu"] = targets["mfu_" + r["precision"]]
+        r["shortfall"] = max(0.0, r["target_mfu"] - r["diffit_hf_mfu"])
+        r["profile"] = profile_step("diffit_hf", r["precision"], 32)
 
     lines = ["Sampling: DiffiTPipeline vs diffusers DiTPipeline, DiT-S/2 (converted weights), DDIM, batch 8, "
              f"cfg 4.0, {args.threads} threads (median images/s):", "",
@@ -155,6 +182,13 @@ def main() -> None:
     for r in mfu:
         lines.append(f"| {r['precision']} | {r['matmul_peak_gflops']:.0f} | {r['diffusers_mfu']:.0%} | "
                      f"{r['diffit_hf_mfu']:.0%} | {targets['mfu_' + r['precision']]:.0%} |")
+    lines += ["", "Where our train step spends its time (torch.profiler, self CPU time):", "",
+              "| precision | GEMMs | attention (SDPA) | everything else | largest ops |", "|---|---:|---:|---:|---|"]
+    for r in mfu:
+        p = r["profile"]
+        top = ", ".join(f"{o['op'].removeprefix('aten::')} {o['share']:.0%}" for o in p["top_ops"][:4])
+        lines.append(f"| {r['precision']} | {p['gemm_share']:.0%} | {p['attention_share']:.0%} | "
+                     f"{p['other_share']:.0%} | {top} |")
     table = "\n".join(lines)
     print(table)
     payload = {"sampling": sampling, "mfu": mfu, "targets": targets, "threads": args.threads, "quick": args.quick}

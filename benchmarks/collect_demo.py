@@ -30,7 +30,7 @@ def main() -> None:
     demo = {
         "machine": args.machine, "date": time.strftime("%Y-%m-%d"),
         "vae": {"psnr_db": vae["psnr_db"], "seconds": train["demo_data_seconds"].get("vae", vae["seconds"]),
-                "scaling_factor": vae["scaling_factor"]},
+                "scaling_factor": vae["scaling_factor"], "latent_shape": vae["latent_shape"]},
         "cache": {"num_samples": cache["num_samples"], "seconds": train["demo_data_seconds"].get("cache", 0.0)},
         "train": {"model": train["model"], "params": train["params"], "steps": train["steps"],
                   "final_loss": train["final_loss"], "seconds": train["train_seconds"],
@@ -38,13 +38,14 @@ def main() -> None:
         "classifier": {"test_accuracy": clf["test_accuracy"], "seconds": clf["train_seconds"]},
         "eval": ev,
     }
+    if (out / "dit-fmnist" / "eval_cfg4.json").exists():  # the same evaluation at a higher guidance scale
+        demo["eval_high_cfg"] = json.loads((out / "dit-fmnist" / "eval_cfg4.json").read_text())
     results = ROOT / "benchmarks" / "results" / "demo_fmnist.json"
     results.write_text(json.dumps(demo, indent=2) + "\n")
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
     for src, dst in ((out / "dit-fmnist" / "samples.png", "demo_samples.png"),
-                     (out / "dit-fmnist" / "eval_samples.png", "demo_eval_samples.png"),
-                     (out / "dit-fmnist" / "training_progress.gif", "demo_training_progress.gif")):
+                     (out / "dit-fmnist" / "eval_samples.png", "demo_eval_samples.png")):
         if src.exists():
             shutil.copy(src, docs / dst)
     print(f"wrote {results} and docs/")

@@ -2,7 +2,7 @@
 
     python benchmarks/update_readme.py
 
-- `<!-- bench:start -->` ... `<!-- bench:end -->`: benchmarks/results/bench_models.md and bench_sampling.md (each
+- `<!-- bench:start -->` ... `<!-- bench:end -->`: benchmarks/results/bench_{models,sampling,data}.md (each
   rendered from its JSON by the benchmark script that measured it).
 - `<!-- demo:start -->` ... `<!-- demo:end -->`: benchmarks/results/demo_fmnist.json (written by
   `benchmarks/collect_demo.py` from the demo's own metrics files).
@@ -25,28 +25,39 @@ def replace_section(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
 
 
+def eval_row(name: str, e: dict, prefix: str = "") -> str:
+    values = [e[prefix + k] for k in ("fid", "kid", "precision", "recall", "class_consistency")]
+    return "| {} | {:.2f} | {:.4f} | {:.3f} | {:.3f} | {:.1%} |".format(name, *values)
+
+
 def demo_section(demo: dict) -> str:
     vae, clf, train, ev = demo["vae"], demo["classifier"], demo["train"], demo["eval"]
     rows = [
-        ("VAE (32x32x1 -> 8x8x4), test PSNR", f"{vae['psnr_db']:.2f} dB", f"{vae['seconds'] / 60:.1f} min"),
+        (f"VAE (32x32x1 -> {'x'.join(map(str, vae['latent_shape'][1:] + vae['latent_shape'][:1]))}), test PSNR",
+         f"{vae['psnr_db']:.2f} dB", f"{vae['seconds'] / 60:.1f} min"),
         ("latent cache (60,000 train images)", f"{demo['cache']['num_samples']:,} latents",
          f"{demo['cache']['seconds'] / 60:.1f} min"),
         (f"{train['model']} ({train['params']:,} params), {train['steps']} steps",
          f"final loss {train['final_loss']:.4f}", f"{train['seconds'] / 60:.1f} min"),
-        ("FID-FMNIST classifier, test accuracy", f"{clf['test_accuracy']:.2%}", f"{clf['seconds'] / 60:.1f} min"),
+        ("**the demo command, end to end**", "pipeline in outputs/dit-fmnist",
+         f"**{train['total_seconds'] / 60:.1f} min**"),
+        ("FID-FMNIST classifier (`train_classifier.py`), test accuracy", f"{clf['test_accuracy']:.2%}",
+         f"{clf['seconds'] / 60:.1f} min"),
+        ("evaluation (`evaluate.py`)", f"{ev['num_samples']:,} samples", f"{ev['total_seconds'] / 60:.1f} min"),
     ]
+    scheduler = {"dpm": "DPM-Solver++", "ddim": "DDIM", "euler": "Euler", "ddpm": "DDPM", None: "DDPM"}[
+        ev["config"]["scheduler"]]
     lines = [f"Measured on {demo['machine']}, {demo['date']}.", "",
              "| stage | result | wall time |", "|---|---|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", f"Sample quality of the exported pipeline ({ev['num_samples']:,} samples, balanced over the 10 "
-              f"classes, {ev['config']['num_inference_steps']} {ev['config']['scheduler'] or 'DDPM'} steps, cfg "
-              f"{ev['config']['guidance_scale']}; reference: Fashion-MNIST test; floor: {ev['num_samples']:,} real "
+              f"classes, {ev['config']['num_inference_steps']} {scheduler} steps; reference: Fashion-MNIST test; "
+              f"floor: {ev['num_samples']:,} real "
               "training images vs the same reference):", "",
-              "| | FID-FMNIST | KID | precision | recall | class consistency |", "|---|---:|---:|---:|---:|---:|",
-              f"| {train['model']} (EMA) | {ev['fid']:.2f} | {ev['kid']:.4f} | {ev['precision']:.3f} | "
-              f"{ev['recall']:.3f} | {ev['class_consistency']:.1%} |",
-              f"| real-data floor | {ev['floor_fid']:.2f} | {ev['floor_kid']:.4f} | {ev['floor_precision']:.3f} | "
-              f"{ev['floor_recall']:.3f} | {ev['floor_class_consistency']:.1%} |",
+              "| | FID-FMNIST | KID | precision | recall | class consistency |", "|---|---:|---:|---:|---:|---:|"]
+    runs = [ev] + ([demo["eval_high_cfg"]] if "eval_high_cfg" in demo else [])
+    lines += [eval_row(f"{train['model']} (EMA), cfg {e['config']['guidance_scale']}", e) for e in runs]
+    lines += [eval_row("real-data floor", ev, prefix="floor_"),
               "", "FID-FMNIST uses the project's Fashion-MNIST classifier features: it is comparable only with other "
               "FID-FMNIST numbers from the same classifier, never with Inception FID."]
     return "\n".join(lines)
@@ -55,8 +66,8 @@ def demo_section(demo: dict) -> str:
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    bench = [p.read_text().strip() for p in (RESULTS / "bench_models.md", RESULTS / "bench_sampling.md")
-             if p.exists()]
+    bench = [p.read_text().strip() for p in (RESULTS / "bench_models.md", RESULTS / "bench_sampling.md",
+                                             RESULTS / "bench_data.md") if p.exists()]
     if bench:
         text = replace_section(text, "bench", "\n\n".join(bench))
     demo = RESULTS / "demo_fmnist.json"

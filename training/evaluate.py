@@ -9,7 +9,7 @@
 Samples are balanced over classes (sample i has class i % num_classes) and sample i's noise comes from seed
 (seed, i) alone, so the samples are the same for any number of processes. The floor is the same metric between
 `--num-samples` real training images and the reference split. Reference features are cached on disk, keyed by
-extractor weights, dataset, split, resolution and count. Writes eval.json and a sample grid.
+extractor weights, dataset, split, resolution and count. Writes eval.json and eval_samples.png.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def main(cfg: EvalConfig) -> dict:
         names = {int(k): v for k, v in (pipe.config.id2label or {}).items()}
         captions = [names.get(c, str(c)) for c in range(pipe.num_classes)] or ["unconditional"]
         if per:
-            labelled_grid(pil, captions, per, rows=True).save(out.with_name("eval_samples.png"))
+            labelled_grid(pil, captions, per, rows=True).save(out.with_name(f"{out.stem}_samples.png"))
         summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("fid", "floor_fid", "kid", "precision", "recall",
                                                              "class_consistency") if k in result)
         print(f"{extractor.name}: {summary}; wrote {out}")

@@ -1,6 +1,6 @@
 """Train a diffusers `AutoencoderKL` with accelerate: reconstruction (L1 or MSE) + a small KL term (latent diffusion).
 
-    # offline demo default: Fashion-MNIST 32x32 grayscale, downsampling 4 -> 8x8x4 latents
+    # offline demo default: Fashion-MNIST 32x32 grayscale, downsampling 2 -> 16x16x4 latents
     accelerate launch training/train_vae.py --output-dir outputs/vae
     # 128x128 RGB images -> 32x32x4 latents (downsampling 4 = three blocks)
     accelerate launch training/train_vae.py --dataset path/to/images --resolution 128 --no-grayscale \
@@ -50,14 +50,14 @@ class VAETrainConfig:
     grayscale: bool = True
     random_flip: bool = False
     block_out_channels: tuple[int, ...] = field(
-        default=(16, 32, 64), metadata={"help": "one entry per resolution; downsampling = 2 ** (len - 1)"})
+        default=(16, 32), metadata={"help": "one entry per resolution; downsampling = 2 ** (len - 1)"})
     layers_per_block: int = 1
     latent_channels: int = 4
     norm_num_groups: int = 16
     loss: str = field(default="l1", metadata={"choices": ["l1", "mse"], "help": "reconstruction loss"})
     kl_weight: float = field(default=1e-6, metadata={"help": "weight of KL(sum over latent) per pixel, as LDM"})
     learning_rate: float = 1e-3
-    lr_scheduler: str = field(default="cosine", metadata={"help": "a diffusers schedule name (constant, cosine, ...)"})
+    lr_scheduler: str = field(default="constant", metadata={"help": "a diffusers schedule (constant, cosine, ...)"})
     lr_warmup_steps: int = 100
     batch_size: int = field(default=64, metadata={"help": "per process"})
     max_steps: int = 1500

@@ -63,8 +63,9 @@ def remote_code_files() -> dict[str, str]:
     }
 
 
-def stage_for_hub(folder: str | Path, staging: str | Path) -> Path:
-    """Copies a pipeline folder into `staging` with the remote code and a model card; `folder` is only read."""
+def stage_for_hub(folder: str | Path, staging: str | Path, repo_id: str | None = None) -> Path:
+    """Copies a pipeline folder into `staging` with the remote code and a model card (regenerated for `repo_id`, from
+    the folder's train_config.json and eval.json when present); `folder` is only read."""
     folder, staging = Path(folder), Path(staging)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder} is not a saved pipeline (no model_index.json); run save_pretrained first.")
@@ -82,8 +83,7 @@ def stage_for_hub(folder: str | Path, staging: str | Path) -> Path:
     for path, source in remote_code_files().items():
         (staging / path).parent.mkdir(parents=True, exist_ok=True)
         (staging / path).write_text(source)
-    if not (staging / "README.md").exists():
-        write_model_card(staging)
+    write_model_card(staging, repo_id=repo_id)
     return staging
 
 
@@ -99,7 +99,7 @@ CARD_TEMPLATE = """\
 # {{ title }}
 
 A class-conditional diffusion transformer ({{ model_class }}, {{ params }} parameters) trained with
-[diffit_hf](https://github.com/diffit-hf/diffit_hf){% if dataset %} on {{ dataset }}{% endif %}. It denoises
+diffit_hf{% if dataset %} on {{ dataset }}{% endif %}. It denoises
 {{ space }} of shape {{ shape }}{% if vae %} decoded by the bundled `AutoencoderKL`{% endif %}.
 
 {% if classes %}**Classes** ({{ classes | length }}): {{ classes | join(", ") }}.
@@ -168,7 +168,8 @@ def write_model_card(
 ) -> Path:
     """Generates `folder/README.md` from the saved pipeline (and the training config / evaluation, if given).
 
-    `eval_results` defaults to `folder/eval.json` when present; the sample grid is `folder/samples.png` if present.
+    `train_config` and `eval_results` default to `folder/train_config.json` and `folder/eval.json` when present; the
+    sample grid is `folder/samples.png` if present.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -180,6 +181,8 @@ def write_model_card(
     if eval_results is None and (folder / "eval.json").exists():
         eval_results = {k: v for k, v in json.loads((folder / "eval.json").read_text()).items()
                         if isinstance(v, (int, float))}
+    if train_config is None and (folder / "train_config.json").exists():
+        train_config = json.loads((folder / "train_config.json").read_text())
     train_config = train_config or {}
     if datasets is None:
         source = train_config.get("dataset") or ("fashion-mnist" if "fmnist" in str(train_config.get("latents")) else
@@ -211,8 +214,9 @@ def write_model_card(
         model_rows=[(k, v) for k, v in config.items() if not k.startswith("_")],
         train_rows=[(k, train_config[k]) for k in TRAIN_KEYS if train_config.get(k) is not None],
         eval_rows=[(k, f"{v:.4g}") for k, v in (eval_results or {}).items()],
-        limitations=("Trained at small scale; samples show the model's classes at its resolution only. "
-                     "FID on other extractors is not comparable with Inception FID."),
+        limitations=("A research checkpoint: it generates only its own classes, at its training resolution. "
+                     "FID-FMNIST (when reported) uses the diffit_hf Fashion-MNIST classifier's features and is not "
+                     "comparable with Inception FID."),
     )
     path = folder / "README.md"
     card.save(str(path))
@@ -263,7 +267,7 @@ def push_to_hub(
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="diffit-push-") as tmp:
-        staging = stage_for_hub(folder, Path(tmp) / "repo")
+        staging = stage_for_hub(folder, Path(tmp) / "repo", repo_id=repo_id)
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=exist_ok, repo_type="model")
             api.upload_folder(repo_id=repo_id, folder_path=str(staging), commit_message=commit_message)

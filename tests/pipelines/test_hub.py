@@ -165,5 +165,8 @@ def test_remote_code_is_generated_from_the_package(pipeline_dir, tmp_path):
     compile(bundle, "diffit_hf.py", "exec")
     source = Path(__file__).resolve().parents[2] / "diffit_hf" / "pipelines" / "pipeline_diffit.py"
     assert files["pipeline_diffit.py"] == source.read_text()
-    staged = stage_for_hub(pipeline_dir, tmp_path / "staged")
-    assert (staged / "README.md").exists() and not (pipeline_dir / "README.md").exists()
+    (pipeline_dir / "train_config.json").write_text(json.dumps({"model": "DiT-S/2", "max_steps": 7}))
+    staged = stage_for_hub(pipeline_dir, tmp_path / "staged", repo_id="alice/tiny")
+    assert not (pipeline_dir / "README.md").exists()  # the local folder is only read
+    card = (staged / "README.md").read_text()
+    assert 'from_pretrained("alice/tiny")' in card and "| max_steps | 7 |" in card
