@@ -11,22 +11,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-)
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.pipelines.grid import labelled_grid
-
-SCHEDULERS = {
-    "ddpm": DDPMScheduler,
-    "ddim": DDIMScheduler,
-    "dpm": DPMSolverMultistepScheduler,  # DPM-Solver++ (2M) by default
-    "euler": EulerDiscreteScheduler,
-}
+from diffit_hf.pipelines.pipeline_diffit import SCHEDULERS
 
 
 def main() -> None:
@@ -46,8 +34,7 @@ def main() -> None:
     pipe = DiffiTPipeline.from_pretrained(args.model).to(args.device)
     if args.scheduler:
         # only DDPM samples with the learned variance; the others take epsilon alone
-        overrides = {} if args.scheduler == "ddpm" else {"variance_type": None}
-        pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config, **overrides)
+        pipe.use_scheduler(args.scheduler)
     labels = None
     if args.labels:
         labels = [int(x) if x.isdigit() else x for x in args.labels]

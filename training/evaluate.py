@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -39,12 +38,11 @@ from diffit_hf.evaluation import (
     precision_recall,
 )
 from diffit_hf.pipelines.grid import labelled_grid
+from diffit_hf.pipelines.pipeline_diffit import SCHEDULERS
 from diffit_hf.training.config import parse_config
 from diffit_hf.training.runtime import set_cpu_threads
 
 GRID_PER_CLASS = 8
-SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
-              "euler": EulerDiscreteScheduler}
 
 
 @dataclass
@@ -75,8 +73,9 @@ class EvalConfig:
     cpu_threads: int | None = None
 
 
-def features_in_batches(extractor, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    return torch.cat([extractor(images[i:i + batch]) for i in range(0, len(images), batch)])
+def in_batches(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """fn over images in chunks (features or logits), concatenated."""
+    return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
 def reference_features(cfg: EvalConfig, extractor, split: str, limit: int | None) -> torch.Tensor:
@@ -87,7 +86,7 @@ def reference_features(cfg: EvalConfig, extractor, split: str, limit: int | None
     if path.exists():
         return load_file(str(path))["features"]
     images, _ = load_image_tensors(cfg.dataset, split, cfg.resolution, cfg.grayscale, limit=limit)
-    feats = features_in_batches(extractor, images)
+    feats = in_batches(extractor, images)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": key})
@@ -131,8 +130,7 @@ def main(cfg: EvalConfig) -> dict:
     pipe = DiffiTPipeline.from_pretrained(cfg.pipeline).to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     if cfg.scheduler:
-        overrides = {} if cfg.scheduler == "ddpm" else {"variance_type": None}
-        pipe.scheduler = SCHEDULERS[cfg.scheduler].from_config(pipe.scheduler.config, **overrides)
+        pipe.use_scheduler(cfg.scheduler)
     extractor = load_extractor(cfg.extractor, accelerator.device)
     classifier = load_extractor(cfg.classifier, accelerator.device) if cfg.classifier else None
 
@@ -140,10 +138,10 @@ def main(cfg: EvalConfig) -> dict:
     mine = list(range(accelerator.process_index, cfg.num_samples, accelerator.num_processes))
     images, labels = generate(cfg, pipe, mine, accelerator.is_local_main_process)
     in_grid = [k for k, i in enumerate(mine) if i < GRID_PER_CLASS * max(pipe.num_classes, 1)]
-    local = {"features": features_in_batches(extractor, images), "labels": labels, "index": torch.tensor(mine),
+    local = {"features": in_batches(extractor, images), "labels": labels, "index": torch.tensor(mine),
              "grid": images[in_grid], "grid_index": torch.tensor([mine[k] for k in in_grid], dtype=torch.long)}
     if classifier is not None:
-        local["logits"] = torch.cat([classifier.logits(images[i:i + 500]) for i in range(0, len(images), 500)])
+        local["logits"] = in_batches(classifier.logits, images)
     parts = accelerator.gather_for_metrics([local], use_gather_object=True)
     order = torch.cat([p["index"] for p in parts]).argsort()
     fake = torch.cat([p["features"] for p in parts])[order]
@@ -163,7 +161,7 @@ def main(cfg: EvalConfig) -> dict:
             result["class_consistency"] = class_consistency(logits, requested)
             ref_images, ref_labels = load_image_tensors(cfg.dataset, cfg.reference_split, cfg.resolution,
                                                         cfg.grayscale, limit=cfg.reference_limit)
-            ref_logits = torch.cat([classifier.logits(ref_images[i:i + 500]) for i in range(0, len(ref_images), 500)])
+            ref_logits = in_batches(classifier.logits, ref_images)
             result["floor_class_consistency"] = class_consistency(ref_logits, ref_labels)
         result.update(extractor=extractor.name, extractor_fingerprint=extractor.fingerprint,
                       num_samples=cfg.num_samples, reference=f"{cfg.dataset}:{cfg.reference_split}",

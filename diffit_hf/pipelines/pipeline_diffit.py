@@ -23,6 +23,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 GUIDANCE_SCHEDULES = ("constant", "power_cosine")
+SCHEDULERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler",
+              "euler": "EulerDiscreteScheduler"}  # short names for CLIs; dpm = DPM-Solver++ (2M)
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
@@ -114,6 +116,18 @@ class DiffiTPipeline(DiffusionPipeline):
                     index[name] = [getattr(diffit_hf, entry[1]).__module__, entry[1]]
             (Path(view) / "model_index.json").write_text(json.dumps(index))
             return super().from_pretrained(view, **kwargs)
+
+    def use_scheduler(self, name: str) -> None:
+        """Swaps in another diffusers scheduler by short name (see `SCHEDULERS`), from the current config. DDPM uses
+        the model's learned variance when it has one (`learned_range`); the others sample with epsilon alone."""
+        import diffusers
+
+        if name not in SCHEDULERS:
+            raise ValueError(f"Unknown scheduler {name!r}; valid choices are {', '.join(SCHEDULERS)}.")
+        learned = self.transformer.out_channels == 2 * self.transformer.config.in_channels
+        variance = ("learned_range" if learned else "fixed_small") if name == "ddpm" else None
+        overrides = {"variance_type": variance}
+        self.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(self.scheduler.config, **overrides)
 
     @property
     def num_classes(self) -> int:

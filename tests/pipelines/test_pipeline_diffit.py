@@ -192,3 +192,14 @@ def test_generate_cli_writes_labelled_grid(tmp_path):
                     "--steps", "1", "--num-per-label", "2", "--scheduler", "ddim", "--out", str(out)], check=True)
     grid = Image.open(out)
     assert grid.size == (2 * 16, 2 * 16 + 12)  # 2 labels x 2 images of 16x16, plus the caption strip
+
+
+def test_use_scheduler_by_short_name():
+    pipe = tiny_pipeline()
+    pipe.use_scheduler("dpm")
+    assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler) and pipe.scheduler.config.variance_type is None
+    assert run(pipe).shape == (2, 16, 16, 1)
+    pipe.use_scheduler("ddpm")
+    assert pipe.scheduler.config.variance_type == "learned_range"  # DDPM keeps the learned variance
+    with pytest.raises(ValueError, match="valid choices are ddpm, ddim, dpm, euler"):
+        pipe.use_scheduler("heun")
