@@ -225,14 +225,10 @@ def compute_loss(model, batch, noise_scheduler: DDPMScheduler, accelerator: Acce
     noise = torch.randn_like(x0)
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
     x_t = noise_scheduler.add_noise(x0, noise, t)
-    labels = labels if model_config(model).num_classes > 0 else None
+    labels = labels if accelerator.unwrap_model(model).config.num_classes > 0 else None
     with accelerator.autocast():
         out = model(x_t, t, labels).sample  # (N, C or 2C, H, W)
     return diffusion_loss(out.float(), noise, x0, x_t, t, noise_scheduler)
-
-
-def model_config(model):
-    return getattr(model, "module", model).config
 
 
 def step_seed(seed: int, micro_step: int, rank: int) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -194,7 +195,7 @@ def write_model_card(
     params = 0
     if weights.exists():
         with safe_open(str(weights), framework="pt") as f:
-            params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+            params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     size = config.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else size
     shape = f"{config.get('in_channels')}x{height}x{width}"
@@ -234,13 +235,6 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             pass
     return tuple(errors)
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 #################################################################################
