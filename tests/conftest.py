@@ -1,10 +1,15 @@
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a Hub miss would otherwise stall ~23 s
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +20,44 @@ def _seed_and_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+def load_script(relative: str):
+    """Imports a script (e.g. "training/train_latent.py") as a module, once, without touching sys.path."""
+    path = ROOT / relative
+    name = "script_" + path.stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def script():
+    """`script("training/train_latent.py")` -> the script's module: the one way tests load scripts."""
+    return load_script
+
+
+def _perturb(model, std: float = 0.05):
+    """Adds seeded noise to every parameter (zero-initialised layers then matter) and returns the model in eval."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(std * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def perturb():
+    """`perturb(model, std=0.05)`: seeded noise on every parameter, model in eval mode."""
+    return _perturb
+
+
+@pytest.fixture(scope="session")
+def fmnist_names() -> dict[int, str]:
+    """Fashion-MNIST's id2label."""
+    from diffit_hf.data import FASHION_MNIST_CLASSES
+
+    return dict(enumerate(FASHION_MNIST_CLASSES))

@@ -18,11 +18,10 @@ pipeline (EMA transformer, VAE, scheduler, class names, model card): `DiffiTPipe
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
-import sys
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,31 +29,31 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import AutoencoderKL
 from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
-from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from diffit_hf import DiffiTPipeline
-from diffit_hf.data import LatentDataset, image_transform, load_image_dataset
-from diffit_hf.models.presets import preset_config
-from diffit_hf.pipelines.grid import labelled_grid
+from diffit_hf.data import load_training_data
+from diffit_hf.models.presets import create_model_for_data, preset_config
+from diffit_hf.pipelines.hub import push_to_hub, write_model_card
 from diffit_hf.training.checkpoints import (
-    checkpoint_step,
     latest_checkpoint,
-    resolve_checkpoint,
+    register_checkpoint_hooks,
+    resume_from_checkpoint,
     save_checkpoint,
 )
 from diffit_hf.training.config import parse_config, save_config
-from diffit_hf.training.losses import diffusion_loss
-from diffit_hf.training.runtime import enable_tf32, set_cpu_threads
+from diffit_hf.training.demo import prepare_demo_latents
+from diffit_hf.training.lr_finder import lr_range_test
+from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, make_objective
+from diffit_hf.training.progress import LossHistory, log_image, validation_grid, write_progress_gif
+from diffit_hf.training.runtime import enable_tf32, set_cpu_threads, weight_digest
+from diffit_hf.utils import atomic_write_json, mix_seed
 
-DEMO_VAE = "outputs/vae-fmnist"
-DEMO_LATENTS = "outputs/latents-fmnist-32"
 LR_SCHEDULES = [s.value for s in SchedulerType]
-LOSS_KEYS = ("loss", "mse", "vb")
 
 
 @dataclass
@@ -75,7 +74,9 @@ class TrainConfig:
     model_config: str = field(default="{}", metadata={"help": "JSON overrides of the preset, e.g. "
                                                       "'{\"num_layers\": 6}'; in/out shape and classes come from "
                                                       "the data"})
-    # 3. Optimisation (DiT: AdamW lr 1e-4, no weight decay, constant lr, no clipping)
+    # 3. Objective and optimisation (DiT: epsilon + learned sigma; AdamW lr 1e-4, no weight decay, constant lr,
+    #    no clipping)
+    objective: str = field(default="epsilon", metadata={"choices": list(OBJECTIVES)})
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"choices": LR_SCHEDULES})
@@ -120,7 +121,7 @@ class TrainConfig:
 
 
 #################################################################################
-#                         Configuration and data checks                         #
+#                                    Helpers                                    #
 #################################################################################
 
 
@@ -148,181 +149,21 @@ def check_config(cfg: TrainConfig) -> dict:
     return overrides
 
 
-def build_model(cfg: TrainConfig, overrides: dict, data_shape: tuple[int, int, int], num_classes: int):
-    """The preset with the data's shape and classes; ValueError if the data does not fit the model."""
-    channels, height, width = data_shape
-    derived = {"in_channels": channels, "sample_size": height if height == width else (height, width),
-               "num_classes": num_classes, "class_dropout_prob": cfg.class_dropout_prob}
-    for key, value in derived.items():
-        if key in overrides and overrides[key] != value and key != "class_dropout_prob":
-            raise ValueError(f"--model-config sets {key}={overrides[key]!r} but the data gives {value!r}.")
-    cls, config = preset_config(cfg.model, **{**derived, **overrides})
-    with torch.device("meta"):  # a shape-only forward finds every misfit (patch/window/downsampling sizes)
-        x = torch.zeros(1, channels, height, width)
-        t = torch.zeros(1, dtype=torch.long)
-        y = torch.zeros(1, dtype=torch.long) if num_classes else None
-        try:
-            cls(**config)(x, t, y)
-        except ValueError as err:
-            raise ValueError(f"Data of shape {data_shape} does not fit {cfg.model}: {err}") from err
-    return cls(**config)
-
-
-def prepare_demo_data(cfg: TrainConfig, accelerator: Accelerator) -> dict[str, float]:
-    """The offline default: Fashion-MNIST -> our VAE -> latent cache, each built only if absent; returns the seconds
-    each stage that ran took."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from encode_latents import encode_dataset
-    from train_vae import VAETrainConfig
-    from train_vae import main as train_vae
-
-    seconds = {}
-    if not (Path(DEMO_VAE) / "config.json").exists():
-        accelerator.print(f"demo: training the Fashion-MNIST VAE into {DEMO_VAE} (once)")
-        start = time.time()
-        train_vae(VAETrainConfig(output_dir=DEMO_VAE, mixed_precision=cfg.mixed_precision, seed=cfg.seed,
-                                 cpu_threads=cfg.cpu_threads))
-        seconds["vae"] = time.time() - start
-    accelerator.wait_for_everyone()
-    if not (Path(DEMO_LATENTS) / "index.json").exists():
-        accelerator.print(f"demo: encoding Fashion-MNIST train into {DEMO_LATENTS} (once)")
-        start = time.time()
-        encode_dataset(accelerator, DEMO_VAE, "fashion-mnist", DEMO_LATENTS, resolution=32, grayscale=True)
-        seconds["cache"] = time.time() - start
-    cfg.latents = DEMO_LATENTS
-    return seconds
-
-
-def make_dataset(cfg: TrainConfig):
-    """(dataset of (x, label) rows, collate_fn, data shape (C, H, W), class names, VAE id or None)."""
-    if cfg.latents:
-        data = LatentDataset(cfg.latents, resample=True, random_flip=cfg.random_flip, seed=cfg.seed)
-        return data, None, data.latent_shape, data.class_names, cfg.vae or data.meta.get("vae") or None
-    data = load_image_dataset(cfg.dataset, "train")
-    data.set_transform(image_transform(cfg.resolution, cfg.grayscale, random_flip=cfg.random_flip, seed=cfg.seed))
-
-    def collate(rows):
-        return torch.stack([r["pixel_values"] for r in rows]), torch.tensor([r["label"] for r in rows])
-
-    names = getattr(data.features.get("label"), "names", None)
-    return data, collate, (1 if cfg.grayscale else 3, cfg.resolution, cfg.resolution), names, None
-
-
-def noise_scheduler_for(model) -> DDPMScheduler:
-    """DiT's diffusion: 1000 steps, linear betas 1e-4..0.02; learned-range variance when the model learns sigma."""
-    learned = model.out_channels == 2 * model.config.in_channels
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                         variance_type="learned_range" if learned else "fixed_small", clip_sample=False)
-
-
-#################################################################################
-#                                 Training pieces                               #
-#################################################################################
-
-
-def compute_loss(model, batch, noise_scheduler: DDPMScheduler, accelerator: Accelerator) -> dict[str, torch.Tensor]:
-    x0, labels = batch  # (N, C, H, W), (N,)
-    noise = torch.randn_like(x0)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
-    x_t = noise_scheduler.add_noise(x0, noise, t)
-    labels = labels if accelerator.unwrap_model(model).config.num_classes > 0 else None
-    with accelerator.autocast():
-        out = model(x_t, t, labels).sample  # (N, C or 2C, H, W)
-    return diffusion_loss(out.float(), noise, x0, x_t, t, noise_scheduler)
-
-
-def step_seed(seed: int, micro_step: int, rank: int) -> int:
-    """Each micro-step's randomness (noise, timesteps, label dropout) depends on (seed, step, rank) only: a resumed
-    run draws exactly what an uninterrupted one draws."""
-    return (seed * 1_000_003 + micro_step) * 4099 + rank
-
-
 @torch.no_grad()
-def render_samples(cfg: TrainConfig, accelerator, model, ema, vae, noise_scheduler, id2label, path: Path):
-    """A grid from the EMA weights (one row per class, fixed seed), saved to `path` and logged; returns it."""
-    net = accelerator.unwrap_model(model)
-    was_training = net.training
-    ema.store(net.parameters())
-    ema.copy_to(net.parameters())
-    net.eval()
+def ema_validation_grid(cfg: TrainConfig, accelerator, transformer, ema, scheduler, vae, id2label):
+    """The validation grid sampled with the EMA weights, swapped into `transformer` and back."""
+    ema.store(transformer.parameters())
+    ema.copy_to(transformer.parameters())
+    transformer.eval()
     try:
-        pipe = DiffiTPipeline(transformer=net, scheduler=noise_scheduler, vae=vae, id2label=id2label)
+        pipe = DiffiTPipeline(transformer=transformer, scheduler=scheduler, vae=vae, id2label=id2label)
         pipe.set_progress_bar_config(disable=True)
-        num_classes = net.config.num_classes
-        labels = list(range(num_classes)) if num_classes else None
-        generator = torch.Generator(accelerator.device).manual_seed(cfg.seed)
         with accelerator.autocast():
-            images = pipe(labels, num_images_per_label=cfg.validation_per_class,
-                          guidance_scale=cfg.validation_guidance_scale,
-                          num_inference_steps=cfg.validation_inference_steps, generator=generator).images
+            return validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
+                                   cfg.validation_guidance_scale, cfg.seed)
     finally:
-        ema.restore(net.parameters())
-        net.train(was_training)
-    captions = [id2label.get(i, str(i)) for i in labels] if labels else ["unconditional"]
-    grid = labelled_grid(images, captions, cfg.validation_per_class, rows=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return grid
-
-
-def plot_curve(xs, ys, path: Path, xlabel: str, ylabel: str, log_x: bool = False) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(xs, ys)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if log_x:
-        ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def run_lr_finder(cfg: TrainConfig, accelerator, model, optimizer, loader, noise_scheduler) -> dict:
-    """Exponential lr sweep over real training batches (Smith 2015); stops when the smoothed loss diverges."""
-    lrs = torch.logspace(math.log10(cfg.lr_finder_min), math.log10(cfg.lr_finder_max), cfg.lr_finder_steps).tolist()
-    rows, smoothed, best = [], 0.0, float("inf")
-    batches = iter(loader)
-    for i, lr in enumerate(tqdm(lrs, desc="lr finder", disable=not accelerator.is_local_main_process)):
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            batch = next(batches)
-        set_seed(step_seed(cfg.seed, i, accelerator.process_index))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = compute_loss(model, batch, noise_scheduler, accelerator)["loss"]
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        value = accelerator.reduce(loss.detach(), "mean").item()
-        smoothed = 0.98 * smoothed + 0.02 * value
-        debiased = smoothed / (1 - 0.98 ** (i + 1))
-        rows.append((lr, value, debiased))
-        best = min(best, debiased)
-        if not math.isfinite(value) or debiased > 4 * best:
-            break
-    # suggestion: the steepest descent of the smoothed loss against log(lr), before the minimum
-    stop = min(range(len(rows)), key=lambda k: rows[k][2]) + 1
-    slopes = [(rows[k + 1][2] - rows[k][2]) / math.log(rows[k + 1][0] / rows[k][0]) for k in range(stop - 1)]
-    suggestion = rows[min(range(len(slopes)), key=slopes.__getitem__)][0] if slopes else rows[0][0]
-    out = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "lr_finder.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["lr", "loss", "smoothed_loss"])
-            writer.writerows(rows)
-        plot_curve([r[0] for r in rows], [r[2] for r in rows], out / "lr_finder.png", "learning rate",
-                   "smoothed loss", log_x=True)
-        print(f"lr finder: suggested learning rate {suggestion:.3g} (steepest descent); see {out / 'lr_finder.png'}")
-    return {"suggested_lr": suggestion, "rows": rows}
+        ema.restore(transformer.parameters())
+        transformer.train()
 
 
 #################################################################################
@@ -333,7 +174,7 @@ def run_lr_finder(cfg: TrainConfig, accelerator, model, optimizer, loader, noise
 def main(cfg: TrainConfig) -> dict:
     # 1. Config and processes
     overrides = check_config(cfg)
-    out = Path(cfg.output_dir)
+    out, ckpt_dir = Path(cfg.output_dir), Path(cfg.output_dir) / "checkpoints"
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=cfg.report_to,
@@ -343,107 +184,88 @@ def main(cfg: TrainConfig) -> dict:
     set_cpu_threads(accelerator, cfg.cpu_threads)
     if cfg.allow_tf32:
         enable_tf32()
-    run_start, demo_seconds = time.time(), {}
-    if not cfg.latents and not cfg.dataset:
-        demo_seconds = prepare_demo_data(cfg, accelerator)
+    run_start, latents, demo_seconds = time.time(), cfg.latents, {}
+    if not cfg.latents and not cfg.dataset:  # the offline demo: Fashion-MNIST -> our VAE -> latent cache
+        latents, demo_seconds = prepare_demo_latents(accelerator, cfg.mixed_precision, cfg.seed, cfg.cpu_threads)
     set_seed(cfg.seed)
 
-    # 2. Data, model, diffusion, optimiser, EMA
-    data, collate, data_shape, class_names, vae_id = make_dataset(cfg)
-    num_classes = len(class_names) if class_names else overrides.get("num_classes", 0)
-    model = build_model(cfg, overrides, data_shape, num_classes)
+    # 2. Data
+    data = load_training_data(latents, cfg.dataset, cfg.resolution, cfg.grayscale, cfg.random_flip, cfg.seed,
+                              cfg.vae)
+    loader = DataLoader(data.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                        collate_fn=data.collate_fn, num_workers=cfg.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    num_classes = len(data.class_names) if data.class_names else overrides.get("num_classes", 0)
+    id2label = dict(enumerate(data.class_names)) if data.class_names and num_classes else {}
+
+    # 3. Model (shape and classes from the data)
+    transformer = create_model_for_data(cfg.model, data.shape, num_classes,
+                                        **{"class_dropout_prob": cfg.class_dropout_prob, **overrides})
     if cfg.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    model_cls = type(model)
-    noise_scheduler = noise_scheduler_for(model)
-    id2label = dict(enumerate(class_names)) if class_names and model.config.num_classes else {}
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, collate_fn=collate,
-                        num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        transformer.enable_gradient_checkpointing()
+
+    # 4. Objective, optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
+    objective = make_objective(cfg.objective, transformer.config.learn_sigma)
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, inv_gamma=1.0,
-                   power=cfg.ema_power, model_cls=model_cls, model_config=model.config)
-    if cfg.compile:
-        model = torch.compile(model)
-    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    ema = EMAModel(transformer.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, inv_gamma=1.0,
+                   power=cfg.ema_power, model_cls=type(transformer), model_config=transformer.config)
+    register_checkpoint_hooks(accelerator, transformer, ema, name="transformer")
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(
+        torch.compile(transformer) if cfg.compile else transformer, optimizer, loader, lr_scheduler)
     ema.to(accelerator.device)
     if len(loader) == 0:
-        raise ValueError(f"{len(data)} examples give no full batch of {cfg.batch_size} per process.")
+        raise ValueError(f"{len(data.dataset)} examples give no full batch of {cfg.batch_size} per process.")
+
+    def training_losses(micro_step: int, batch) -> dict[str, torch.Tensor]:
+        """The losses of one micro-batch; its randomness depends on (seed, micro-step, rank) only: exact resume."""
+        set_seed(mix_seed(cfg.seed, micro_step, accelerator.process_index))
+        x_start, labels = batch  # (N, C, H, W), (N,)
+        with accelerator.autocast():
+            return objective.training_losses(model, x_start, labels if num_classes else None)
 
     if cfg.lr_finder:
-        return run_lr_finder(cfg, accelerator, model, optimizer, loader, noise_scheduler)
+        return lr_range_test(lambda i, batch: training_losses(i, batch)["loss"], optimizer, loader, accelerator,
+                             cfg.lr_finder_min, cfg.lr_finder_max, cfg.lr_finder_steps, output_dir=out)
 
-    # save_state writes the model and its EMA as save_pretrained folders (diffusers' examples' hooks)
-    def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            for m in models:
-                accelerator.unwrap_model(m).save_pretrained(Path(output_dir) / "transformer")
-            ema.save_pretrained(Path(output_dir) / "transformer_ema")
-        while weights:
-            weights.pop()
-
-    def load_hook(models, input_dir):
-        loaded = EMAModel.from_pretrained(str(Path(input_dir) / "transformer_ema"), model_cls)
-        ema.load_state_dict(loaded.state_dict())
-        ema.to(accelerator.device)
-        while models:
-            m = models.pop()
-            saved = model_cls.from_pretrained(input_dir, subfolder="transformer")
-            accelerator.unwrap_model(m).load_state_dict(saved.state_dict())
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
-
-    # 3. Resume
-    step, ckpt_dir = 0, out / "checkpoints"
-    if cfg.resume_from_checkpoint:
-        if cfg.resume_from_checkpoint == "latest" and latest_checkpoint(ckpt_dir) is None:
-            accelerator.print(f"no checkpoint in {ckpt_dir}: starting from scratch")
-        else:
-            path = resolve_checkpoint(cfg.resume_from_checkpoint, ckpt_dir)
-            accelerator.load_state(str(path))
-            step = checkpoint_step(path)
-            accelerator.print(f"resumed from {path} at step {step}")
+    # 5. Resume, run folder, trackers
+    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir)
+    history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,
+                          is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.json")
-        (out / "logs").mkdir(exist_ok=True)
-        history = _read_history(out / "logs" / "loss.csv", step)
     if cfg.report_to:
         accelerator.init_trackers("diffit_hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})
     vae = None
-    if vae_id and accelerator.is_main_process:
-        vae = AutoencoderKL.from_pretrained(vae_id).to(accelerator.device).eval()
+    if data.vae and accelerator.is_main_process:  # decodes the validation grids; exported with the pipeline
+        vae = AutoencoderKL.from_pretrained(data.vae).to(accelerator.device).eval()
 
-    # 4. Train
+    # 6. Train
     accum = cfg.gradient_accumulation_steps
-    accelerator.print(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
-                      f"{len(data):,} examples of shape {data_shape}, {accelerator.num_processes} process(es), "
-                      f"batch {cfg.batch_size} x {accum} accumulation x {accelerator.num_processes}")
+    accelerator.print(f"training {cfg.model} ({sum(p.numel() for p in transformer.parameters()):,} parameters, "
+                      f"{cfg.objective}) on {len(data.dataset):,} examples of shape {data.shape}, "
+                      f"{accelerator.num_processes} process(es), batch {cfg.batch_size} x {accum} accumulation")
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
-    start_time, start_step, running = time.time(), step, []
+    start_time, start_step, running, micro = time.time(), step, [], 0
     model.train()
     while step < cfg.max_steps:
         epoch, skip = divmod(step * accum, len(loader))
         loader.set_epoch(epoch)
-        if hasattr(data, "set_epoch"):
-            data.set_epoch(epoch)  # latent resampling noise = f(seed, epoch, index)
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        micro = 0
-        for batch in batches:
-            set_seed(step_seed(cfg.seed, step * accum + micro, accelerator.process_index))
-            micro = (micro + 1) % accum
+        if hasattr(data.dataset, "set_epoch"):
+            data.dataset.set_epoch(epoch)  # latent resampling noise = f(seed, epoch, index)
+        for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
             with accelerator.accumulate(model):
-                losses = compute_loss(model, batch, noise_scheduler, accelerator)
+                losses = training_losses(step * accum + micro, batch)
                 # the mean over ranks, identical on every rank: all stop together on a bad loss
                 reduced = accelerator.reduce(torch.stack([losses[k].detach() for k in LOSS_KEYS]), "mean").tolist()
                 if not math.isfinite(reduced[0]):
-                    last = latest_checkpoint(ckpt_dir)
                     raise FloatingPointError(
                         f"Loss is {reduced[0]} at step {step + 1}; stopping before the update. The last good "
-                        f"checkpoint is {last or 'none'} (resume with --resume-from-checkpoint latest)."
+                        f"checkpoint is {latest_checkpoint(ckpt_dir) or 'none'} (resume with "
+                        "--resume-from-checkpoint latest)."
                     )
                 accelerator.backward(losses["loss"])
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
@@ -452,110 +274,67 @@ def main(cfg: TrainConfig) -> dict:
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             running.append(dict(zip(LOSS_KEYS, reduced)))
+            micro += 1
             if not accelerator.sync_gradients:
                 continue
 
             # one optimiser step done
-            step += 1
-            ema.step(accelerator.unwrap_model(model).parameters())
-            logs = {k: sum(r[k] for r in running) / len(running) for k in running[0]}
-            logs["lr"] = lr_scheduler.get_last_lr()[0]
-            running = []
-            bar.update(1)
+            step, micro = step + 1, 0
+            ema.step(transformer.parameters())
+            logs = {k: sum(r[k] for r in running) / len(running) for k in LOSS_KEYS}
+            logs["lr"], running = lr_scheduler.get_last_lr()[0], []
+            history.append(step, logs)
             accelerator.log(logs, step=step)
-            if accelerator.is_main_process:
-                history.append((step, logs["loss"], logs["mse"], logs["vb"], logs["lr"]))
+            bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
                 rate = (step - start_step) / max(time.time() - start_time, 1e-9)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
                 if accelerator.is_main_process:
                     tqdm.write(f"step {step}/{cfg.max_steps} loss {logs['loss']:.4f} (mse {logs['mse']:.4f}, "
                                f"vb {logs['vb']:.4f}) lr {logs['lr']:.2e} {rate:.2f} steps/s")
-                    _write_history(out / "logs" / "loss.csv", history)
+                history.flush()
             if step % cfg.checkpointing_steps == 0 or step == cfg.max_steps:
                 save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
+                history.flush()  # the CSV never lags behind the newest checkpoint
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
                 if accelerator.is_main_process:
-                    grid = render_samples(cfg, accelerator, model, ema, vae, noise_scheduler, id2label,
-                                          out / "samples" / f"step-{step:07d}.png")
-                    _log_image(accelerator, grid, step)
+                    grid = ema_validation_grid(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(),
+                                               vae, id2label)
+                    (out / "samples").mkdir(parents=True, exist_ok=True)
+                    grid.save(out / "samples" / f"step-{step:07d}.png")
+                    log_image(accelerator, "samples", grid, step)
                 accelerator.wait_for_everyone()
             if step >= cfg.max_steps:
                 break
     bar.close()
-    steps_per_s = (step - start_step) / max(time.time() - start_time, 1e-9)
+    train_seconds = time.time() - start_time
 
-    # 5. Export: the pipeline with EMA weights, progress GIF, loss curve, model card, optional push
+    # 7. Export: the pipeline with the EMA weights, progress GIF, loss curve, model card, optional push
     accelerator.wait_for_everyone()
-    checksums = accelerator.gather(weight_checksum(accelerator.unwrap_model(model), accelerator.device)).tolist()
-    result = {"steps": step, "steps_per_s": steps_per_s, "num_processes": accelerator.num_processes,
-              "params": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
-              "demo_data_seconds": demo_seconds, "train_seconds": time.time() - start_time,
-              "rank_weight_checksums": [f"{c:014x}" for c in checksums]}
+    digests = accelerator.gather(torch.tensor([weight_digest(transformer)], device=accelerator.device)).tolist()
+    result = {"steps": step, "steps_per_s": (step - start_step) / max(train_seconds, 1e-9),
+              "num_processes": accelerator.num_processes, "params": sum(p.numel() for p in transformer.parameters()),
+              "demo_data_seconds": demo_seconds, "train_seconds": train_seconds,
+              "rank_weight_checksums": [f"{d:014x}" for d in digests]}
     if accelerator.is_main_process:
-        _write_history(out / "logs" / "loss.csv", history)
-        final = model_cls.from_config(accelerator.unwrap_model(model).config)
-        ema.copy_to(final.parameters())
-        pipe = DiffiTPipeline(transformer=final.eval(), scheduler=noise_scheduler, vae=vae, id2label=id2label)
-        pipe.save_pretrained(out)
-        grids = sorted((out / "samples").glob("step-*.png"))
-        if grids:
-            frames = [Image.open(p).convert("RGB") for p in grids]
-            frames[0].save(out / "training_progress.gif", save_all=True, append_images=frames[1:], duration=500,
-                           loop=0)
-            Image.open(grids[-1]).save(out / "samples.png")
-        if history:
-            plot_curve([h[0] for h in history], [h[1] for h in history], out / "loss_curve.png", "step", "loss")
-        from diffit_hf.pipelines.hub import write_model_card
-
+        history.flush()
+        history.plot(out / "loss_curve.png")
+        ema.copy_to(transformer.parameters())  # training is over: export the EMA weights
+        DiffiTPipeline(transformer=transformer.eval(), scheduler=objective.pipeline_scheduler(), vae=vae,
+                       id2label=id2label).save_pretrained(out)
+        frames = write_progress_gif(out / "samples", out / "training_progress.gif")
+        if frames:
+            shutil.copyfile(frames[-1], out / "samples.png")
         write_model_card(out, train_config=dataclasses.asdict(cfg), base_model=None)
-        result.update(final_loss=history[-1][1] if history else None, output_dir=str(out), model=cfg.model,
-                      total_seconds=time.time() - run_start)
-        (out / "train_results.json").write_text(json.dumps(result, indent=2) + "\n")
-        accelerator.print(f"saved the pipeline to {out} ({steps_per_s:.2f} steps/s)")
+        result.update(final_loss=history.rows[-1][1] if history.rows else None, output_dir=str(out),
+                      model=cfg.model, total_seconds=time.time() - run_start)
+        atomic_write_json(out / "train_results.json", result)
+        accelerator.print(f"saved the pipeline to {out} ({result['steps_per_s']:.2f} steps/s)")
         if cfg.push_to_hub:
-            from diffit_hf.pipelines.hub import push_to_hub
-
             push_to_hub(out, cfg.hub_repo_id, private=cfg.hub_private)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
-
-
-def weight_checksum(model, device) -> torch.Tensor:
-    """(1,) int64 digest of the model's weights, to check that DDP kept every rank identical."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in model.parameters():
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return torch.tensor([int(h.hexdigest()[:14], 16)], device=device)
-
-
-def _read_history(path: Path, upto_step: int) -> list[tuple]:
-    """Loss rows already logged (a resumed run keeps those up to its checkpoint)."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        rows = [tuple(float(v) for v in row) for row in list(csv.reader(f))[1:]]
-    return [(int(r[0]), *r[1:]) for r in rows if r[0] <= upto_step]
-
-
-def _write_history(path: Path, history: list[tuple]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "loss", "mse", "vb", "lr"])
-        writer.writerows(history)
-    tmp.replace(path)
-
-
-def _log_image(accelerator, grid: Image.Image, step: int) -> None:
-    import numpy as np
-
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_image("samples", np.asarray(grid), step, dataformats="HWC")
 
 
 if __name__ == "__main__":

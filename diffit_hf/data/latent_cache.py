@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -22,7 +21,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from .images import preprocess_image
+from ..utils import atomic_path, atomic_write_json, mix_seed
+from .images import load_image_dataset, preprocess_image
 
 INDEX = "index.json"
 
@@ -39,12 +39,6 @@ def vae_fingerprint(vae) -> str:
 
 def shard_path(cache_dir: Path, index: int) -> Path:
     return cache_dir / f"shard-{index:05d}.safetensors"
-
-
-def _atomic_write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def _shard_meta(meta: dict) -> dict[str, str]:
@@ -143,17 +137,39 @@ def encode_to_cache(
             labels.extend(rows["label"] if "label" in rows else [-1] * len(pixels))
         tensors = {"mean": torch.cat(means), "std": torch.cat(stds), "label": torch.tensor(labels, dtype=torch.long),
                    "start": torch.tensor(start)}
-        final = shard_path(cache_dir, i)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        save_file(tensors, str(tmp), metadata=_shard_meta(meta))
-        os.replace(tmp, final)  # atomic: a shard is either complete or absent
+        with atomic_path(shard_path(cache_dir, i)) as tmp:  # a shard is either complete or absent
+            save_file(tensors, str(tmp), metadata=_shard_meta(meta))
         bar.update(1)
     bar.close()
 
     complete = all(_shard_ok(shard_path(cache_dir, i), meta, i * shard_size,
                              min(shard_size, len(dataset) - i * shard_size)) for i in range(meta["num_shards"]))
     if process_index == 0 and complete:
-        _atomic_write_json(index_path, meta)
+        atomic_write_json(index_path, meta)
+    return meta
+
+
+def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, resolution: int,
+                   grayscale: bool = False, split: str = "train", image_column: str = "image",
+                   label_column: str = "label", vae_subfolder: str | None = None, shard_size: int = 1024,
+                   batch_size: int = 64) -> dict:
+    """`encode_to_cache` across accelerate processes: every process encodes its shards, then the main process
+    verifies them all and writes the index. Returns the cache's index."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(vae_path, subfolder=vae_subfolder).to(accelerator.device).eval()
+    data = load_image_dataset(dataset, split, image_column, label_column)
+    kwargs = dict(vae_id=vae_path, shard_size=shard_size, batch_size=batch_size)
+    with torch.no_grad():
+        meta = encode_to_cache(vae, data, out, resolution, grayscale, process_index=accelerator.process_index,
+                               num_processes=accelerator.num_processes, progress=accelerator.is_local_main_process,
+                               **kwargs)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:  # every shard is there now: verify them all and write the index
+            meta = encode_to_cache(vae, data, out, resolution, grayscale, progress=False, **kwargs)
+            print(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} "
+                  f"in {meta['num_shards']} shards, scaling factor {meta['scaling_factor']}")
+    accelerator.wait_for_everyone()
     return meta
 
 
@@ -201,7 +217,7 @@ class LatentDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         generator = None
         if self.seed is not None:
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * len(self) + i)
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
         latent = self.mean[i]
         if self.resample:
             latent = latent + self.std[i] * torch.randn(latent.shape, generator=generator)

@@ -67,6 +67,28 @@ def create_model(name: str, **overrides) -> ModelMixin:
     return cls(**config)
 
 
+def create_model_for_data(name: str, data_shape: tuple[int, int, int], num_classes: int, **overrides) -> ModelMixin:
+    """`create_model` with the input channels, sample size and classes taken from the data `(C, H, W)`; a
+    `ValueError` before any weights are made if an override contradicts the data or the data does not fit the model
+    (patch, window or downsampling sizes: found by a shape-only forward on the meta device)."""
+    channels, height, width = data_shape
+    derived = {"in_channels": channels, "sample_size": height if height == width else (height, width),
+               "num_classes": num_classes}
+    for key, value in derived.items():
+        if key in overrides and overrides[key] != value:
+            raise ValueError(f"The model config sets {key}={overrides[key]!r} but the data gives {value!r}.")
+    cls, config = preset_config(name, **{**overrides, **derived})
+    with torch.device("meta"):
+        x = torch.zeros(1, channels, height, width)
+        t = torch.zeros(1, dtype=torch.long)
+        y = torch.zeros(1, dtype=torch.long) if num_classes else None
+        try:
+            cls(**config)(x, t, y)
+        except ValueError as err:
+            raise ValueError(f"Data of shape {tuple(data_shape)} does not fit {name}: {err}") from err
+    return cls(**config)
+
+
 def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters; the frozen positional tables are buffers and never counted."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

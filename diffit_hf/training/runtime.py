@@ -25,3 +25,13 @@ def enable_tf32() -> None:
     """TF32 matmuls and convolutions on Ampere+ GPUs (DiT trains in TF32); no effect on CPU."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+
+
+def weight_digest(model: torch.nn.Module) -> int:
+    """A 56-bit digest of the model's weights (to check that data-parallel ranks hold identical weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return int(h.hexdigest()[:14], 16)

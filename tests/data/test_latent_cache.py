@@ -122,3 +122,14 @@ def test_encode_latents_script_two_processes(images, tmp_path):
     encode(tiny_vae(), images, reference)
     torch.testing.assert_close(ds.mean, LatentDataset(reference, resample=False).mean, atol=1e-5, rtol=1e-5)
     assert ds.labels.tolist() == [i % 3 for i in range(10)]
+
+
+def test_latent_dataset_seeded_resampling_is_order_independent(images, tmp_path):
+    encode(tiny_vae(), images, tmp_path)
+    data = LatentDataset(tmp_path, resample=True, random_flip=True, seed=3)
+    a = [data[i][0] for i in (5, 9, 5)]
+    assert torch.equal(a[0], a[2]) and not torch.equal(a[0], data.mean[5] * data.scaling_factor)
+    assert torch.equal(LatentDataset(tmp_path, resample=True, random_flip=True, seed=3)[5][0], a[0])
+    assert not torch.equal(LatentDataset(tmp_path, resample=True, random_flip=True, seed=4)[5][0], a[0])
+    data.set_epoch(1)
+    assert not torch.equal(data[5][0], a[0])

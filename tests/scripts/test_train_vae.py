@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,10 +12,10 @@ from safetensors.torch import load_file
 from diffit_hf.training.config import make_config
 
 SCRIPT = Path(__file__).resolve().parents[2] / "training" / "train_vae.py"
-spec = importlib.util.spec_from_file_location("train_vae", SCRIPT)
-train_vae = importlib.util.module_from_spec(spec)
-sys.modules["train_vae"] = train_vae  # dataclasses look their module up
-spec.loader.exec_module(train_vae)
+
+@pytest.fixture(scope="module")
+def train_vae(script):
+    return script("training/train_vae.py")
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ def tiny_data(tmp_path):
     return tmp_path
 
 
-def config(tiny_data, out, **kw):
+def config(train_vae, tiny_data, out, **kw):
     values = dict(dataset=str(tiny_data / "train"), eval_split="", resolution=8, block_out_channels=(8, 8),
                   norm_num_groups=8, batch_size=4, max_steps=6, checkpointing_steps=3, learning_rate=1e-2,
                   scaling_samples=16, output_dir=str(out), log_every=1)
@@ -37,8 +36,8 @@ def config(tiny_data, out, **kw):
     return make_config(train_vae.VAETrainConfig, values)
 
 
-def test_train_export_and_metrics(tiny_data, tmp_path):
-    metrics = train_vae.main(config(tiny_data, tmp_path / "run", ema_decay=0.99))
+def test_train_export_and_metrics(train_vae, tiny_data, tmp_path):
+    metrics = train_vae.main(config(train_vae, tiny_data, tmp_path / "run", ema_decay=0.99))
     vae = AutoencoderKL.from_pretrained(tmp_path / "run")
     assert vae.config.scaling_factor == pytest.approx(metrics["scaling_factor"]) and metrics["scaling_factor"] > 0
     assert metrics["latent_shape"] == [4, 4, 4]
@@ -47,10 +46,10 @@ def test_train_export_and_metrics(tiny_data, tmp_path):
     assert kept == ["checkpoint-0000003", "checkpoint-0000006"]
 
 
-def test_exact_resume(tiny_data, tmp_path):
-    train_vae.main(config(tiny_data, tmp_path / "straight"))
-    train_vae.main(config(tiny_data, tmp_path / "resumed", max_steps=3))
-    train_vae.main(config(tiny_data, tmp_path / "resumed", resume_from_checkpoint="latest"))
+def test_exact_resume(train_vae, tiny_data, tmp_path):
+    train_vae.main(config(train_vae, tiny_data, tmp_path / "straight"))
+    train_vae.main(config(train_vae, tiny_data, tmp_path / "resumed", max_steps=3))
+    train_vae.main(config(train_vae, tiny_data, tmp_path / "resumed", resume_from_checkpoint="latest"))
     a = load_file(str(tmp_path / "straight" / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "diffusion_pytorch_model.safetensors"))
     assert a.keys() == b.keys()
@@ -58,18 +57,27 @@ def test_exact_resume(tiny_data, tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_loss_goes_down_and_psnr_reported(tiny_data, tmp_path):
-    short = train_vae.main(config(tiny_data, tmp_path / "short", max_steps=1, eval_split="test",
+def test_loss_goes_down_and_psnr_reported(train_vae, tiny_data, tmp_path):
+    short = train_vae.main(config(train_vae, tiny_data, tmp_path / "short", max_steps=1, eval_split="test",
                                   dataset=str(tiny_data / "train")))
-    longer = train_vae.main(config(tiny_data, tmp_path / "long", max_steps=40, checkpointing_steps=40,
+    longer = train_vae.main(config(train_vae, tiny_data, tmp_path / "long", max_steps=40, checkpointing_steps=40,
                                    eval_split="test"))
     assert longer["psnr_db"] > short["psnr_db"] + 1.0
     assert (tmp_path / "long" / "reconstructions.png").exists()
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path):
+def test_resume_latest_means_the_same_as_in_train_latent(train_vae, tiny_data, tmp_path, capsys):
+    # "latest" with no checkpoint starts from scratch and says so; a named folder that is absent is an error
+    metrics = train_vae.main(config(train_vae, tiny_data, tmp_path / "none", resume_from_checkpoint="latest",
+                                    max_steps=3))
+    assert metrics["steps"] == 3 and "no checkpoint in" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="No checkpoint to resume from"):
-        train_vae.main(config(tiny_data, tmp_path / "none", resume_from_checkpoint="latest"))
+        train_vae.main(config(train_vae, tiny_data, tmp_path / "gone", resume_from_checkpoint=str(tmp_path / "x")))
+    # both scripts store the model and its EMA the same way: save_pretrained folders
+    train_vae.main(config(train_vae, tiny_data, tmp_path / "ema", ema_decay=0.9, max_steps=3))
+    checkpoint = tmp_path / "ema" / "checkpoints" / "checkpoint-0000003"
+    assert AutoencoderKL.from_pretrained(checkpoint / "vae") is not None
+    assert (checkpoint / "vae_ema" / "config.json").exists()
 
 
 def test_two_process_training_smoke(tiny_data, tmp_path):

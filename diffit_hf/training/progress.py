@@ -1,0 +1,103 @@
+"""What a training run shows while it runs: the loss history (CSV and curve), validation grids, the progress GIF,
+and images for accelerate's trackers."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..pipelines.grid import labelled_grid
+from ..utils import atomic_path
+
+
+class LossHistory:
+    """The rows of `logs/loss.csv` (`step` and one column per value). Every process may hold one; only the main
+    process writes. A resumed run keeps the rows up to its checkpoint's step and drops the rest.
+
+    Args:
+        path (`str` or `Path`): the CSV file.
+        columns (`tuple[str, ...]`): the value columns after `step`.
+        resume_step (`int`, defaults to 0): keep existing rows with `step <= resume_step` (0: start empty).
+        is_main_process (`bool`, defaults to `True`): whether `flush` writes.
+    """
+
+    def __init__(self, path: str | Path, columns: tuple[str, ...], resume_step: int = 0,
+                 is_main_process: bool = True):
+        self.path, self.columns, self.is_main_process = Path(path), tuple(columns), is_main_process
+        self.rows: list[tuple] = []
+        if resume_step > 0 and self.path.exists():
+            with open(self.path, newline="") as f:
+                for row in csv.DictReader(f):
+                    if int(row["step"]) <= resume_step:
+                        self.rows.append((int(row["step"]), *(float(row[c]) for c in self.columns)))
+
+    def append(self, step: int, values: dict[str, float]) -> None:
+        self.rows.append((step, *(float(values[c]) for c in self.columns)))
+
+    def column(self, name: str) -> list[float]:
+        index = 0 if name == "step" else 1 + self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+    def flush(self) -> None:
+        """Writes every row (atomically) from the main process."""
+        if not self.is_main_process:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", *self.columns])
+            writer.writerows(self.rows)
+
+    def plot(self, path: str | Path, column: str = "loss") -> None:
+        if self.is_main_process and self.rows:
+            plot_curve(self.column("step"), self.column(column), path, "step", column)
+
+
+def plot_curve(xs, ys, path: str | Path, xlabel: str, ylabel: str, log_x: bool = False) -> None:
+    """A line plot saved as PNG (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, ys)
+    ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log" if log_x else "linear")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def validation_grid(pipe, per_class: int, num_inference_steps: int, guidance_scale: float, seed: int) -> Image.Image:
+    """Samples of a pipeline from a fixed seed, one row per class (or one row, unconditional), labelled."""
+    num_classes = pipe.num_classes
+    labels = list(range(num_classes)) if num_classes else None
+    generator = torch.Generator(pipe.device).manual_seed(seed)
+    images = pipe(labels, num_images_per_label=per_class, guidance_scale=guidance_scale,
+                  num_inference_steps=num_inference_steps, generator=generator).images
+    id2label = pipe.config.id2label or {}
+    captions = [id2label.get(i, str(i)) for i in labels] if labels else ["unconditional"]
+    return labelled_grid(images, captions, per_class, rows=True)
+
+
+def log_image(accelerator, name: str, image: Image.Image, step: int) -> None:
+    """Sends an image to the trackers that take images (tensorboard)."""
+    import numpy as np
+
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image(name, np.asarray(image), step, dataformats="HWC")
+
+
+def write_progress_gif(frames_dir: str | Path, path: str | Path, duration_ms: int = 500) -> list[Path]:
+    """An animated GIF of the `step-*.png` grids in `frames_dir`, oldest first; returns the frames used."""
+    frames = sorted(Path(frames_dir).glob("step-*.png"))
+    if frames:
+        images = [Image.open(p).convert("RGB") for p in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return frames
