@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,8 +37,7 @@ def main() -> None:
     if args.vae:
         vae = AutoencoderKL.from_pretrained(args.vae).eval()
     else:  # train_vae.py's default architecture, untrained
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-        from train_vae import VAETrainConfig, build_vae
+        from diffit_hf.training.vae import VAETrainConfig, build_vae
 
         vae = build_vae(VAETrainConfig()).eval()
     data = load_image_dataset("fashion-mnist", "train").select(range(args.images))

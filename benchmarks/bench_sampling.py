@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_models import make_step  # noqa: E402
+from bench_models import make_step  # beside this script: a script's folder is sys.path[0]
 
 RESULTS = Path(__file__).parent / "results"
 
