@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,18 +36,19 @@ from tqdm.auto import tqdm
 from diffit_hf import DiffiTPipeline
 from diffit_hf.data import load_training_data
 from diffit_hf.models.presets import create_model_for_data, preset_config
-from diffit_hf.pipelines.hub import push_to_hub, write_model_card
+from diffit_hf.pipelines.hub import push_to_hub
 from diffit_hf.training.checkpoints import (
-    latest_checkpoint,
+    check_finite_loss,
     register_checkpoint_hooks,
     resume_from_checkpoint,
     save_checkpoint,
 )
 from diffit_hf.training.config import parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
+from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.lr_finder import lr_range_test
 from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, make_objective
-from diffit_hf.training.progress import LossHistory, log_image, validation_grid, write_progress_gif
+from diffit_hf.training.progress import LossHistory, log_image, validation_grid
 from diffit_hf.training.runtime import enable_tf32, set_cpu_threads, weight_digest
 from diffit_hf.utils import atomic_write_json, mix_seed
 
@@ -150,8 +149,9 @@ def check_config(cfg: TrainConfig) -> dict:
 
 
 @torch.no_grad()
-def ema_validation_grid(cfg: TrainConfig, accelerator, transformer, ema, scheduler, vae, id2label):
-    """The validation grid sampled with the EMA weights, swapped into `transformer` and back."""
+def log_validation(cfg: TrainConfig, accelerator, transformer, ema, scheduler, vae, id2label, step: int) -> None:
+    """Samples the validation grid with the EMA weights (swapped into `transformer` and back), saves it as
+    `samples/step-*.png` and sends it to the trackers."""
     ema.store(transformer.parameters())
     ema.copy_to(transformer.parameters())
     transformer.eval()
@@ -159,11 +159,14 @@ def ema_validation_grid(cfg: TrainConfig, accelerator, transformer, ema, schedul
         pipe = DiffiTPipeline(transformer=transformer, scheduler=scheduler, vae=vae, id2label=id2label)
         pipe.set_progress_bar_config(disable=True)
         with accelerator.autocast():
-            return validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
+            grid = validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
                                    cfg.validation_guidance_scale, cfg.seed)
     finally:
         ema.restore(transformer.parameters())
         transformer.train()
+    (Path(cfg.output_dir) / "samples").mkdir(parents=True, exist_ok=True)
+    grid.save(Path(cfg.output_dir) / "samples" / f"step-{step:07d}.png")
+    log_image(accelerator, "samples", grid, step)
 
 
 #################################################################################
@@ -261,12 +264,7 @@ def main(cfg: TrainConfig) -> dict:
                 losses = training_losses(step * accum + micro, batch)
                 # the mean over ranks, identical on every rank: all stop together on a bad loss
                 reduced = accelerator.reduce(torch.stack([losses[k].detach() for k in LOSS_KEYS]), "mean").tolist()
-                if not math.isfinite(reduced[0]):
-                    raise FloatingPointError(
-                        f"Loss is {reduced[0]} at step {step + 1}; stopping before the update. The last good "
-                        f"checkpoint is {latest_checkpoint(ckpt_dir) or 'none'} (resume with "
-                        "--resume-from-checkpoint latest)."
-                    )
+                check_finite_loss(reduced[0], step + 1, ckpt_dir)
                 accelerator.backward(losses["loss"])
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -298,11 +296,8 @@ def main(cfg: TrainConfig) -> dict:
                 history.flush()  # the CSV never lags behind the newest checkpoint
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
                 if accelerator.is_main_process:
-                    grid = ema_validation_grid(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(),
-                                               vae, id2label)
-                    (out / "samples").mkdir(parents=True, exist_ok=True)
-                    grid.save(out / "samples" / f"step-{step:07d}.png")
-                    log_image(accelerator, "samples", grid, step)
+                    log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae, id2label,
+                                   step)
                 accelerator.wait_for_everyone()
             if step >= cfg.max_steps:
                 break
@@ -319,13 +314,7 @@ def main(cfg: TrainConfig) -> dict:
     if accelerator.is_main_process:
         history.flush()
         history.plot(out / "loss_curve.png")
-        ema.copy_to(transformer.parameters())  # training is over: export the EMA weights
-        DiffiTPipeline(transformer=transformer.eval(), scheduler=objective.pipeline_scheduler(), vae=vae,
-                       id2label=id2label).save_pretrained(out)
-        frames = write_progress_gif(out / "samples", out / "training_progress.gif")
-        if frames:
-            shutil.copyfile(frames[-1], out / "samples.png")
-        write_model_card(out, train_config=dataclasses.asdict(cfg), base_model=None)
+        export_pipeline(out, transformer, ema, objective.pipeline_scheduler(), vae, id2label, dataclasses.asdict(cfg))
         result.update(final_loss=history.rows[-1][1] if history.rows else None, output_dir=str(out),
                       model=cfg.model, total_seconds=time.time() - run_start)
         atomic_write_json(out / "train_results.json", result)

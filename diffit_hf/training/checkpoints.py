@@ -12,6 +12,7 @@ scheduler, sampler and RNG states.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -67,6 +68,16 @@ def resume_from_checkpoint(accelerator, resume: str | None, folder: str | Path) 
     accelerator.load_state(str(path))
     accelerator.print(f"resumed from {path} at step {checkpoint_step(path)}")
     return checkpoint_step(path)
+
+
+def check_finite_loss(loss: float, step: int, folder: str | Path) -> None:
+    """Raises `FloatingPointError` before the update of `step` when the loss is NaN or infinite, naming the last
+    checkpoint in `folder`."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"Loss is {loss} at step {step}; stopping before the update. The last good checkpoint is "
+            f"{latest_checkpoint(folder) or 'none'} (resume with --resume-from-checkpoint latest)."
+        )
 
 
 def register_checkpoint_hooks(accelerator, model, ema=None, name: str = "transformer") -> None:

@@ -1,0 +1,27 @@
+"""The end of a training run: the pipeline folder users load, with the EMA weights, samples and a model card."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..pipelines.hub import write_model_card
+from ..pipelines.pipeline_diffit import DiffiTPipeline
+from .progress import write_progress_gif
+
+
+def export_pipeline(output_dir: str | Path, transformer, ema, scheduler, vae=None, id2label: dict | None = None,
+                    train_config: dict | None = None) -> DiffiTPipeline:
+    """Copies the EMA weights into `transformer` (training is over) and saves, in `output_dir`, the
+    `DiffiTPipeline` (transformer, scheduler, VAE, class names), `training_progress.gif` and `samples.png` from the
+    validation grids in `samples/`, and `README.md`, the model card generated from `train_config`."""
+    out = Path(output_dir)
+    if ema is not None:
+        ema.copy_to(transformer.parameters())
+    pipe = DiffiTPipeline(transformer=transformer.eval(), scheduler=scheduler, vae=vae, id2label=id2label)
+    pipe.save_pretrained(out)
+    frames = write_progress_gif(out / "samples", out / "training_progress.gif")
+    if frames:
+        shutil.copyfile(frames[-1], out / "samples.png")
+    write_model_card(out, train_config=train_config, base_model=None)
+    return pipe
