@@ -11,7 +11,7 @@ package's own modules at push time, never kept as a second copy):
     README.md                  the model card
 
 `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` runs that code; `DiffiTPipeline.from_pretrained`
-ignores it and uses the installed package (see `DiffiTPipeline.from_pretrained`).
+ignores it and loads the installed package's classes through `local_view`, which reads this format back.
 """
 
 from __future__ import annotations
@@ -19,20 +19,29 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ..models import DiffiTModel, DiffiTUNetModel, DiTModel
 
 REMOTE_PIPELINE_MODULE = "pipeline_diffit"
 REMOTE_MODEL_LIBRARY = "diffit_hf"
 # model modules in dependency order; each may import the earlier ones only
 MODEL_MODULES = ("validation", "embeddings", "layers", "transformer_dit", "transformer_diffit", "unet_diffit")
 EXCLUDED_FROM_PUSH = ("checkpoints", "logs", "samples")  # training state stays local
+# the classes a pushed model_index.json may name as ["diffit_hf", class name]
+MODEL_CLASSES = {cls.__name__: cls for cls in (DiTModel, DiffiTModel, DiffiTUNetModel)}
+# `from_pretrained` arguments that only concern the download of a Hub repo
+DOWNLOAD_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies")
 
 
 #################################################################################
-#                                  Remote code                                  #
+#                 The pushed format: remote code, staging, read-back            #
 #################################################################################
 
 
@@ -79,6 +88,9 @@ def stage_for_hub(folder: str | Path, staging: str | Path, repo_id: str | None =
         if isinstance(entry, list) and len(entry) == 2 and str(entry[0]).split(".")[0] == REMOTE_MODEL_LIBRARY:
             if name != "transformer":
                 raise ValueError(f"Component {name!r} is a diffit_hf class; only the transformer can ship as code.")
+            if entry[1] not in MODEL_CLASSES:
+                raise ValueError(f"{entry[1]!r} is not one of the model classes that ship as code: "
+                                 f"{', '.join(MODEL_CLASSES)}.")
             index[name] = [REMOTE_MODEL_LIBRARY, entry[1]]
     (staging / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     for path, source in remote_code_files().items():
@@ -86,6 +98,50 @@ def stage_for_hub(folder: str | Path, staging: str | Path, repo_id: str | None =
         (staging / path).write_text(source)
     write_model_card(staging, repo_id=repo_id)
     return staging
+
+
+@contextmanager
+def local_view(
+    pretrained_model_name_or_path: str | os.PathLike,
+    pipeline_class_name: str = "DiffiTPipeline",
+    **download_kwargs: Any,
+) -> Iterator[str]:
+    """Yields a folder that `DiffusionPipeline.from_pretrained` loads with the installed diffit_hf classes.
+
+    A Hub repo id is downloaded first (`download_kwargs`: see `DOWNLOAD_KWARGS`), without its code. A folder in the
+    pushed format (`stage_for_hub`) is shown through a temporary view of symlinks whose model_index.json names
+    `pipeline_class_name` and the installed model classes instead of the remote code; any other folder is yielded
+    as it is. The folder itself is only read.
+    """
+    path = str(pretrained_model_name_or_path)
+    if not os.path.isdir(path):
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(path, ignore_patterns=["*.py", "*.bin", "*.ckpt"], **download_kwargs)
+    index = json.loads((Path(path) / "model_index.json").read_text())
+    if not isinstance(index.get("_class_name"), list):  # a save_pretrained folder: diffusers reads it as it is
+        yield path
+        return
+    index["_class_name"] = pipeline_class_name
+    for name, entry in index.items():  # ["diffit_hf", "DiTModel"] -> ["diffit_hf.models.transformer_dit", "DiTModel"]
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] == REMOTE_MODEL_LIBRARY:
+            if entry[1] not in MODEL_CLASSES:
+                raise ValueError(f"{path} names the model class {entry[1]!r}, which this diffit_hf does not have; "
+                                 f"it has {', '.join(MODEL_CLASSES)}.")
+            index[name] = [MODEL_CLASSES[entry[1]].__module__, entry[1]]
+    with tempfile.TemporaryDirectory(prefix="diffit-view-") as view:
+        for item in Path(path).iterdir():  # everything but the index and the remote code, one folder deep
+            if item.name == "model_index.json" or item.suffix == ".py":
+                continue
+            if item.is_dir():
+                (Path(view) / item.name).mkdir()
+                for sub in item.iterdir():
+                    if sub.suffix != ".py":
+                        (Path(view) / item.name / sub.name).symlink_to(sub.resolve())
+            else:
+                (Path(view) / item.name).symlink_to(item.resolve())
+        (Path(view) / "model_index.json").write_text(json.dumps(index))
+        yield view
 
 
 #################################################################################

@@ -8,12 +8,11 @@ models).
 
 from __future__ import annotations
 
+import importlib
 import inspect
-import json
 import math
+import numbers
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 from diffusers.models import AutoencoderKL
@@ -71,10 +70,16 @@ class DiffiTPipeline(DiffusionPipeline):
             if not 0 <= key < max(num_classes, 1):
                 raise ValueError(f"id2label has id {key}, outside the model's classes [0, {num_classes - 1}].")
         self.register_to_config(id2label=id2label)
-        self.labels = {}
+        self.labels = {}  # lower-cased name or synonym -> id
         for key, value in id2label.items():
             for name in value.split(","):
-                self.labels[name.strip().lower()] = key
+                name = name.strip().lower()
+                if self.labels.get(name, key) != key:
+                    raise ValueError(
+                        f"id2label gives the name {name!r} to ids {self.labels[name]} and {key}; class names and "
+                        "their comma-separated synonyms must be unique (case-insensitive)."
+                    )
+                self.labels[name] = key
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -85,37 +90,15 @@ class DiffiTPipeline(DiffusionPipeline):
         (`DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`); called on this class, that code is
         ignored and the installed diffit_hf classes are used, without `trust_remote_code`.
         """
-        path = str(pretrained_model_name_or_path)
         if cls.__module__.split(".")[0] != "diffit_hf" or kwargs.get("trust_remote_code"):
-            return super().from_pretrained(path, **kwargs)  # running as remote code, or asked to
-        if not os.path.isdir(path):
-            from huggingface_hub import snapshot_download
-
-            download = {k: kwargs.pop(k) for k in ("revision", "token", "cache_dir", "force_download",
-                                                   "local_files_only", "proxies") if k in kwargs}
-            path = snapshot_download(path, ignore_patterns=["*.py", "*.bin", "*.ckpt"], **download)
-        index = json.loads((Path(path) / "model_index.json").read_text())
-        if not isinstance(index.get("_class_name"), list):
-            return super().from_pretrained(path, **kwargs)
-        # a pushed repo: load through a view of symlinks whose model_index.json names the installed classes
-        with tempfile.TemporaryDirectory(prefix="diffit-view-") as view:
-            for item in Path(path).iterdir():
-                if item.name != "model_index.json" and item.suffix != ".py":
-                    if item.is_dir():
-                        (Path(view) / item.name).mkdir()
-                        for sub in item.iterdir():
-                            if sub.suffix != ".py":
-                                (Path(view) / item.name / sub.name).symlink_to(sub.resolve())
-                    else:
-                        (Path(view) / item.name).symlink_to(item.resolve())
-            index["_class_name"] = cls.__name__
-            import diffit_hf
-
-            for name, entry in index.items():  # ["diffit_hf", "DiTModel"] -> the installed class's module
-                if isinstance(entry, list) and len(entry) == 2 and entry[0] == "diffit_hf":
-                    index[name] = [getattr(diffit_hf, entry[1]).__module__, entry[1]]
-            (Path(view) / "model_index.json").write_text(json.dumps(index))
-            return super().from_pretrained(view, **kwargs)
+            # running as remote code (this file, copied into a pushed repo), or asked to
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        # Imported here, and not with an import statement: as remote code this file runs without diffit_hf, and
+        # diffusers' remote-code loader would fetch any `from .module import` it finds as a file of the repo.
+        hub = importlib.import_module(".hub", __package__)
+        download = {key: kwargs.pop(key) for key in hub.DOWNLOAD_KWARGS if key in kwargs}
+        with hub.local_view(pretrained_model_name_or_path, cls.__name__, **download) as folder:
+            return super().from_pretrained(folder, **kwargs)
 
     def use_scheduler(self, name: str) -> None:
         """Swaps in another diffusers scheduler by short name (see `SCHEDULERS`), from the current config. DDPM uses
@@ -124,7 +107,7 @@ class DiffiTPipeline(DiffusionPipeline):
 
         if name not in SCHEDULERS:
             raise ValueError(f"Unknown scheduler {name!r}; valid choices are {', '.join(SCHEDULERS)}.")
-        learned = self.transformer.out_channels == 2 * self.transformer.config.in_channels
+        learned = self.transformer.config.learn_sigma
         variance = ("learned_range" if learned else "fixed_small") if name == "ddpm" else None
         overrides = {"variance_type": variance}
         self.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(self.scheduler.config, **overrides)
@@ -149,22 +132,107 @@ class DiffiTPipeline(DiffusionPipeline):
         return ids
 
     def _resolve_labels(self, class_labels) -> list[int] | None:
+        """Class ids in `[0, num_classes)` from ids and names, or `None` for an unconditional model."""
         if self.num_classes == 0:
             if class_labels is not None:
                 raise ValueError("This model is unconditional (num_classes=0); pass class_labels=None.")
             return None
         if class_labels is None:
             raise ValueError(f"Pass class_labels (ids in [0, {self.num_classes - 1}] or names) for this model.")
-        if isinstance(class_labels, (int, str)) or torch.is_tensor(class_labels) and class_labels.ndim == 0:
+        if isinstance(class_labels, (numbers.Number, str)) or torch.is_tensor(class_labels) and class_labels.ndim == 0:
             class_labels = [class_labels]
         class_labels = list(class_labels.tolist() if torch.is_tensor(class_labels) else class_labels)
         if not class_labels:
             raise ValueError("class_labels is empty.")
-        ids = [self.get_label_ids(c)[0] if isinstance(c, str) else int(c) for c in class_labels]
+        ids = []
+        for label in class_labels:
+            label = label.item() if torch.is_tensor(label) else label
+            if isinstance(label, str):
+                ids += self.get_label_ids(label)
+            elif isinstance(label, numbers.Integral) and not isinstance(label, bool):
+                ids.append(int(label))
+            else:  # int() would truncate 2.7 to 2 and read True as 1
+                raise ValueError(
+                    f"class_labels must hold integer class ids or class names, got {label!r} ({type(label).__name__})."
+                )
         bad = [i for i in ids if not 0 <= i < self.num_classes]
         if bad:
             raise ValueError(f"Label ids {bad} are outside [0, {self.num_classes - 1}].")
         return ids
+
+    def _latents_shape(self, labels: list[int] | None, num_images_per_label: int) -> tuple[int, int, int, int]:
+        """`(batch, in_channels, height, width)` of the initial noise for these labels."""
+        batch = num_images_per_label * (len(labels) if labels is not None else 1)
+        size = self.transformer.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return (batch, self.transformer.config.in_channels, height, width)
+
+    def _scheduler_uses_learned_variance(self) -> bool:
+        """Only ancestral DDPM sampling uses the model's learned variance; other schedulers get epsilon alone."""
+        learned_config = self.scheduler.config.get("variance_type") in ("learned", "learned_range")
+        return learned_config and isinstance(self.scheduler, (DDPMScheduler, DDPMParallelScheduler))
+
+    def check_inputs(
+        self,
+        class_labels: int | str | list[int | str] | torch.Tensor | None,
+        num_images_per_label: int,
+        guidance_scale: float,
+        guidance_schedule: str,
+        guidance_channels: int | None,
+        num_inference_steps: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        output_type: str,
+    ) -> None:
+        """Raises a `ValueError` for the first invalid `__call__` argument (or scheduler/model mismatch), before any
+        sampling work is done."""
+        if not isinstance(num_inference_steps, numbers.Integral) or isinstance(num_inference_steps, bool):
+            raise ValueError(f"num_inference_steps must be an int, got {num_inference_steps!r}.")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
+        if not isinstance(num_images_per_label, numbers.Integral) or isinstance(num_images_per_label, bool):
+            raise ValueError(f"num_images_per_label must be an int, got {num_images_per_label!r}.")
+        if num_images_per_label < 1:
+            raise ValueError(f"num_images_per_label must be >= 1, got {num_images_per_label}.")
+        # inf turns the guided epsilon into NaN images; nan compares False with 1.0 and silently disables guidance
+        finite = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
+        if not finite or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}.")
+        if guidance_schedule not in GUIDANCE_SCHEDULES:
+            raise ValueError(
+                f"Unknown guidance_schedule {guidance_schedule!r}; valid choices are {', '.join(GUIDANCE_SCHEDULES)}."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"Unknown output_type {output_type!r}; valid choices are {', '.join(OUTPUT_TYPES)}.")
+
+        shape = self._latents_shape(self._resolve_labels(class_labels), num_images_per_label)
+        batch, channels = shape[:2]
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch} images.")
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
+        if guidance_channels is not None and not 1 <= guidance_channels <= channels:
+            raise ValueError(f"guidance_channels must lie in [1, {channels}], got {guidance_channels}.")
+
+        # A scheduler made with `from_config` of a DDPM config inherits variance_type: harmless where it is ignored
+        # (DDIM, Euler), but DPM-Solver then slices model_output[:, :3], which is wrong for 4-channel latents.
+        variance_type = self.scheduler.config.get("variance_type")
+        scheduler_cls = type(self.scheduler)
+        learned_config = variance_type in ("learned", "learned_range")
+        if (
+            learned_config
+            and not self._scheduler_uses_learned_variance()
+            and "variance_type" in inspect.signature(scheduler_cls).parameters
+        ):
+            raise ValueError(
+                f"{scheduler_cls.__name__} with variance_type={variance_type!r} mishandles learned variance; create "
+                f"it with `{scheduler_cls.__name__}.from_config(pipe.scheduler.config, variance_type=None)`."
+            )
+        if self._scheduler_uses_learned_variance() and not self.transformer.config.learn_sigma:
+            raise ValueError(
+                "The scheduler uses a learned variance but the model has learn_sigma=False; use a scheduler with "
+                "a fixed variance_type (e.g. 'fixed_small')."
+            )
 
     @torch.no_grad()
     def __call__(
@@ -185,13 +253,14 @@ class DiffiTPipeline(DiffusionPipeline):
 
         Args:
             class_labels (`int`, `str`, `list` or `torch.Tensor`, *optional*):
-                Class ids or names to generate; `None` for unconditional models.
+                Class ids (integers) or names to generate; `None` for unconditional models.
             num_images_per_label (`int`, defaults to 1):
                 Images per label (the batch size of an unconditional model).
             guidance_scale (`float`, defaults to 4.0):
-                Classifier-free guidance scale; `<= 1` disables guidance (no unconditional pass).
+                Classifier-free guidance scale, a finite number; `<= 1` disables guidance (no unconditional pass).
             guidance_schedule (`str`, defaults to `"constant"`):
-                `"constant"`, or `"power_cosine"` (DiffiT's schedule, ramping the scale up as noise decreases).
+                One of `GUIDANCE_SCHEDULES`: `"constant"`, or `"power_cosine"` (DiffiT's schedule, ramping the scale
+                up as noise decreases).
             guidance_channels (`int`, *optional*):
                 Guide only the first `guidance_channels` channels; `None` guides all (3 reproduces the DiT/DiffiT
                 papers' sampling code on 4-channel latents).
@@ -209,68 +278,34 @@ class DiffiTPipeline(DiffusionPipeline):
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the generated images.
         """
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
-        if num_images_per_label < 1:
-            raise ValueError(f"num_images_per_label must be >= 1, got {num_images_per_label}.")
-        if guidance_schedule not in GUIDANCE_SCHEDULES:
-            raise ValueError(
-                f"Unknown guidance_schedule {guidance_schedule!r}; valid choices are {', '.join(GUIDANCE_SCHEDULES)}."
-            )
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"Unknown output_type {output_type!r}; valid choices are {', '.join(OUTPUT_TYPES)}.")
+        # 1. Check inputs
+        self.check_inputs(class_labels, num_images_per_label, guidance_scale, guidance_schedule, guidance_channels,
+                          num_inference_steps, generator, latents, output_type)
 
-        # 1. Labels and batch
+        # 2. Labels: B class ids, then B null labels for the unconditional pass of classifier-free guidance
         labels = self._resolve_labels(class_labels)
-        batch = num_images_per_label * (len(labels) if labels is not None else 1)
-        cfg = self.transformer.config
-        size = cfg.sample_size
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-        channels = cfg.in_channels
-        shape = (batch, channels, height, width)
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"Got {len(generator)} generators for a batch of {batch} images.")
-        if latents is not None and tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}.")
-        guidance_channels = channels if guidance_channels is None else guidance_channels
-        if not 1 <= guidance_channels <= channels:
-            raise ValueError(f"guidance_channels must lie in [1, {channels}], got {guidance_channels}.")
-
         device, dtype = self._execution_device, self.transformer.dtype
         use_cfg = labels is not None and guidance_scale > 1.0
         if labels is not None:
             ids = torch.tensor(labels, device=device).repeat_interleave(num_images_per_label)  # (B,)
             null = torch.full_like(ids, self.num_classes)
-            model_labels = torch.cat([ids, null]) if use_cfg else ids
+            model_labels = torch.cat([ids, null]) if use_cfg else ids  # (2B,) or (B,)
         else:
             model_labels = None
 
-        # 2. Initial noise
+        # 3. Initial noise
+        shape = self._latents_shape(labels, num_images_per_label)
+        channels = shape[1]
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         latents = latents * self.scheduler.init_noise_sigma
-        # Only ancestral DDPM sampling uses the variance; other schedulers get epsilon alone. A scheduler made with
-        # `from_config` of a DDPM config inherits variance_type: harmless where it is ignored (DDIM, Euler), but
-        # DPM-Solver then slices model_output[:, :3], which is wrong for 4-channel latents.
-        variance_type = self.scheduler.config.get("variance_type")
-        learned_config = variance_type in ("learned", "learned_range")
-        learned_variance = learned_config and isinstance(self.scheduler, (DDPMScheduler, DDPMParallelScheduler))
-        scheduler_cls = type(self.scheduler)
-        if learned_config and not learned_variance and "variance_type" in inspect.signature(scheduler_cls).parameters:
-            raise ValueError(
-                f"{scheduler_cls.__name__} with variance_type={variance_type!r} mishandles learned variance; create "
-                f"it with `{scheduler_cls.__name__}.from_config(pipe.scheduler.config, variance_type=None)`."
-            )
-        if learned_variance and self.transformer.out_channels != 2 * channels:
-            raise ValueError(
-                "The scheduler uses a learned variance but the model has learn_sigma=False; use a scheduler with "
-                "a fixed variance_type (e.g. 'fixed_small')."
-            )
-        num_train_timesteps = self.scheduler.config.get("num_train_timesteps", 1000)
 
-        # 3. Denoising loop
+        # 4. Denoising loop
+        learned_variance = self._scheduler_uses_learned_variance()
+        guidance_channels = channels if guidance_channels is None else guidance_channels
+        num_train_timesteps = self.scheduler.config.get("num_train_timesteps", 1000)
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([latents, latents]) if use_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
@@ -283,13 +318,11 @@ class DiffiTPipeline(DiffusionPipeline):
                 guided = uncond[:, :guidance_channels] + scale * (cond - uncond)[:, :guidance_channels]
                 eps = torch.cat([guided, cond[:, guidance_channels:]], dim=1)
                 variance = variance.chunk(2)[0]
-            if learned_variance and variance.shape[1] == channels:
-                model_output = torch.cat([eps, variance], dim=1)
-            else:  # schedulers with fixed variance: drop the learned one
-                model_output = eps
+            # schedulers with a fixed variance get epsilon alone (check_inputs made sure learn_sigma otherwise)
+            model_output = torch.cat([eps, variance], dim=1) if learned_variance else eps
             latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
 
-        # 4. Decode
+        # 5. Decode
         if output_type == "latent":
             images = latents
         else:

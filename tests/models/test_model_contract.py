@@ -81,21 +81,51 @@ def test_save_load_round_trip_bit_exact(name, tmp_path):
         assert torch.equal(model(x, t, y).sample, loaded(x, t, y).sample)
 
 
-def _loss_and_grads(model, x, t, y):
+def checkpointed_blocks(model) -> list[torch.nn.Module]:
+    """The blocks a model runs through `_gradient_checkpointing_func` when gradient checkpointing is on."""
+    if isinstance(model, DiffiTUNetModel):
+        return [block for level in (*model.down_blocks, *model.up_blocks) for block in level]
+    return list(model.transformer_blocks)
+
+
+def _forward_backward(model, x, t, y):
+    """Loss, gradients, and how often each checkpointed block ran in the forward and in the backward pass."""
+    blocks = checkpointed_blocks(model)
+    calls = [0] * len(blocks)
+
+    def count(index):
+        def hook(module, args):
+            calls[index] += 1
+
+        return hook
+
+    handles = [block.register_forward_pre_hook(count(i)) for i, block in enumerate(blocks)]
     model.zero_grad()
     loss = model(x, t, y).sample.square().mean()
+    forward_calls = list(calls)
     loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    backward_calls = [total - forward for total, forward in zip(calls, forward_calls)]
+    for handle in handles:
+        handle.remove()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    return loss.detach(), grads, forward_calls, backward_calls
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_gradient_checkpointing_same_loss_and_grads(name):
+def test_gradient_checkpointing_recomputes_blocks_with_same_loss_and_grads(name):
     model = build(name, class_dropout_prob=0.0).train()
     x, t, y = inputs(model)
-    loss_ref, grads_ref = _loss_and_grads(model, x, t, y)
+    num_blocks = len(checkpointed_blocks(model))
+    assert num_blocks >= 2
+
+    loss_ref, grads_ref, forward_calls, backward_calls = _forward_backward(model, x, t, y)
+    assert forward_calls == [1] * num_blocks and backward_calls == [0] * num_blocks  # nothing to recompute
+
     model.enable_gradient_checkpointing()
     assert model.gradient_checkpointing
-    loss_ckpt, grads_ckpt = _loss_and_grads(model, x, t, y)
+    loss_ckpt, grads_ckpt, forward_calls, backward_calls = _forward_backward(model, x, t, y)
+    # each block's activations were dropped after the forward pass and recomputed during the backward pass
+    assert forward_calls == [1] * num_blocks and backward_calls == [1] * num_blocks
     torch.testing.assert_close(loss_ckpt, loss_ref)
     for key, grad in grads_ref.items():
         torch.testing.assert_close(grads_ckpt[key], grad, msg=key)

@@ -5,8 +5,10 @@ HF_ENDPOINT pointing at the local server and HF_HUB_OFFLINE unset.
 """
 
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from diffusers import DDPMScheduler
+from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers.utils.dynamic_modules_utils import get_relative_imports
 
-from diffit_hf import DiffiTPipeline, DiTModel
-from diffit_hf.pipelines.hub import remote_code_files, stage_for_hub, write_model_card
+from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel
+from diffit_hf.pipelines import pipeline_diffit
+from diffit_hf.pipelines.hub import local_view, remote_code_files, stage_for_hub, write_model_card
 
 from ..hub_server import READ_TOKEN, WRITE_TOKEN, start_hub
-from .test_pipeline_diffit import NAMES, _perturb, tiny_vae
 
 BLOCK_DIFFIT = """
 import importlib.abc, sys
@@ -48,13 +51,22 @@ def hub(tmp_path):
     server.shutdown()
 
 
-@pytest.fixture
-def pipeline_dir(tmp_path):
+def tiny_vae():
     torch.manual_seed(0)
-    model = _perturb(DiTModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
-                              attention_head_dim=8, num_classes=10, learn_sigma=True))
+    return AutoencoderKL(
+        in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), latent_channels=4,
+        norm_num_groups=8, sample_size=16, scaling_factor=0.5,
+    ).eval()
+
+
+@pytest.fixture
+def pipeline_dir(tmp_path, perturb, fmnist_names):
+    torch.manual_seed(0)
+    model = perturb(DiTModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
+                             attention_head_dim=8, num_classes=10, learn_sigma=True))
     pipe = DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(variance_type="learned_range"), vae=tiny_vae(),
-                          id2label=NAMES)
+                          id2label=fmnist_names)
     folder = tmp_path / "pipe"
     pipe.save_pretrained(folder)
     return folder
@@ -93,7 +105,8 @@ def test_push_download_load_with_diffit_hf_and_with_plain_diffusers(hub, pipelin
         from diffit_hf import DiffiTPipeline
         print(push_to_hub({str(pipeline_dir)!r}, "alice/tiny-dit", token={WRITE_TOKEN!r}))
         pipe = DiffiTPipeline.from_pretrained("alice/tiny-dit")
-        assert type(pipe.transformer).__module__.startswith("diffit_hf."), type(pipe.transformer).__module__
+        assert type(pipe) is DiffiTPipeline, type(pipe)
+        assert type(pipe.transformer).__module__ == "diffit_hf.models.transformer_dit", type(pipe.transformer)
         OUT = {str(tmp_path / "with_diffit.npy")!r}
     """, tmp_path)
     files = state.repos["alice/tiny-dit"]["files"]
@@ -106,13 +119,21 @@ def test_push_download_load_with_diffit_hf_and_with_plain_diffusers(hub, pipelin
     np.testing.assert_array_equal(np.load(tmp_path / "with_diffit.npy"), expected)
 
     # plain diffusers, diffit_hf not importable: the repo's own code runs
-    run_against(endpoint, f"""
+    stdout = run_against(endpoint, f"""
+        import inspect
         from diffusers import DiffusionPipeline
         pipe = DiffusionPipeline.from_pretrained("alice/tiny-dit", trust_remote_code=True)
         assert type(pipe).__name__ == "DiffiTPipeline" and "diffit_hf" not in type(pipe).__module__.split(".")[0]
+        print("pipeline file:", inspect.getsourcefile(type(pipe)))
+        print("model file:", inspect.getsourcefile(type(pipe.transformer)))
         OUT = {str(tmp_path / "plain.npy")!r}
     """, tmp_path, block_diffit=True)
     np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), expected)
+    # the code that ran is the package's pipeline module, verbatim, and the model bundle generated from the package
+    ran = dict(re.findall(r"^(pipeline|model) file: (.+)$", stdout, flags=re.MULTILINE))
+    assert Path(ran["pipeline"]).name == "pipeline_diffit.py" and Path(ran["model"]).name == "diffit_hf.py", ran
+    assert Path(ran["pipeline"]).read_text() == Path(pipeline_diffit.__file__).read_text()
+    assert Path(ran["model"]).read_text() == remote_code_files()["transformer/diffit_hf.py"]
     assert folder_digest(pipeline_dir) == before  # the local folder was only read
 
 
@@ -158,15 +179,92 @@ def test_model_card_is_generated_from_the_pipeline(pipeline_dir):
     assert "| max_steps | 100 |" in text and "| fid_fmnist | 12.5 |" in text
 
 
-def test_remote_code_is_generated_from_the_package(pipeline_dir, tmp_path):
-    files = remote_code_files()
-    bundle = files["transformer/diffit_hf.py"]
-    assert "from ." not in bundle and "class DiTModel(" in bundle and "class DiffiTUNetModel(" in bundle
-    compile(bundle, "diffit_hf.py", "exec")
-    source = Path(__file__).resolve().parents[2] / "diffit_hf" / "pipelines" / "pipeline_diffit.py"
-    assert files["pipeline_diffit.py"] == source.read_text()
+def load_bundle(source: str, tmp_path: Path, monkeypatch):
+    """Imports the generated model bundle as a module of its own (not through diffit_hf)."""
+    path = tmp_path / "diffit_hf_bundle.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("diffit_hf_bundle", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "diffit_hf_bundle", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUNDLE_CASES = [
+    (DiTModel, dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
+                    attention_head_dim=8, num_classes=10)),
+    (DiffiTModel, dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
+                       attention_head_dim=8, num_classes=10, window_size=2)),
+    (DiffiTUNetModel, dict(sample_size=16, in_channels=3, block_out_channels=(32, 64), layers_per_block=(1, 2),
+                           window_size=4, attention_head_dim=16, norm_num_groups=8, num_classes=10)),
+]
+
+
+def test_remote_code_bundle_computes_what_the_package_computes(tmp_path, monkeypatch, perturb):
+    bundle_source = remote_code_files()["transformer/diffit_hf.py"]
+    imported = re.findall(r"^\s*(?:from|import)\s+(\S+)", bundle_source, flags=re.MULTILINE)
+    assert not [name for name in imported if name.split(".")[0] in ("diffit_hf", "")], imported
+    bundle = load_bundle(bundle_source, tmp_path, monkeypatch)
+    for installed_cls, config in BUNDLE_CASES:
+        bundled_cls = getattr(bundle, installed_cls.__name__)
+        assert bundled_cls is not installed_cls and bundled_cls.__module__ == "diffit_hf_bundle"
+        installed = perturb(installed_cls(**config, learn_sigma=True))
+        bundled = bundled_cls(**config, learn_sigma=True).eval()
+        bundled.load_state_dict(installed.state_dict())
+        size = config["sample_size"]
+        x = torch.randn(2, config["in_channels"], size, size)
+        t, y = torch.tensor([3, 700]), torch.tensor([1, 10])
+        with torch.no_grad():
+            assert torch.equal(bundled(x, t, y).sample, installed(x, t, y).sample), installed_cls.__name__
+
+
+def test_pipeline_module_runs_as_remote_code():
+    # diffusers downloads every `from .x import` of a remote module as a repo file, and requires every absolute
+    # import to be installed: the pipeline file may import neither its siblings nor diffit_hf with a statement
+    source_file = Path(pipeline_diffit.__file__)
+    assert get_relative_imports(str(source_file)) == []
+    imported = re.findall(r"^\s*(?:from|import)\s+(\S+)", source_file.read_text(), flags=re.MULTILINE)
+    assert "diffit_hf" not in [name.split(".")[0] for name in imported], imported
+
+
+def test_staging_writes_code_and_card_and_only_reads_the_folder(pipeline_dir, tmp_path):
+    before = folder_digest(pipeline_dir)
     (pipeline_dir / "train_config.json").write_text(json.dumps({"model": "DiT-S/2", "max_steps": 7}))
     staged = stage_for_hub(pipeline_dir, tmp_path / "staged", repo_id="alice/tiny")
     assert not (pipeline_dir / "README.md").exists()  # the local folder is only read
+    for path, source in remote_code_files().items():
+        assert (staged / path).read_text() == source
     card = (staged / "README.md").read_text()
     assert 'from_pretrained("alice/tiny")' in card and "| max_steps | 7 |" in card
+    (pipeline_dir / "train_config.json").unlink()
+    assert folder_digest(pipeline_dir) == before
+
+
+def test_local_view_loads_a_pushed_folder_with_the_installed_classes(pipeline_dir, tmp_path):
+    expected = local_images(pipeline_dir)
+    staged = stage_for_hub(pipeline_dir, tmp_path / "staged")
+    (staged / "transformer" / "diffit_hf.py").write_text("raise RuntimeError('remote code ran')\n")
+    (staged / "pipeline_diffit.py").write_text("raise RuntimeError('remote code ran')\n")
+    before = folder_digest(staged)
+
+    with local_view(staged) as view:
+        index = json.loads((Path(view) / "model_index.json").read_text())
+        assert index["_class_name"] == "DiffiTPipeline"
+        assert index["transformer"] == ["diffit_hf.models.transformer_dit", "DiTModel"]
+        assert not list(Path(view).rglob("*.py"))
+    assert not Path(view).exists()
+    with local_view(pipeline_dir) as view:  # a save_pretrained folder is loaded as it is
+        assert view == str(pipeline_dir)
+
+    pipe = DiffiTPipeline.from_pretrained(staged)
+    assert type(pipe.transformer) is DiTModel
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe([7, "Bag"], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
+    np.testing.assert_array_equal(images.images, expected)
+    assert folder_digest(staged) == before
+
+    index = json.loads((staged / "model_index.json").read_text())
+    index["transformer"] = ["diffit_hf", "UViTModel"]
+    (staged / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="'UViTModel', which this diffit_hf does not have"):
+        DiffiTPipeline.from_pretrained(staged)

@@ -5,7 +5,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMult
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel
-from diffit_hf.pipelines.pipeline_diffit import guidance_scale_at
+from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, guidance_scale_at
 
 NAMES = {0: "T-shirt/top", 1: "Trouser", 2: "Pullover", 3: "Dress", 4: "Coat", 5: "Sandal", 6: "Shirt",
          7: "Sneaker", 8: "Bag", 9: "Ankle boot"}
@@ -117,6 +117,7 @@ def test_power_cosine_schedule():
     assert mid == pytest.approx(1 + 3 * 0.5 * (1 - np.cos(np.pi * 0.5**4)))
     pipe = tiny_pipeline()
     assert not np.allclose(run(pipe, guidance_schedule="power_cosine"), run(pipe))
+    assert GUIDANCE_SCHEDULES == ("constant", "power_cosine")  # the list CLIs offer
 
 
 def test_unconditional_and_pixel_space_models():
@@ -167,6 +168,83 @@ def test_bad_inputs():
     fixed_model = tiny_pipeline(learn_sigma=False, scheduler=DDPMScheduler(variance_type="learned_range"))
     with pytest.raises(ValueError, match="learn_sigma=False"):
         fixed_model([1], num_inference_steps=1)
+
+
+def test_guidance_scale_and_step_count_types():
+    pipe = tiny_pipeline()
+    # inf made NaN images; nan compared False with 1.0 and silently disabled guidance
+    for scale in (float("inf"), float("-inf"), float("nan"), "4", True, None, torch.tensor(4.0)):
+        with pytest.raises(ValueError, match="guidance_scale must be a finite number"):
+            run(pipe, guidance_scale=scale)
+    for steps in (2.0, 2.5, True, "2", None):
+        with pytest.raises(ValueError, match="num_inference_steps must be an int"):
+            run(pipe, steps=steps)
+    with pytest.raises(ValueError, match="num_images_per_label must be an int"):
+        run(pipe, num_images_per_label=1.5)
+    assert np.array_equal(run(pipe, steps=np.int64(2), guidance_scale=np.float32(4.0)), run(pipe))
+
+
+@pytest.mark.parametrize(
+    "labels", [2.7, [1, 2.7], [1, 2.0], True, [True, 3], torch.tensor([1.0, 2.0]), torch.tensor(2.0),
+               [torch.tensor(1.5)], torch.tensor([True]), np.array([1.0, 2.0])]
+)
+def test_non_integer_label_ids_are_refused(labels):
+    pipe = tiny_pipeline()
+    with pytest.raises(ValueError, match="integer class ids or class names"):
+        run(pipe, labels=labels)
+
+
+def test_integer_label_ids_of_any_integer_type():
+    pipe = tiny_pipeline()
+    reference = run(pipe, labels=[7, 8])
+    for labels in (torch.tensor([7, 8]), np.array([7, 8]), [np.int64(7), torch.tensor(8)], ["Sneaker", 8]):
+        assert np.array_equal(run(pipe, labels=labels), reference)
+
+
+@pytest.mark.parametrize(
+    "id2label", [{0: "Bag", 1: "bag"}, {0: "Coat, Jacket", 1: "jacket"}, {0: "Coat", 1: "Jacket, COAT "}]
+)
+def test_duplicate_class_names_are_refused(id2label):
+    model = tiny_pipeline().transformer
+    with pytest.raises(ValueError, match="must be unique"):
+        DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=id2label)
+
+
+def test_class_name_synonyms():
+    pipe = DiffiTPipeline(transformer=tiny_pipeline().transformer, scheduler=DDPMScheduler(),
+                          id2label={0: "Coat, Jacket", 1: "Bag, bag"})  # a repeat within one class is harmless
+    assert pipe.get_label_ids(["jacket", "COAT", "Bag"]) == [0, 0, 1]
+
+
+def test_inputs_are_checked_before_any_work():
+    pipe = tiny_pipeline(learn_sigma=False, scheduler=DDPMScheduler(variance_type="learned_range"))
+    calls = []
+    pipe.transformer.register_forward_pre_hook(lambda module, args: calls.append(1))
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    bad_calls = [
+        ({"class_labels": [1]}, "learn_sigma=False"),  # the scheduler/model mismatch comes last
+        ({"class_labels": [1], "guidance_scale": float("nan")}, "guidance_scale"),
+        ({"class_labels": [1], "num_inference_steps": 0}, "num_inference_steps"),
+        ({"class_labels": [1, 2.5]}, "integer class ids"),
+        ({"class_labels": [1], "latents": torch.randn(2, 4, 8, 8)}, "latents must have shape"),
+        ({"class_labels": [1], "guidance_channels": 5}, r"guidance_channels must lie in \[1, 4\]"),
+    ]
+    for kwargs, message in bad_calls:
+        with pytest.raises(ValueError, match=message):
+            pipe(**{"num_inference_steps": 1, **kwargs}, generator=generator)
+    assert not calls and pipe.scheduler.num_inference_steps is None  # no denoising, no set_timesteps
+    assert torch.equal(generator.get_state(), state)  # no noise drawn
+
+
+def test_learned_sigma_is_read_from_the_model_config():
+    pipe = tiny_pipeline(learn_sigma=True)
+    pipe.transformer.register_to_config(learn_sigma=False)  # the config, not the channel count, is the answer
+    pipe.use_scheduler("ddpm")
+    assert pipe.scheduler.config.variance_type == "fixed_small"
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, variance_type="learned_range")
+    with pytest.raises(ValueError, match="learn_sigma=False"):
+        run(pipe)
 
 
 def test_return_types():
