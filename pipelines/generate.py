@@ -3,44 +3,57 @@
     python pipelines/generate.py --model PATH_OR_REPO --labels Sneaker Bag "Ankle boot" --guidance-scale 4 \
         --steps 50 --scheduler dpm --seed 0 --num-per-label 4 --out grid.png
 
-One column per label (ids or names), `--num-per-label` rows; the label name is written under each column.
+One column per label (ids or names), `--num-per-label` rows; the label name is written under each column. Every flag
+is a field of `GenerateConfig` (`--num-per-label` or `--num_per_label`, or a key of `--config file.yaml`).
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 
 import torch
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.pipelines.grid import labelled_grid
-from diffit_hf.pipelines.pipeline_diffit import SCHEDULERS
+from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SCHEDULERS
+from diffit_hf.training.config import parse_config
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="pipeline folder or Hub repo id")
-    parser.add_argument("--labels", nargs="*", default=None, help="class ids or names (omit for unconditional)")
-    parser.add_argument("--num-per-label", type=int, default=4)
-    parser.add_argument("--guidance-scale", type=float, default=4.0)
-    parser.add_argument("--guidance-schedule", choices=["constant", "power_cosine"], default="constant")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="default: the saved one")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default="grid.png")
-    args = parser.parse_args()
+@dataclass
+class GenerateConfig:
+    """Generate a labelled image grid with a saved DiffiTPipeline (see pipelines/generate.py)."""
 
-    pipe = DiffiTPipeline.from_pretrained(args.model).to(args.device)
-    if args.scheduler:
+    model: str | None = field(default=None, metadata={"help": "pipeline folder or Hub repo id (required)"})
+    labels: list[str] | None = field(default=None, metadata={
+        "help": "class ids or names (omit for unconditional)"})
+    num_per_label: int = field(default=4, metadata={"help": "images per label: the grid's rows"})
+    guidance_scale: float = field(default=4.0, metadata={"help": "classifier-free guidance scale"})
+    guidance_schedule: str = field(default="constant", metadata={"choices": list(GUIDANCE_SCHEDULES),
+                                                                 "help": "guidance scale over the sampling steps"})
+    steps: int = field(default=50, metadata={"help": "number of inference steps"})
+    scheduler: str | None = field(default=None, metadata={"choices": sorted(SCHEDULERS),
+                                                          "help": "default: the saved one"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling noise"})
+    device: str | None = field(default=None, metadata={"help": "default: cuda if available, else cpu"})
+    out: str = field(default="grid.png", metadata={"help": "the grid image to write"})
+
+    def __post_init__(self):
+        if self.model is None:
+            raise ValueError("--model is required: a saved pipeline folder or Hub repo id.")
+
+
+def main(cfg: GenerateConfig) -> None:
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = DiffiTPipeline.from_pretrained(cfg.model).to(device)
+    if cfg.scheduler:
         # only DDPM samples with the learned variance; the others take epsilon alone
-        pipe.use_scheduler(args.scheduler)
+        pipe.use_scheduler(cfg.scheduler)
     labels = None
-    if args.labels:
-        labels = [int(x) if x.isdigit() else x for x in args.labels]
-    generator = torch.Generator(args.device).manual_seed(args.seed)
-    images = pipe(labels, num_images_per_label=args.num_per_label, guidance_scale=args.guidance_scale,
-                  guidance_schedule=args.guidance_schedule, num_inference_steps=args.steps,
+    if cfg.labels:
+        labels = [int(x) if x.isdigit() else x for x in cfg.labels]
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    images = pipe(labels, num_images_per_label=cfg.num_per_label, guidance_scale=cfg.guidance_scale,
+                  guidance_schedule=cfg.guidance_schedule, num_inference_steps=cfg.steps,
                   generator=generator).images
     if labels is None:
         captions = ["unconditional"]
@@ -48,9 +61,9 @@ def main() -> None:
         id2label = {int(k): v for k, v in pipe.config.id2label.items()}
         ids = [x if isinstance(x, int) else pipe.get_label_ids(x)[0] for x in labels]
         captions = [id2label.get(i, str(i)) for i in ids]
-    labelled_grid(images, captions, args.num_per_label).save(args.out)
-    print(f"wrote {args.out} ({len(images)} images)")
+    labelled_grid(images, captions, cfg.num_per_label).save(cfg.out)
+    print(f"wrote {cfg.out} ({len(images)} images)")
 
 
 if __name__ == "__main__":
-    main()
+    main(parse_config(GenerateConfig))

@@ -9,22 +9,35 @@ Afterwards both load: `DiffiTPipeline.from_pretrained(repo_id)` (diffit_hf insta
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 
 from diffit_hf.pipelines.hub import push_to_hub
+from diffit_hf.training.config import parse_config
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", required=True, help="a folder written by DiffiTPipeline.save_pretrained")
-    parser.add_argument("--repo-id", required=True)
-    parser.add_argument("--token", default=None, help="default: the token of `hf auth login`")
-    parser.add_argument("--private", action="store_true")
-    parser.add_argument("--no-exist-ok", dest="exist_ok", action="store_false", help="fail if the repo exists")
-    args = parser.parse_args()
-    url = push_to_hub(args.folder, args.repo_id, token=args.token, private=args.private, exist_ok=args.exist_ok)
-    print(f"pushed {args.folder} to {url}")
+@dataclass
+class PushConfig:
+    """Push a saved DiffiTPipeline folder to the Hub (see pipelines/push_to_hub.py)."""
+
+    folder: str | None = field(default=None, metadata={
+        "help": "a folder written by DiffiTPipeline.save_pretrained (required)"})
+    repo_id: str | None = field(default=None, metadata={"help": "the Hub repo, e.g. you/dit-fashion-mnist (required)"})
+    token: str | None = field(default=None, metadata={"help": "default: the token of `hf auth login`"})
+    private: bool = field(default=False, metadata={"help": "create the repo private"})
+    exist_ok: bool = field(default=True, metadata={"help": "push into an existing repo (--no-exist-ok: fail)"})
+
+    def __post_init__(self):
+        if self.folder is None:
+            raise ValueError("--folder is required: a folder written by DiffiTPipeline.save_pretrained.")
+        if self.repo_id is None:
+            raise ValueError("--repo-id is required: the Hub repo to push to, e.g. you/dit-fashion-mnist.")
+
+
+def main(cfg: PushConfig) -> str:
+    url = push_to_hub(cfg.folder, cfg.repo_id, token=cfg.token, private=cfg.private, exist_ok=cfg.exist_ok)
+    print(f"pushed {cfg.folder} to {url}")
+    return url
 
 
 if __name__ == "__main__":
-    main()
+    main(parse_config(PushConfig))

@@ -12,58 +12,45 @@ Resumable: rerunning skips shards already complete; a cache made with another VA
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 
-import torch
 from accelerate import Accelerator
-from diffusers import AutoencoderKL
 
-from diffit_hf.data import load_image_dataset
-from diffit_hf.data.latent_cache import encode_to_cache
+from diffit_hf.data import encode_dataset
+from diffit_hf.training.config import parse_config
 from diffit_hf.training.runtime import set_cpu_threads
 
 
-def encode_dataset(accelerator: Accelerator, vae_path: str, dataset: str, out: str, resolution: int,
-                   grayscale: bool = False, split: str = "train", image_column: str = "image",
-                   label_column: str = "label", vae_subfolder: str | None = None, shard_size: int = 1024,
-                   batch_size: int = 64) -> dict:
-    """Every process encodes its shards; then the main process verifies them all and writes the index."""
-    vae = AutoencoderKL.from_pretrained(vae_path, subfolder=vae_subfolder).to(accelerator.device).eval()
-    data = load_image_dataset(dataset, split, image_column, label_column)
-    kwargs = dict(vae_id=vae_path, shard_size=shard_size, batch_size=batch_size)
-    with torch.no_grad():
-        meta = encode_to_cache(vae, data, out, resolution, grayscale, process_index=accelerator.process_index,
-                               num_processes=accelerator.num_processes, progress=accelerator.is_local_main_process,
-                               **kwargs)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:  # every shard is there now: verify them all and write the index
-            meta = encode_to_cache(vae, data, out, resolution, grayscale, progress=False, **kwargs)
-            print(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} "
-                  f"in {meta['num_shards']} shards, scaling factor {meta['scaling_factor']}")
-    accelerator.wait_for_everyone()
-    return meta
+@dataclass
+class EncodeConfig:
+    """Encode an image dataset into a latent cache (see training/encode_latents.py)."""
+
+    vae: str | None = field(default=None, metadata={"help": "AutoencoderKL folder or Hub id (required)"})
+    vae_subfolder: str | None = field(default=None, metadata={"help": "e.g. 'vae' inside a pipeline repo"})
+    dataset: str = field(default="fashion-mnist", metadata={
+        "help": "fashion-mnist, an image folder, a saved dataset folder, or a Hub dataset id"})
+    split: str = field(default="train", metadata={"help": "the dataset split to encode"})
+    image_column: str = field(default="image", metadata={"help": "the dataset's image column"})
+    label_column: str = field(default="label", metadata={"help": "the dataset's label column"})
+    resolution: int = field(default=32, metadata={"help": "images are resized and center-cropped to it"})
+    grayscale: bool = field(default=False, metadata={"help": "encode 1-channel images"})
+    shard_size: int = field(default=1024, metadata={"help": "latents per cache shard"})
+    batch_size: int = field(default=64, metadata={"help": "images per VAE forward pass"})
+    out: str | None = field(default=None, metadata={"help": "the cache folder to write (required)"})
+
+    def __post_init__(self):
+        if self.vae is None:
+            raise ValueError("--vae is required: an AutoencoderKL folder or Hub id.")
+        if self.out is None:
+            raise ValueError("--out is required: the cache folder to write.")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vae", required=True, help="AutoencoderKL folder or Hub id")
-    parser.add_argument("--vae-subfolder", default=None, help="e.g. 'vae' inside a pipeline repo")
-    parser.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, an image folder, a saved dataset "
-                        "folder, or a Hub dataset id")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--image-column", default="image")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--grayscale", action="store_true")
-    parser.add_argument("--shard-size", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+def main(cfg: EncodeConfig) -> dict:
     accelerator = Accelerator()
     set_cpu_threads(accelerator)
-    encode_dataset(accelerator, args.vae, args.dataset, args.out, args.resolution, args.grayscale, args.split,
-                   args.image_column, args.label_column, args.vae_subfolder, args.shard_size, args.batch_size)
+    return encode_dataset(accelerator, cfg.vae, cfg.dataset, cfg.out, cfg.resolution, cfg.grayscale, cfg.split,
+                          cfg.image_column, cfg.label_column, cfg.vae_subfolder, cfg.shard_size, cfg.batch_size)
 
 
 if __name__ == "__main__":
-    main()
+    main(parse_config(EncodeConfig))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +37,10 @@ from diffit_hf.evaluation import (
     precision_recall,
 )
 from diffit_hf.pipelines.grid import labelled_grid
-from diffit_hf.pipelines.pipeline_diffit import SCHEDULERS
+from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SCHEDULERS
 from diffit_hf.training.config import parse_config
 from diffit_hf.training.runtime import set_cpu_threads
+from diffit_hf.utils import atomic_path, atomic_write_json, mix_seed
 
 GRID_PER_CLASS = 8
 
@@ -50,27 +50,28 @@ class EvalConfig:
     """Evaluate a DiffiTPipeline (see training/evaluate.py)."""
 
     pipeline: str = field(default="outputs/dit-fmnist", metadata={"help": "pipeline folder or Hub repo id"})
-    num_samples: int = 10_000
-    batch_size: int = 250
-    num_inference_steps: int = 50
+    num_samples: int = field(default=10_000, metadata={"help": "generated images, balanced over the classes"})
+    batch_size: int = field(default=250, metadata={"help": "images per pipeline call (per process)"})
+    num_inference_steps: int = field(default=50, metadata={"help": "sampling steps"})
     scheduler: str | None = field(default=None, metadata={"choices": sorted(SCHEDULERS),
                                                           "help": "default: the pipeline's own"})
-    guidance_scale: float = 1.5
-    guidance_schedule: str = field(default="constant", metadata={"choices": ["constant", "power_cosine"]})
+    guidance_scale: float = field(default=1.5, metadata={"help": "classifier-free guidance scale"})
+    guidance_schedule: str = field(default="constant", metadata={"choices": list(GUIDANCE_SCHEDULES),
+                                                                 "help": "guidance scale over the sampling steps"})
     extractor: str = field(default="outputs/classifier-fmnist", metadata={
         "help": "a FashionClassifier folder (FID-FMNIST) or 'inception'"})
     classifier: str | None = field(default="outputs/classifier-fmnist", metadata={
         "help": "FashionClassifier for class consistency (None: skip)"})
-    dataset: str = "fashion-mnist"
-    reference_split: str = "test"
+    dataset: str = field(default="fashion-mnist", metadata={"help": "the real images: a dataset name, folder or id"})
+    reference_split: str = field(default="test", metadata={"help": "the split the samples are compared with"})
     reference_limit: int | None = field(default=None, metadata={"help": "first N reference images (None: all)"})
     floor_split: str = field(default="train", metadata={"help": "real images compared with the reference: the floor"})
-    resolution: int = 32
-    grayscale: bool = True
-    cache_dir: str = "outputs/fid-stats"
+    resolution: int = field(default=32, metadata={"help": "real images are resized to it"})
+    grayscale: bool = field(default=True, metadata={"help": "real images as 1 channel"})
+    cache_dir: str = field(default="outputs/fid-stats", metadata={"help": "cache of reference features"})
     output: str | None = field(default=None, metadata={"help": "eval.json path (default: in the pipeline folder)"})
-    seed: int = 0
-    cpu_threads: int | None = None
+    seed: int = field(default=0, metadata={"help": "sample i's noise comes from (seed, i)"})
+    cpu_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (None: cores/procs)"})
 
 
 def in_batches(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
@@ -88,9 +89,8 @@ def reference_features(cfg: EvalConfig, extractor, split: str, limit: int | None
     images, _ = load_image_tensors(cfg.dataset, split, cfg.resolution, cfg.grayscale, limit=limit)
     feats = in_batches(extractor, images)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": key})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": key})
     return feats
 
 
@@ -111,7 +111,7 @@ def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress
     for start in tqdm(range(0, len(indices), cfg.batch_size), desc="sampling", disable=not progress):
         chunk = indices[start:start + cfg.batch_size]
         ids = [i % num_classes for i in chunk] if num_classes else None
-        generators = [torch.Generator(pipe.device).manual_seed(cfg.seed * 1_000_003 + i) for i in chunk]
+        generators = [torch.Generator(pipe.device).manual_seed(mix_seed(cfg.seed, i)) for i in chunk]
         if ids is None:  # unconditional: one "label" slot, one image per generator
             out = pipe(None, num_images_per_label=len(chunk), generator=generators,
                        num_inference_steps=cfg.num_inference_steps, output_type="pt").images
@@ -172,7 +172,7 @@ def main(cfg: EvalConfig) -> dict:
         out = Path(cfg.output) if cfg.output else (Path(cfg.pipeline) / "eval.json" if Path(cfg.pipeline).is_dir()
                                                    else Path("eval.json"))
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(out, result)
         # a grid of the first samples (indices < per * classes hold `per` samples of every class)
         num_rows = max(pipe.num_classes, 1)
         per = min(GRID_PER_CLASS, cfg.num_samples // num_rows)

@@ -9,7 +9,6 @@ are only comparable with other FID-FMNIST values from the same weights, never wi
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,24 +24,25 @@ from diffit_hf.data import load_image_tensors
 from diffit_hf.evaluation import FashionClassifier
 from diffit_hf.training.config import parse_config, save_config
 from diffit_hf.training.runtime import set_cpu_threads
+from diffit_hf.utils import atomic_write_json
 
 
 @dataclass
 class ClassifierConfig:
     """Train the FID-FMNIST feature extractor (see training/train_classifier.py)."""
 
-    dataset: str = "fashion-mnist"
+    dataset: str = field(default="fashion-mnist", metadata={"help": "labelled images: fashion-mnist, folder, Hub id"})
     resolution: int = field(default=32, metadata={"help": "the samples' resolution; images are resized to it"})
-    epochs: int = 4
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    weight_decay: float = 5e-4
-    random_flip: bool = True
+    epochs: int = field(default=4, metadata={"help": "passes over the training images"})
+    batch_size: int = field(default=128, metadata={"help": "images per optimiser step"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "AdamW peak learning rate (cosine schedule)"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "AdamW weight decay"})
+    random_flip: bool = field(default=True, metadata={"help": "random horizontal flips of training images"})
     train_limit: int | None = field(default=None, metadata={"help": "use only the first N training images"})
     test_limit: int | None = field(default=None, metadata={"help": "measure accuracy on the first N test images"})
-    output_dir: str = "outputs/classifier-fmnist"
-    cpu_threads: int | None = None
-    seed: int = 0
+    output_dir: str = field(default="outputs/classifier-fmnist", metadata={"help": "the FashionClassifier folder"})
+    cpu_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (None: cores/procs)"})
+    seed: int = field(default=0, metadata={"help": "initialisation, shuffling and flips"})
 
 
 @torch.no_grad()
@@ -92,7 +92,7 @@ def main(cfg: ClassifierConfig) -> dict:
     if accelerator.is_main_process:
         model.save_pretrained(out)
         save_config(cfg, out / "train_config.json")
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_json(out / "metrics.json", metrics)
         print(f"test accuracy {metrics['test_accuracy']:.4f}; saved {out}")
     return metrics
 

@@ -47,7 +47,13 @@ from diffit_hf.training.config import parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.lr_finder import lr_range_test
-from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, make_objective
+from diffit_hf.training.objectives import (
+    LOSS_KEYS,
+    OBJECTIVES,
+    TIMESTEP_SAMPLING,
+    make_objective,
+    model_overrides_for,
+)
 from diffit_hf.training.progress import LossHistory, log_image, validation_grid
 from diffit_hf.training.runtime import enable_tf32, set_cpu_threads, weight_digest
 from diffit_hf.utils import atomic_write_json, mix_seed
@@ -75,7 +81,13 @@ class TrainConfig:
                                                       "the data"})
     # 3. Objective and optimisation (DiT: epsilon + learned sigma; AdamW lr 1e-4, no weight decay, constant lr,
     #    no clipping)
-    objective: str = field(default="epsilon", metadata={"choices": list(OBJECTIVES)})
+    objective: str = field(default="epsilon", metadata={
+        "choices": list(OBJECTIVES), "help": "epsilon (DiT: DDPM + learned sigma), v_prediction, or flow (SiT)"})
+    timestep_sampling: str = field(default="uniform", metadata={
+        "choices": list(TIMESTEP_SAMPLING), "help": "flow: t uniform or logit-normal (SD3)"})
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    snr_gamma: float | None = field(default=None, metadata={"help": "min-SNR weighting (DDPM objectives), e.g. 5"})
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"choices": LR_SCHEDULES})
@@ -145,6 +157,9 @@ def check_config(cfg: TrainConfig) -> dict:
         raise ValueError("--push-to-hub needs --hub-repo-id.")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
+    overrides = {**model_overrides_for(cfg.objective), **overrides}
+    make_objective(cfg.objective, overrides.get("learn_sigma", True), cfg.snr_gamma, cfg.timestep_sampling,
+                   cfg.logit_mean, cfg.logit_std)  # objective and options that do not go together -> ValueError
     return overrides
 
 
@@ -208,7 +223,8 @@ def main(cfg: TrainConfig) -> dict:
         transformer.enable_gradient_checkpointing()
 
     # 4. Objective, optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
-    objective = make_objective(cfg.objective, transformer.config.learn_sigma)
+    objective = make_objective(cfg.objective, transformer.config.learn_sigma, cfg.snr_gamma, cfg.timestep_sampling,
+                               cfg.logit_mean, cfg.logit_std)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)

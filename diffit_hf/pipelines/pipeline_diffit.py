@@ -23,8 +23,22 @@ from torch import nn
 
 GUIDANCE_SCHEDULES = ("constant", "power_cosine")
 SCHEDULERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler",
-              "euler": "EulerDiscreteScheduler"}  # short names for CLIs; dpm = DPM-Solver++ (2M)
+              "euler": "EulerDiscreteScheduler", "heun": "HeunDiscreteScheduler"}  # short names; dpm = DPM-Solver++ 2M
+# flow models (velocity prediction): the flow-matching schedulers, and DPM-Solver++ on flow sigmas
+FLOW_SCHEDULERS = {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler",
+                   "dpm": "DPMSolverMultistepScheduler"}
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def scheduler_prediction_type(scheduler) -> str:
+    """What a scheduler expects the model to predict: `"flow"` (the velocity `eps - x0` of flow matching) for the
+    flow-matching schedulers and DPM-Solver's `"flow_prediction"`, else its `prediction_type` (`"epsilon"`,
+    `"v_prediction"`, ...)."""
+    if type(scheduler).__name__.startswith("FlowMatch"):
+        return "flow"
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    return "flow" if kind == "flow_prediction" else kind
 
 
 def guidance_scale_at(scale: float, schedule: str, timestep: float, num_train_timesteps: int) -> float:
@@ -50,6 +64,10 @@ class DiffiTPipeline(DiffusionPipeline):
             Decodes latents to images; `None` for pixel-space models.
         id2label (`dict[int, str]`, *optional*):
             Class names, saved with the pipeline; a name may list comma-separated synonyms.
+        prediction_type (`str`, *optional*):
+            What the transformer was trained to predict: `"epsilon"`, `"v_prediction"` or `"flow"` (see
+            `diffit_hf.training.objectives`); saved with the pipeline, so that a scheduler expecting something else
+            is refused. Defaults to what `scheduler` expects.
     """
 
     model_cpu_offload_seq = "transformer->vae"
@@ -61,9 +79,15 @@ class DiffiTPipeline(DiffusionPipeline):
         scheduler,
         vae: AutoencoderKL | None = None,
         id2label: dict | None = None,
+        prediction_type: str | None = None,
     ):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        prediction_type = prediction_type or scheduler_prediction_type(scheduler)
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"Unknown prediction_type {prediction_type!r}; valid choices are "
+                             f"{', '.join(PREDICTION_TYPES)}.")
+        self.register_to_config(prediction_type=prediction_type)
         id2label = {int(k): v for k, v in (id2label or {}).items()}  # JSON keys come back as strings
         num_classes = transformer.config.get("num_classes", 0)
         for key in id2label:
@@ -101,15 +125,25 @@ class DiffiTPipeline(DiffusionPipeline):
             return super().from_pretrained(folder, **kwargs)
 
     def use_scheduler(self, name: str) -> None:
-        """Swaps in another diffusers scheduler by short name (see `SCHEDULERS`), from the current config. DDPM uses
-        the model's learned variance when it has one (`learned_range`); the others sample with epsilon alone."""
+        """Swaps in another diffusers scheduler by short name, for what the model predicts: `SCHEDULERS` for
+        epsilon / v models (from the current config; DDPM uses the learned variance when the model has one, the
+        others sample with the prediction alone), `FLOW_SCHEDULERS` for flow models."""
         import diffusers
 
+        if self.config.prediction_type == "flow":
+            if name not in FLOW_SCHEDULERS:
+                raise ValueError(f"Scheduler {name!r} does not sample a flow model; valid choices are "
+                                 f"{', '.join(FLOW_SCHEDULERS)}.")
+            num_train_timesteps = self.scheduler.config.get("num_train_timesteps", 1000)
+            options = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 1.0}
+            self.scheduler = getattr(diffusers, FLOW_SCHEDULERS[name])(
+                num_train_timesteps=num_train_timesteps, **(options if name == "dpm" else {}))
+            return
         if name not in SCHEDULERS:
             raise ValueError(f"Unknown scheduler {name!r}; valid choices are {', '.join(SCHEDULERS)}.")
         learned = self.transformer.config.learn_sigma
         variance = ("learned_range" if learned else "fixed_small") if name == "ddpm" else None
-        overrides = {"variance_type": variance}
+        overrides = {"variance_type": variance, "prediction_type": self.config.prediction_type}
         self.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(self.scheduler.config, **overrides)
 
     @property
@@ -214,6 +248,12 @@ class DiffiTPipeline(DiffusionPipeline):
         if guidance_channels is not None and not 1 <= guidance_channels <= channels:
             raise ValueError(f"guidance_channels must lie in [1, {channels}], got {guidance_channels}.")
 
+        expected = scheduler_prediction_type(self.scheduler)
+        if expected != self.config.prediction_type:
+            raise ValueError(
+                f"{type(self.scheduler).__name__} expects a {expected!r} model, but this transformer predicts "
+                f"{self.config.prediction_type!r}; pick a matching scheduler with pipe.use_scheduler(name)."
+            )
         # A scheduler made with `from_config` of a DDPM config inherits variance_type: harmless where it is ignored
         # (DDIM, Euler), but DPM-Solver then slices model_output[:, :3], which is wrong for 4-channel latents.
         variance_type = self.scheduler.config.get("variance_type")
@@ -300,27 +340,31 @@ class DiffiTPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * self.scheduler.init_noise_sigma
+        latents = latents * getattr(self.scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers: 1
 
         # 4. Denoising loop
         learned_variance = self._scheduler_uses_learned_variance()
+        # only stochastic schedulers take a generator (diffusers' pipelines check the signature the same way)
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if takes_generator else {}
         guidance_channels = channels if guidance_channels is None else guidance_channels
         num_train_timesteps = self.scheduler.config.get("num_train_timesteps", 1000)
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([latents, latents]) if use_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
+            if hasattr(self.scheduler, "scale_model_input"):  # (the flow-matching schedulers have none)
+                model_input = self.scheduler.scale_model_input(model_input, t)
             timesteps = t.expand(model_input.shape[0]) if torch.is_tensor(t) else t
             out = self.transformer(model_input, timesteps, model_labels).sample  # (B or 2B, C or 2C, H, W)
-            eps, variance = out[:, :channels], out[:, channels:]
-            if use_cfg:
-                cond, uncond = eps.chunk(2)
+            pred, variance = out[:, :channels], out[:, channels:]  # epsilon, v or velocity; learned variance
+            if use_cfg:  # guidance is linear in the prediction, so it is the same for every prediction type
+                cond, uncond = pred.chunk(2)
                 scale = guidance_scale_at(guidance_scale, guidance_schedule, t, num_train_timesteps)
                 guided = uncond[:, :guidance_channels] + scale * (cond - uncond)[:, :guidance_channels]
-                eps = torch.cat([guided, cond[:, guidance_channels:]], dim=1)
+                pred = torch.cat([guided, cond[:, guidance_channels:]], dim=1)
                 variance = variance.chunk(2)[0]
-            # schedulers with a fixed variance get epsilon alone (check_inputs made sure learn_sigma otherwise)
-            model_output = torch.cat([eps, variance], dim=1) if learned_variance else eps
-            latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
+            # schedulers with a fixed variance get the prediction alone (check_inputs made sure learn_sigma otherwise)
+            model_output = torch.cat([pred, variance], dim=1) if learned_variance else pred
+            latents = self.scheduler.step(model_output, t, latents, **step_kwargs).prev_sample
 
         # 5. Decode
         if output_type == "latent":

@@ -52,6 +52,43 @@ def learned_log_variance(scheduler: DDPMScheduler, timesteps: torch.Tensor, v: t
     return frac * _at(max_log, timesteps, v.ndim) + (1.0 - frac) * _at(min_log, timesteps, v.ndim)
 
 
+def variational_bound(
+    eps: torch.Tensor,
+    variance_values: torch.Tensor,
+    x_start: torch.Tensor,
+    x_t: torch.Tensor,
+    timesteps: torch.Tensor,
+    scheduler: DDPMScheduler,
+) -> torch.Tensor:
+    """Improved DDPM's L_vlb term for the learned variance only, in bits/dim, per sample `(N,)`: the mean comes from
+    a detached epsilon (Sec. 3.1), so this term trains the variance values `v` alone.
+
+    Args:
+        eps (`torch.Tensor`): the predicted epsilon, `(N, C, H, W)` (detached here).
+        variance_values (`torch.Tensor`): the model's variance outputs v in [-1, 1], `(N, C, H, W)`.
+        x_start, x_t (`torch.Tensor`): clean and noised inputs, `(N, C, H, W)`.
+        timesteps (`torch.LongTensor`): `(N,)` in `[0, num_train_timesteps)`.
+        scheduler ([`DDPMScheduler`]): the training noise schedule.
+    """
+    ndim, x_start, x_t = eps.ndim, x_start.float(), x_t.float()
+    alphas_cumprod, betas = scheduler.alphas_cumprod, scheduler.betas
+    abar = _at(alphas_cumprod, timesteps, ndim)
+    abar_prev = _at(torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]]), timesteps, ndim)
+    beta = _at(betas, timesteps, ndim)
+    coef_x0 = beta * abar_prev.sqrt() / (1.0 - abar)  # posterior mean of q(x_{t-1} | x_t, x_0)
+    coef_xt = (1.0 - abar_prev) * (1.0 - beta).sqrt() / (1.0 - abar)
+    true_mean = coef_x0 * x_start + coef_xt * x_t
+    true_log_var = learned_log_variance(scheduler, timesteps, -torch.ones_like(eps))  # log beta_tilde_t (clipped)
+    pred_x0 = (x_t - (1.0 - abar).sqrt() * eps.detach().float()) / abar.sqrt()
+    model_mean = coef_x0 * pred_x0 + coef_xt * x_t
+    model_log_var = learned_log_variance(scheduler, timesteps, variance_values)
+
+    dims = tuple(range(1, ndim))
+    kl = _normal_kl(true_mean, true_log_var, model_mean, model_log_var).mean(dim=dims) / math.log(2.0)  # bits/dim
+    nll = -discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var).mean(dim=dims) / math.log(2.0)
+    return torch.where(timesteps == 0, nll, kl)  # (N,)
+
+
 def diffusion_loss(
     model_output: torch.Tensor,
     noise: torch.Tensor,
@@ -76,23 +113,5 @@ def diffusion_loss(
         return {"loss": mse.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
     if model_output.shape[1] != 2 * channels:
         raise ValueError(f"model_output has {model_output.shape[1]} channels; expected {channels} or {2 * channels}.")
-
-    # Variational bound on the variance only: the mean comes from a detached epsilon (improved DDPM, Sec. 3.1).
-    ndim, x_start, x_t = eps.ndim, x_start.float(), x_t.float()
-    alphas_cumprod, betas = scheduler.alphas_cumprod, scheduler.betas
-    abar = _at(alphas_cumprod, timesteps, ndim)
-    abar_prev = _at(torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]]), timesteps, ndim)
-    beta = _at(betas, timesteps, ndim)
-    coef_x0 = beta * abar_prev.sqrt() / (1.0 - abar)  # posterior mean of q(x_{t-1} | x_t, x_0)
-    coef_xt = (1.0 - abar_prev) * (1.0 - beta).sqrt() / (1.0 - abar)
-    true_mean = coef_x0 * x_start + coef_xt * x_t
-    true_log_var = learned_log_variance(scheduler, timesteps, -torch.ones_like(eps))  # log beta_tilde_t (clipped)
-    pred_x0 = (x_t - (1.0 - abar).sqrt() * eps.detach()) / abar.sqrt()
-    model_mean = coef_x0 * pred_x0 + coef_xt * x_t
-    model_log_var = learned_log_variance(scheduler, timesteps, model_output[:, channels:])
-
-    dims = tuple(range(1, ndim))
-    kl = _normal_kl(true_mean, true_log_var, model_mean, model_log_var).mean(dim=dims) / math.log(2.0)  # bits/dim
-    nll = -discretized_gaussian_log_likelihood(x_start, model_mean, 0.5 * model_log_var).mean(dim=dims) / math.log(2.0)
-    vb = torch.where(timesteps == 0, nll, kl)  # (N,)
+    vb = variational_bound(eps, model_output[:, channels:], x_start, x_t, timesteps, scheduler)
     return {"loss": (mse + vb).mean(), "mse": mse.mean(), "vb": vb.mean()}

@@ -1,57 +1,145 @@
 """Training objectives: what a training step draws (timesteps, noise), what the model is asked to predict, and the
 scheduler that samples the trained model. The loop calls `objective.training_losses(model, x_start, labels)`, as
-DiT's `train.py` calls `diffusion.training_losses`.
+DiT's `train.py` calls `diffusion.training_losses`; the model code is the same for every objective.
+
+- `epsilon`: DiT's recipe (DDPM, epsilon prediction, learned sigma trained by improved DDPM's hybrid loss).
+- `v_prediction`: the same DDPM noising, target `v = sqrt(abar) * eps - sqrt(1 - abar) * x0` (Salimans & Ho 2022).
+- `flow`: SiT's linear interpolant `x_t = (1 - t) * x0 + t * eps`, velocity target `eps - x0`, continuous
+  `t in [0, 1]` fed to the timestep embedding as `1000 * t` (the scale it was designed for); `t` uniform or
+  logit-normal (SD3). Sampled with diffusers' flow-matching Euler/Heun schedulers.
+
+Only `epsilon` learns sigma: the others sample with a fixed variance or none, so their models are built with
+`learn_sigma=False` (no extra output channels).
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
-from .losses import diffusion_loss
+from .losses import variational_bound
 
 LOSS_KEYS = ("loss", "mse", "vb")  # every objective returns these (vb is 0 where there is no learned variance)
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 
 
-def dit_noise_scheduler(learn_sigma: bool) -> DDPMScheduler:
+def dit_noise_scheduler(learn_sigma: bool, prediction_type: str = "epsilon") -> DDPMScheduler:
     """DiT's diffusion: 1000 steps, linear betas 1e-4..0.02; learned-range variance when the model learns sigma."""
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                         variance_type="learned_range" if learn_sigma else "fixed_small", clip_sample=False)
+                         variance_type="learned_range" if learn_sigma else "fixed_small", clip_sample=False,
+                         prediction_type=prediction_type)
 
 
-class EpsilonObjective:
-    """DiT's recipe: DDPM noising at uniform timesteps, epsilon MSE, plus improved DDPM's variational-bound term
-    when the model learns sigma (`diffusion_loss`).
+def _per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (prediction.float() - target.float()).square().mean(dim=tuple(range(1, prediction.ndim)))  # (N,)
+
+
+class DDPMObjective:
+    """DDPM noising at uniform integer timesteps with an epsilon or v target; with `learn_sigma` (epsilon only) the
+    variational-bound term trains the variance (DiT's hybrid loss).
 
     Args:
-        learn_sigma (`bool`): whether the model outputs `2 * C` channels (epsilon and variance values).
+        prediction_type (`str`, defaults to `"epsilon"`): `"epsilon"` or `"v_prediction"`.
+        learn_sigma (`bool`, defaults to `True`): whether the model outputs `2 * C` channels (epsilon, variance).
+        snr_gamma (`float`, *optional*): min-SNR-gamma loss weighting (Hang et al. 2023), as diffusers' examples:
+            `min(snr, gamma) / snr` for epsilon, `min(snr, gamma) / (snr + 1)` for v.
     """
 
-    name = "epsilon"
+    def __init__(self, prediction_type: str = "epsilon", learn_sigma: bool = True, snr_gamma: float | None = None):
+        if learn_sigma and prediction_type != "epsilon":
+            raise ValueError(f"Only the epsilon objective learns sigma; build the model with learn_sigma=False for "
+                             f"{prediction_type!r}.")
+        self.name = prediction_type
+        self.prediction_type, self.learn_sigma, self.snr_gamma = prediction_type, learn_sigma, snr_gamma
+        self.scheduler = dit_noise_scheduler(learn_sigma, prediction_type)
 
-    def __init__(self, learn_sigma: bool):
-        self.learn_sigma = learn_sigma
-        self.scheduler = dit_noise_scheduler(learn_sigma)
+    def training_losses(self, model, x_start: torch.Tensor, class_labels: torch.Tensor | None
+                        ) -> dict[str, torch.Tensor]:
+        """`{"loss", "mse", "vb"}` for one batch `x_start` `(N, C, H, W)`; randomness from the global RNG."""
+        channels = x_start.shape[1]
+        noise = torch.randn_like(x_start)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x_start.shape[0],), device=x_start.device)
+        x_t = self.scheduler.add_noise(x_start, noise, t)
+        out = model(x_t, t, class_labels).sample  # (N, C or 2C, H, W)
+        if out.shape[1] != (2 if self.learn_sigma else 1) * channels:
+            raise ValueError(f"The model outputs {out.shape[1]} channels for {channels}-channel inputs; the "
+                             f"{self.name} objective with learn_sigma={self.learn_sigma} needs "
+                             f"{(2 if self.learn_sigma else 1) * channels}.")
+        target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(x_start, noise, t)
+        mse = _per_sample_mse(out[:, :channels], target)
+        if self.snr_gamma is not None:
+            snr = compute_snr(self.scheduler, t)
+            clipped = torch.minimum(snr, torch.full_like(snr, self.snr_gamma))
+            mse = mse * (clipped / snr if self.prediction_type == "epsilon" else clipped / (snr + 1))
+        if not self.learn_sigma:
+            return {"loss": mse.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
+        vb = variational_bound(out[:, :channels], out[:, channels:], x_start, x_t, t, self.scheduler)
+        return {"loss": (mse + vb).mean(), "mse": mse.mean(), "vb": vb.mean()}
+
+    def pipeline_scheduler(self) -> DDPMScheduler:
+        """The scheduler saved with the trained pipeline (`DiffiTPipeline.use_scheduler` swaps in others)."""
+        return self.scheduler
+
+
+class FlowObjective:
+    """Flow matching with SiT's linear interpolant and a velocity target.
+
+    Args:
+        timestep_sampling (`str`, defaults to `"uniform"`): `"uniform"` t, or `"logit_normal"`:
+            `t = sigmoid(N(logit_mean, logit_std))` (SD3, LightningDiT).
+        logit_mean, logit_std (`float`, defaults to 0 and 1): the logit-normal's parameters.
+    """
+
+    name = "flow"
+    learn_sigma = False
+
+    def __init__(self, timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
+        if timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ValueError(f"Unknown timestep_sampling {timestep_sampling!r}; valid choices are "
+                             f"{', '.join(TIMESTEP_SAMPLING)}.")
+        self.timestep_sampling, self.logit_mean, self.logit_std = timestep_sampling, logit_mean, logit_std
+        self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
 
     def training_losses(self, model, x_start: torch.Tensor, class_labels: torch.Tensor | None
                         ) -> dict[str, torch.Tensor]:
         """`{"loss", "mse", "vb"}` for one batch `x_start` `(N, C, H, W)`; randomness from the global RNG."""
         noise = torch.randn_like(x_start)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x_start.shape[0],), device=x_start.device)
-        x_t = self.scheduler.add_noise(x_start, noise, t)
-        out = model(x_t, t, class_labels).sample  # (N, C or 2C, H, W)
-        return diffusion_loss(out.float(), noise, x_start, x_t, t, self.scheduler)
+        t = compute_density_for_timestep_sampling(self.timestep_sampling, x_start.shape[0], self.logit_mean,
+                                                  self.logit_std, device=x_start.device)  # (N,) in [0, 1]
+        t_ = t.view(-1, *([1] * (x_start.ndim - 1)))
+        x_t = (1.0 - t_) * x_start + t_ * noise  # t = 1: pure noise, as the flow-matching schedulers count
+        velocity = model(x_t, t * self.scheduler.config.num_train_timesteps, class_labels).sample
+        if velocity.shape[1] != x_start.shape[1]:
+            raise ValueError(f"The model outputs {velocity.shape[1]} channels for {x_start.shape[1]}-channel "
+                             "inputs; the flow objective needs learn_sigma=False.")
+        mse = _per_sample_mse(velocity, noise - x_start)
+        return {"loss": mse.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
 
-    def pipeline_scheduler(self) -> DDPMScheduler:
-        """The scheduler saved with the trained pipeline (any other can be swapped in for sampling)."""
+    def pipeline_scheduler(self) -> FlowMatchEulerDiscreteScheduler:
         return self.scheduler
 
 
-def make_objective(name: str, learn_sigma: bool) -> EpsilonObjective:
-    """The objective called `name` (see `OBJECTIVES`)."""
+OBJECTIVES = ("epsilon", "v_prediction", "flow")
+
+
+def make_objective(name: str, learn_sigma: bool = False, snr_gamma: float | None = None,
+                   timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
+    """The objective called `name` (one of `OBJECTIVES`), with its options; `ValueError` for options it lacks."""
     if name not in OBJECTIVES:
         raise ValueError(f"Unknown objective {name!r}; valid choices are {', '.join(OBJECTIVES)}.")
-    return OBJECTIVES[name](learn_sigma)
+    if name == "flow":
+        if snr_gamma is not None:
+            raise ValueError("snr_gamma (min-SNR weighting) applies to the DDPM objectives, not to 'flow'.")
+        if learn_sigma:
+            raise ValueError("The flow objective has no learned variance; build the model with learn_sigma=False.")
+        return FlowObjective(timestep_sampling, logit_mean, logit_std)
+    if timestep_sampling != "uniform":
+        raise ValueError(f"timestep_sampling={timestep_sampling!r} applies to the flow objective; the DDPM "
+                         "objectives draw integer timesteps uniformly.")
+    return DDPMObjective(name, learn_sigma, snr_gamma)
 
 
-OBJECTIVES = {"epsilon": EpsilonObjective}
+def model_overrides_for(name: str) -> dict:
+    """Model config the objective needs: only epsilon learns sigma."""
+    return {} if name == "epsilon" else {"learn_sigma": False}

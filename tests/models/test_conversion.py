@@ -115,28 +115,3 @@ def test_diffusers_untied_embedders_are_refused():
         model.transformer_blocks[1].norm1.emb.timestep_embedder.linear_1.weight.add_(1.0)
     with pytest.raises(ValueError, match="embedder"):
         convert_diffusers_dit(model)
-
-
-def test_convert_cli_official_checkpoint(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    ref = ReferenceDiT(16, 2, 4, 32, 1, 2, 10, True).eval()
-    torch.save(ref.state_dict(), tmp_path / "ckpt.pt")
-    config = dict(sample_size=16, patch_size=2, num_layers=1, num_attention_heads=2, attention_head_dim=16,
-                  num_classes=10)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    script = Path(__file__).resolve().parents[2] / "pipelines" / "convert_dit.py"
-    base = [sys.executable, str(script), "--official", str(tmp_path / "ckpt.pt")]
-    subprocess.run(base + ["--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "out")], check=True)
-    model = DiTModel.from_pretrained(tmp_path / "out").eval()
-    x, t, y = _inputs(16, 4, 10)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x, t, y).sample, ref(x, t, y), atol=1e-5, rtol=1e-5)
-    # a preset that does not fit the checkpoint is refused with a clear message, and nothing is written
-    result = subprocess.run(base + ["--preset", "DiT-S/2", "--latent-size", "16", "--num-classes", "10",
-                                    "--out", str(tmp_path / "bad")], capture_output=True, text=True)
-    assert result.returncode != 0 and "does not match the model config" in result.stderr
-    assert not (tmp_path / "bad").exists()

@@ -279,5 +279,57 @@ def test_use_scheduler_by_short_name():
     assert run(pipe).shape == (2, 16, 16, 1)
     pipe.use_scheduler("ddpm")
     assert pipe.scheduler.config.variance_type == "learned_range"  # DDPM keeps the learned variance
-    with pytest.raises(ValueError, match="valid choices are ddpm, ddim, dpm, euler"):
-        pipe.use_scheduler("heun")
+    with pytest.raises(ValueError, match="valid choices are ddpm, ddim, dpm, euler, heun"):
+        pipe.use_scheduler("lms")
+
+
+OBJECTIVE_SCHEDULERS = {"epsilon": ["ddpm", "ddim", "dpm", "euler", "heun"],
+                        "v_prediction": ["ddpm", "ddim", "dpm", "euler", "heun"], "flow": ["euler", "heun", "dpm"]}
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVE_SCHEDULERS))
+def test_every_objective_samples_with_every_compatible_scheduler(objective, tmp_path):
+    from diffit_hf.training.objectives import make_objective
+
+    scheduler = make_objective(objective, learn_sigma=False).pipeline_scheduler()
+    pipe = tiny_pipeline(learn_sigma=False, scheduler=scheduler)
+    assert pipe.config.prediction_type == objective
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = DiffiTPipeline.from_pretrained(tmp_path / "pipe")  # samples right with no extra argument
+    assert loaded.config.prediction_type == objective and type(loaded.scheduler) is type(scheduler)
+    np.testing.assert_array_equal(run(loaded), run(pipe))
+    for name in OBJECTIVE_SCHEDULERS[objective]:
+        loaded.use_scheduler(name)
+        first, again = run(loaded, steps=3), run(loaded, steps=3)
+        assert np.isfinite(first).all(), name
+        np.testing.assert_array_equal(first, again)  # deterministic for a seed
+    # a scheduler that expects another prediction is refused, before any sampling work
+    for name in {"ddpm", "ddim"} - set(OBJECTIVE_SCHEDULERS[objective]):
+        with pytest.raises(ValueError, match="does not sample a flow model; valid choices are euler, heun, dpm"):
+            loaded.use_scheduler(name)
+    other = DDPMScheduler(prediction_type="epsilon") if objective != "epsilon" else DDPMScheduler(
+        prediction_type="v_prediction")
+    loaded.scheduler = other
+    with pytest.raises(ValueError, match=f"but this transformer predicts '{objective}'"):
+        run(loaded)
+
+
+def test_a_flow_sampler_integrates_the_velocity_of_a_known_flow():
+    """A 'model' returning the exact velocity eps - x0 of a flow from a known x0 must land on x0."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    class ExactVelocity(torch.nn.Module):
+        def __init__(self, inner, x0):
+            super().__init__()
+            self.inner, self.x0 = inner, x0
+            self.config, self.dtype, self.device = inner.config, inner.dtype, inner.device
+
+        def forward(self, x, t, y):  # x = (1 - s) x0 + s eps  ->  eps - x0 = (x - x0) / s
+            s = (t / 1000).view(-1, 1, 1, 1)
+            return type("Out", (), {"sample": (x - self.x0) / s})()
+
+    pipe = tiny_pipeline(learn_sigma=False, scheduler=FlowMatchEulerDiscreteScheduler())
+    x0 = torch.randn(2, 4, 8, 8)
+    pipe.transformer = ExactVelocity(pipe.transformer, x0)
+    out = pipe([7, 8], guidance_scale=1.0, num_inference_steps=4, output_type="latent").images
+    torch.testing.assert_close(out, x0, rtol=1e-4, atol=1e-4)

@@ -1,8 +1,11 @@
+"""Each objective's math on tiny tensors against the explicit formula, with a recording fake model."""
+
 import pytest
 import torch
+from diffusers.training_utils import compute_snr
 
 from diffit_hf import DiTModel
-from diffit_hf.training.objectives import EpsilonObjective, make_objective
+from diffit_hf.training.objectives import DDPMObjective, FlowObjective, make_objective
 
 
 class Recorder(torch.nn.Module):
@@ -17,25 +20,70 @@ class Recorder(torch.nn.Module):
         return type("Out", (), {"sample": self.out})()
 
 
-def test_epsilon_objective_noises_with_ddpm_and_regresses_epsilon():
-    objective = EpsilonObjective(learn_sigma=False)
-    assert objective.scheduler.config.variance_type == "fixed_small"
-    x0 = torch.randn(5, 4, 4, 4)
-    model = Recorder(torch.zeros(5, 4, 4, 4))
+def ddpm_draws(x0, seed=1):
+    torch.manual_seed(seed)  # the objective's draws, explicitly: noise first, then t
+    return torch.randn_like(x0), torch.randint(0, 1000, (x0.shape[0],))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ddpm_objectives_noise_with_ddpm_and_regress_their_target(prediction_type):
+    objective = DDPMObjective(prediction_type, learn_sigma=False)
+    assert objective.scheduler.config.prediction_type == prediction_type
+    x0, out = torch.randn(5, 4, 4, 4), torch.randn(5, 4, 4, 4)
+    model = Recorder(out)
     torch.manual_seed(1)
     losses = objective.training_losses(model, x0, None)
-    torch.manual_seed(1)  # the same draws, explicitly: noise first, then t
-    noise = torch.randn_like(x0)
-    t = torch.randint(0, 1000, (5,))
+    noise, t = ddpm_draws(x0)
     abar = objective.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     x, t_seen, _ = model.calls[0]
     torch.testing.assert_close(t_seen, t)
     torch.testing.assert_close(x, abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
-    torch.testing.assert_close(losses["loss"], noise.square().mean())  # the model predicted 0
+    target = noise if prediction_type == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    torch.testing.assert_close(losses["loss"], (out - target).square().mean())
     assert losses["vb"] == 0
 
 
-def test_learned_sigma_adds_the_vb_term_and_unknown_names_are_refused():
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weighting(prediction_type):
+    objective = DDPMObjective(prediction_type, learn_sigma=False, snr_gamma=5.0)
+    x0, out = torch.randn(64, 1, 2, 2), torch.randn(64, 1, 2, 2)
+    torch.manual_seed(1)
+    losses = objective.training_losses(Recorder(out), x0, None)
+    noise, t = ddpm_draws(x0)
+    abar = objective.scheduler.alphas_cumprod[t]
+    snr = abar / (1 - abar)
+    weight = snr.clamp(max=5.0) / (snr if prediction_type == "epsilon" else snr + 1)
+    torch.testing.assert_close(compute_snr(objective.scheduler, t), snr)
+    abar = abar.view(-1, 1, 1, 1)
+    target = noise if prediction_type == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    torch.testing.assert_close(losses["loss"], ((out - target).square().mean(dim=(1, 2, 3)) * weight).mean())
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "logit_normal"])
+def test_flow_objective_is_the_linear_interpolant_with_a_velocity_target(sampling):
+    objective = FlowObjective(timestep_sampling=sampling, logit_mean=0.5, logit_std=0.7)
+    x0, out = torch.randn(6, 4, 4, 4), torch.randn(6, 4, 4, 4)
+    model = Recorder(out)
+    torch.manual_seed(1)
+    losses = objective.training_losses(model, x0, None)
+    torch.manual_seed(1)
+    noise = torch.randn_like(x0)
+    t = torch.rand(6) if sampling == "uniform" else torch.sigmoid(0.5 + 0.7 * torch.randn(6))
+    x, t_seen, _ = model.calls[0]
+    torch.testing.assert_close(t_seen, 1000 * t)  # the timestep embedding's 0..1000 scale
+    t = t.view(-1, 1, 1, 1)
+    torch.testing.assert_close(x, (1 - t) * x0 + t * noise)
+    torch.testing.assert_close(losses["loss"], (out - (noise - x0)).square().mean())
+    # the sampler integrates the same velocity: one Euler step from sigma to sigma' moves by (sigma' - sigma) * v
+    scheduler = objective.pipeline_scheduler()
+    scheduler.set_timesteps(4)
+    sigma, nxt = scheduler.sigmas[0], scheduler.sigmas[1]
+    x_s = (1 - sigma) * x0 + sigma * noise
+    stepped = scheduler.step(noise - x0, scheduler.timesteps[0], x_s).prev_sample
+    torch.testing.assert_close(stepped, (1 - nxt) * x0 + nxt * noise, rtol=1e-5, atol=1e-5)
+
+
+def test_learned_sigma_adds_the_vb_term_and_bad_combinations_are_refused():
     objective = make_objective("epsilon", learn_sigma=True)
     assert objective.scheduler.config.variance_type == "learned_range"
     model = DiTModel(sample_size=4, patch_size=2, in_channels=4, num_layers=1, num_attention_heads=1,
@@ -43,5 +91,16 @@ def test_learned_sigma_adds_the_vb_term_and_unknown_names_are_refused():
     with torch.no_grad():
         losses = objective.training_losses(model, torch.randn(3, 4, 4, 4), None)
     assert losses["vb"] > 0 and losses["loss"] == pytest.approx((losses["mse"] + losses["vb"]).item())
-    with pytest.raises(ValueError, match="valid choices are epsilon"):
-        make_objective("eps", learn_sigma=True)
+    with pytest.raises(ValueError, match="valid choices are epsilon, v_prediction, flow"):
+        make_objective("eps")
+    with pytest.raises(ValueError, match="Only the epsilon objective learns sigma"):
+        make_objective("v_prediction", learn_sigma=True)
+    with pytest.raises(ValueError, match="no learned variance"):
+        make_objective("flow", learn_sigma=True)
+    with pytest.raises(ValueError, match="min-SNR"):
+        make_objective("flow", snr_gamma=5.0)
+    with pytest.raises(ValueError, match="applies to the flow objective"):
+        make_objective("epsilon", timestep_sampling="logit_normal")
+    with pytest.raises(ValueError, match="needs 8"):  # a model without sigma channels for a learned-sigma objective
+        make_objective("epsilon", learn_sigma=True).training_losses(Recorder(torch.zeros(2, 4, 2, 2)),
+                                                                    torch.randn(2, 4, 2, 2), None)

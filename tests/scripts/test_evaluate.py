@@ -1,10 +1,8 @@
 """training/evaluate.py end to end: a tiny pipeline, an untrained classifier, a few samples."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
+import pytest
 import torch
 from diffusers import DDPMScheduler
 
@@ -12,20 +10,18 @@ from diffit_hf import DiffiTPipeline, DiTModel
 from diffit_hf.evaluation import FashionClassifier
 from diffit_hf.training.config import make_config
 
-from ..pipelines.test_pipeline_diffit import NAMES, _perturb
 
-SCRIPT = Path(__file__).resolve().parents[2] / "training" / "evaluate.py"
-spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-evaluate = importlib.util.module_from_spec(spec)
-sys.modules["evaluate_script"] = evaluate
-spec.loader.exec_module(evaluate)
+@pytest.fixture(scope="module")
+def evaluate(script):
+    return script("training/evaluate.py")
 
 
-def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path):
+def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path, evaluate, perturb, fmnist_names):
     torch.manual_seed(0)
-    model = _perturb(DiTModel(sample_size=32, patch_size=8, in_channels=1, num_layers=1, num_attention_heads=2,
-                              attention_head_dim=8, num_classes=10, learn_sigma=False))
-    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=NAMES).save_pretrained(tmp_path / "pipe")
+    model = perturb(DiTModel(sample_size=32, patch_size=8, in_channels=1, num_layers=1, num_attention_heads=2,
+                             attention_head_dim=8, num_classes=10, learn_sigma=False))
+    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(
+        tmp_path / "pipe")
     FashionClassifier().save_pretrained(tmp_path / "clf")
     cfg = make_config(evaluate.EvalConfig, dict(
         pipeline=str(tmp_path / "pipe"), num_samples=40, batch_size=20, num_inference_steps=2,
@@ -40,6 +36,7 @@ def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path):
     assert (tmp_path / "pipe" / "eval_samples.png").exists()
     cached = sorted((tmp_path / "stats").glob("*.safetensors"))
     assert len(cached) == 2  # reference split and floor subset
+    assert sorted(p.name for p in (tmp_path / "stats").iterdir()) == [p.name for p in cached]  # no temporary files
     mtimes = [p.stat().st_mtime_ns for p in cached]
     again = evaluate.main(cfg)
     assert [p.stat().st_mtime_ns for p in cached] == mtimes  # reused, not recomputed

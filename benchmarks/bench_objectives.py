@@ -1,0 +1,109 @@
+"""DiT or DiffiT? Which objective? Each (model, objective) trains on the offline demo's latents with the demo's recipe
+for the same number of steps, then `training/evaluate.py` scores its exported pipeline (FID-FMNIST, KID,
+precision/recall, class consistency, real-data floor) at a few sampling step counts with the same solver
+(DPM-Solver++ 2M; for flow models on flow sigmas). Writes results/bench_objectives.{json,md}; the README renders the
+table (`benchmarks/update_readme.py`).
+
+    # needs the demo's VAE and latent cache (the demo command builds them) and the FID-FMNIST classifier
+    python benchmarks/bench_objectives.py --steps 1000 --num-samples 2000 --sampling-steps 10 25
+
+Every run is a real command line (`train_latent.py`, `evaluate.py`) in a subprocess; finished runs are reused
+(delete outputs/bench-objectives/<run> to redo one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from machine import describe  # beside this script: a script's folder is sys.path[0]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+DEMO = ROOT / "training" / "configs" / "demo_fmnist.yaml"
+DIT = ("DiT-S/4", {"num_layers": 6})
+DIFFIT = ("DiffiT-S/2", {"num_layers": 6, "patch_size": 4})  # the same width, depth and tokens as DiT-S/4 x 6
+# run name -> (preset, model overrides, train_latent flags)
+RUNS = {
+    "DiT eps": (*DIT, ["--objective", "epsilon"]),
+    "DiT v": (*DIT, ["--objective", "v_prediction"]),
+    "DiT flow-LN": (*DIT, ["--objective", "flow", "--timestep-sampling", "logit_normal"]),
+    "DiffiT eps": (*DIFFIT, ["--objective", "epsilon"]),
+    "DiffiT flow-LN": (*DIFFIT, ["--objective", "flow", "--timestep-sampling", "logit_normal"]),
+}
+
+
+def run(cmd: list[str], log: Path) -> float:
+    start = time.time()
+    with open(log, "w") as f:
+        subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
+    return time.time() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--sampling-steps", type=int, nargs="+", default=[10, 25])
+    parser.add_argument("--guidance-scale", type=float, default=4.0)
+    parser.add_argument("--out", default="outputs/bench-objectives")
+    args = parser.parse_args()
+    machine = describe()
+    print(f"machine: {machine}")
+    rows = []
+    for name in args.runs:
+        preset, overrides, flags = RUNS[name]
+        folder = ROOT / args.out / name.replace(" ", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "train_results.json").exists():
+            run([sys.executable, "training/train_latent.py", "--config", str(DEMO), "--model", preset,
+                 "--model-config", json.dumps(overrides), *flags, "--max-steps", str(args.steps),
+                 "--validation-steps", str(args.steps), "--checkpointing-steps", str(args.steps),
+                 "--report-to", "none", "--output-dir", str(folder)], folder / "train.log")
+        train = json.loads((folder / "train_results.json").read_text())
+        for steps in args.sampling_steps:
+            out = folder / f"eval-{steps}.json"
+            if not out.exists():
+                run([sys.executable, "training/evaluate.py", "--pipeline", str(folder), "--num-samples",
+                     str(args.num_samples), "--num-inference-steps", str(steps), "--scheduler", "dpm",
+                     "--guidance-scale", str(args.guidance_scale), "--output", str(out)], folder / f"eval-{steps}.log")
+            ev = json.loads(out.read_text())
+            rows.append({"run": name, "model": preset, "model_config": overrides, "flags": flags,
+                         "params": train["params"], "train_steps": train["steps"],
+                         "train_minutes": train["train_seconds"] / 60, "final_loss": train["final_loss"],
+                         "sampling_steps": steps, **{k: ev[k] for k in ("fid", "kid", "precision", "recall",
+                                                                          "class_consistency", "floor_fid")}})
+            print(f"{name:16s} {steps:3d} steps: FID-FMNIST {ev['fid']:.2f}, class consistency "
+                  f"{ev['class_consistency']:.1%}, precision {ev['precision']:.3f}, recall {ev['recall']:.3f}")
+    result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "train_steps": args.steps,
+              "num_samples": args.num_samples, "guidance_scale": args.guidance_scale, "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_objectives.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "bench_objectives.md").write_text(render(result) + "\n")
+    print(render(result))
+
+
+def render(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"Objectives, measured on {m['cpu']} ({m['cores']} cores, fp32 matmul {m['fp32_gflops']} GFLOP/s), "
+             f"{result['date']}: the demo recipe (6 blocks, 16 tokens, batch 64, lr 3e-4, EMA) for "
+             f"{result['train_steps']} steps each; {result['num_samples']:,} samples, DPM-Solver++ 2M, guidance "
+             f"{result['guidance_scale']}.", "",
+             "| run | params | train min | sampling steps | FID-FMNIST | KID | precision | recall | class consist. |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['run']} | {r['params'] / 1e6:.1f}M | {r['train_minutes']:.1f} | {r['sampling_steps']} | "
+                     f"{r['fid']:.2f} | {r['kid']:.4f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                     f"{r['class_consistency']:.1%} |")
+    if result["rows"]:
+        lines += ["", f"Real-data floor (FID-FMNIST): {result['rows'][0]['floor_fid']:.2f}."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
