@@ -3,20 +3,16 @@ import json
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image
-from diffusers import AutoencoderKL
 from PIL import Image as PILImage
 from safetensors.torch import load_file
 
 from diffit_hf.data.latent_cache import LatentDataset, encode_to_cache, shard_path
 
+from ..tiny import tiny_vae as make_tiny_vae
+
 
 def tiny_vae(seed=0):
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), latent_channels=4,
-        norm_num_groups=8, sample_size=8, scaling_factor=0.7,
-    ).eval()
+    return make_tiny_vae(sample_size=8, scaling_factor=0.7, seed=seed)
 
 
 @pytest.fixture

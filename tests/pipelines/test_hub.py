@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers import DDPMScheduler
 from diffusers.utils.dynamic_modules_utils import get_relative_imports
 
 from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel
@@ -26,6 +26,7 @@ from diffit_hf.pipelines import pipeline_diffit
 from diffit_hf.pipelines.hub import local_view, remote_code_files, stage_for_hub, write_model_card
 
 from ..hub_server import READ_TOKEN, WRITE_TOKEN, start_hub
+from ..tiny import tiny_vae
 
 BLOCK_DIFFIT = """
 import importlib.abc, sys
@@ -49,15 +50,6 @@ def hub(tmp_path):
     server, state = start_hub()
     yield f"http://127.0.0.1:{server.server_address[1]}", state
     server.shutdown()
-
-
-def tiny_vae():
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), latent_channels=4,
-        norm_num_groups=8, sample_size=16, scaling_factor=0.5,
-    ).eval()
 
 
 @pytest.fixture

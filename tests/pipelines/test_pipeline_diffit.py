@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel
 from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, guidance_scale_at
+
+from ..tiny import tiny_vae
 
 NAMES = {0: "T-shirt/top", 1: "Trouser", 2: "Pullover", 3: "Dress", 4: "Coat", 5: "Sandal", 6: "Shirt",
          7: "Sneaker", 8: "Bag", 9: "Ankle boot"}
@@ -17,15 +19,6 @@ def _perturb(model, std=0.05):
         for p in model.parameters():
             p.add_(std * torch.randn_like(p))
     return model.eval()
-
-
-def tiny_vae():
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), latent_channels=4,
-        norm_num_groups=8, sample_size=16, scaling_factor=0.5,
-    ).eval()
 
 
 def tiny_pipeline(model_cls=DiTModel, learn_sigma=True, num_classes=10, scheduler=None, **overrides):

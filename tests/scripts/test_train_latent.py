@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image
-from diffusers import AutoencoderKL
 from safetensors.torch import load_file, save_file
 
 from diffit_hf import DiffiTPipeline
@@ -22,6 +21,8 @@ from diffit_hf.data import encode_to_cache
 from diffit_hf.data.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
 from diffit_hf.training.checkpoints import latest_checkpoint, list_checkpoints
 from diffit_hf.training.config import make_config
+
+from ..tiny import tiny_vae
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "training" / "train_latent.py"
@@ -42,10 +43,7 @@ def real_images(n: int) -> Dataset:
 def cache(tmp_path_factory):
     """256 images at 16x16 -> 8x8x4 latents with a small (untrained) VAE, saved so the pipeline can decode."""
     root = tmp_path_factory.mktemp("cache")
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=8, sample_size=16, scaling_factor=0.5).eval()
+    vae = tiny_vae(sample_size=16, scaling_factor=0.5)
     vae.save_pretrained(root / "vae")
     encode_to_cache(vae, real_images(256), root / "latents", resolution=16, grayscale=True, vae_id=str(root / "vae"),
                     shard_size=128, progress=False)
