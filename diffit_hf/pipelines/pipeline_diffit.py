@@ -27,16 +27,22 @@ SCHEDULERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm": "DPMSolve
 # flow models (velocity prediction): the flow-matching schedulers, and DPM-Solver++ on flow sigmas
 FLOW_SCHEDULERS = {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler",
                    "dpm": "DPMSolverMultistepScheduler"}
-PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+EDM_SCHEDULERS = {"euler": "EDMEulerScheduler", "dpm": "EDMDPMSolverMultistepScheduler"}  # EDM-preconditioned models
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow", "edm")
+# EDM's c_noise = ln(sigma) / 4 lies in about [-1.6, 1.1]; the timestep embedding was designed for 0..1000, so the
+# model sees 1000 * c_noise, in training (diffit_hf.training.objectives) and here
+EDM_TIMESTEP_SCALE = 1000.0
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 def scheduler_prediction_type(scheduler) -> str:
     """What a scheduler expects the model to predict: `"flow"` (the velocity `eps - x0` of flow matching) for the
-    flow-matching schedulers and DPM-Solver's `"flow_prediction"`, else its `prediction_type` (`"epsilon"`,
-    `"v_prediction"`, ...)."""
+    flow-matching schedulers and DPM-Solver's `"flow_prediction"`, `"edm"` (EDM's preconditioned F) for the EDM
+    schedulers, else its `prediction_type` (`"epsilon"`, `"v_prediction"`, ...)."""
     if type(scheduler).__name__.startswith("FlowMatch"):
         return "flow"
+    if type(scheduler).__name__.startswith("EDM"):
+        return "edm"
     kind = scheduler.config.get("prediction_type", "epsilon")
     return "flow" if kind == "flow_prediction" else kind
 
@@ -65,7 +71,7 @@ class DiffiTPipeline(DiffusionPipeline):
         id2label (`dict[int, str]`, *optional*):
             Class names, saved with the pipeline; a name may list comma-separated synonyms.
         prediction_type (`str`, *optional*):
-            What the transformer was trained to predict: `"epsilon"`, `"v_prediction"` or `"flow"` (see
+            What the transformer was trained to predict: `"epsilon"`, `"v_prediction"`, `"flow"` or `"edm"` (see
             `diffit_hf.training.objectives`); saved with the pipeline, so that a scheduler expecting something else
             is refused. Defaults to what `scheduler` expects.
     """
@@ -130,6 +136,12 @@ class DiffiTPipeline(DiffusionPipeline):
         others sample with the prediction alone), `FLOW_SCHEDULERS` for flow models."""
         import diffusers
 
+        if self.config.prediction_type == "edm":
+            if name not in EDM_SCHEDULERS:
+                raise ValueError(f"Scheduler {name!r} does not sample an EDM model; valid choices are "
+                                 f"{', '.join(EDM_SCHEDULERS)}.")
+            self.scheduler = getattr(diffusers, EDM_SCHEDULERS[name]).from_config(self.scheduler.config)
+            return
         if self.config.prediction_type == "flow":
             if name not in FLOW_SCHEDULERS:
                 raise ValueError(f"Scheduler {name!r} does not sample a flow model; valid choices are "
@@ -354,6 +366,8 @@ class DiffiTPipeline(DiffusionPipeline):
             if hasattr(self.scheduler, "scale_model_input"):  # (the flow-matching schedulers have none)
                 model_input = self.scheduler.scale_model_input(model_input, t)
             timesteps = t.expand(model_input.shape[0]) if torch.is_tensor(t) else t
+            if self.config.prediction_type == "edm":  # the EDM schedulers' timesteps are c_noise
+                timesteps = timesteps * EDM_TIMESTEP_SCALE
             out = self.transformer(model_input, timesteps, model_labels).sample  # (B or 2B, C or 2C, H, W)
             pred, variance = out[:, :channels], out[:, channels:]  # epsilon, v or velocity; learned variance
             if use_cfg:  # guidance is linear in the prediction, so it is the same for every prediction type

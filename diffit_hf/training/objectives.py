@@ -7,6 +7,10 @@ DiT's `train.py` calls `diffusion.training_losses`; the model code is the same f
 - `flow`: SiT's linear interpolant `x_t = (1 - t) * x0 + t * eps`, velocity target `eps - x0`, continuous
   `t in [0, 1]` fed to the timestep embedding as `1000 * t` (the scale it was designed for); `t` uniform or
   logit-normal (SD3). Sampled with diffusers' flow-matching Euler/Heun schedulers.
+- `edm`: Karras et al. 2022 (as the DiffiT paper trains its image-space model): `x = x0 + sigma * eps` with
+  log-normal sigma, the model F preconditioned as `D(x) = c_skip x + c_out F(c_in x, c_noise)`, loss weight
+  `(sigma^2 + sigma_data^2) / (sigma * sigma_data)^2`; `c_noise = ln(sigma) / 4` reaches the timestep embedding as
+  `1000 * c_noise` (`EDM_TIMESTEP_SCALE`, applied by `DiffiTPipeline` too). Sampled with diffusers' EDM schedulers.
 
 Only `epsilon` learns sigma: the others sample with a fixed variance or none, so their models are built with
 `learn_sigma=False` (no extra output channels).
@@ -15,9 +19,10 @@ Only `epsilon` learns sigma: the others sample with a fixed variance or none, so
 from __future__ import annotations
 
 import torch
-from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers import DDPMScheduler, EDMEulerScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
+from ..pipelines.pipeline_diffit import EDM_TIMESTEP_SCALE
 from .losses import variational_bound
 
 LOSS_KEYS = ("loss", "mse", "vb")  # every objective returns these (vb is 0 where there is no learned variance)
@@ -120,7 +125,45 @@ class FlowObjective:
         return self.scheduler
 
 
-OBJECTIVES = ("epsilon", "v_prediction", "flow")
+class EDMObjective:
+    """EDM's preconditioning, noise distribution and loss weighting (Karras et al. 2022, Table 1), with diffusers'
+    `EDMEulerScheduler` defaults (`sigma_data` 0.5, sampling sigmas 0.002..80).
+
+    Args:
+        p_mean, p_std (`float`, defaults to -1.2 and 1.2): `ln(sigma) ~ N(p_mean, p_std)` in training.
+        sigma_data (`float`, defaults to 0.5): the data's standard deviation.
+    """
+
+    name = "edm"
+    learn_sigma = False
+
+    def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float = 0.5):
+        self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
+        self.scheduler = EDMEulerScheduler(sigma_data=sigma_data, prediction_type="epsilon")  # EDM's F-prediction
+
+    def training_losses(self, model, x_start: torch.Tensor, class_labels: torch.Tensor | None
+                        ) -> dict[str, torch.Tensor]:
+        """`{"loss", "mse", "vb"}` for one batch `x_start` `(N, C, H, W)`; randomness from the global RNG."""
+        noise = torch.randn_like(x_start)
+        sigma = torch.exp(self.p_mean + self.p_std * torch.randn(x_start.shape[0], device=x_start.device))  # (N,)
+        s = sigma.view(-1, *([1] * (x_start.ndim - 1)))
+        sd2 = self.sigma_data**2
+        c_skip, c_out, c_in = sd2 / (s**2 + sd2), s * self.sigma_data / (s**2 + sd2).sqrt(), 1 / (s**2 + sd2).sqrt()
+        x = x_start + s * noise
+        out = model(c_in * x, EDM_TIMESTEP_SCALE * sigma.log() / 4, class_labels).sample  # F, (N, C, H, W)
+        if out.shape[1] != x_start.shape[1]:
+            raise ValueError(f"The model outputs {out.shape[1]} channels for {x_start.shape[1]}-channel inputs; the "
+                             "edm objective needs learn_sigma=False.")
+        denoised = c_skip * x + c_out * out.float()
+        weight = (sigma**2 + sd2) / (sigma * self.sigma_data) ** 2  # (N,)
+        mse = _per_sample_mse(denoised, x_start)
+        return {"loss": (weight * mse).mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
+
+    def pipeline_scheduler(self) -> EDMEulerScheduler:
+        return self.scheduler
+
+
+OBJECTIVES = ("epsilon", "v_prediction", "flow", "edm")
 
 
 def make_objective(name: str, learn_sigma: bool = False, snr_gamma: float | None = None,
@@ -128,11 +171,16 @@ def make_objective(name: str, learn_sigma: bool = False, snr_gamma: float | None
     """The objective called `name` (one of `OBJECTIVES`), with its options; `ValueError` for options it lacks."""
     if name not in OBJECTIVES:
         raise ValueError(f"Unknown objective {name!r}; valid choices are {', '.join(OBJECTIVES)}.")
-    if name == "flow":
+    if name in ("flow", "edm"):
         if snr_gamma is not None:
-            raise ValueError("snr_gamma (min-SNR weighting) applies to the DDPM objectives, not to 'flow'.")
+            raise ValueError(f"snr_gamma (min-SNR weighting) applies to the DDPM objectives, not to {name!r}.")
         if learn_sigma:
-            raise ValueError("The flow objective has no learned variance; build the model with learn_sigma=False.")
+            raise ValueError(f"The {name} objective has no learned variance; build the model with learn_sigma=False.")
+    if name == "edm":
+        if timestep_sampling != "uniform":
+            raise ValueError("timestep_sampling applies to the flow objective; edm draws log-normal sigmas.")
+        return EDMObjective()
+    if name == "flow":
         return FlowObjective(timestep_sampling, logit_mean, logit_std)
     if timestep_sampling != "uniform":
         raise ValueError(f"timestep_sampling={timestep_sampling!r} applies to the flow objective; the DDPM "

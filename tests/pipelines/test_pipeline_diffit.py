@@ -277,7 +277,10 @@ def test_use_scheduler_by_short_name():
 
 
 OBJECTIVE_SCHEDULERS = {"epsilon": ["ddpm", "ddim", "dpm", "euler", "heun"],
-                        "v_prediction": ["ddpm", "ddim", "dpm", "euler", "heun"], "flow": ["euler", "heun", "dpm"]}
+                        "v_prediction": ["ddpm", "ddim", "dpm", "euler", "heun"], "flow": ["euler", "heun", "dpm"],
+                        "edm": ["euler", "dpm"]}
+REFUSED = {"flow": "does not sample a flow model; valid choices are euler, heun, dpm",
+           "edm": "does not sample an EDM model; valid choices are euler, dpm"}
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVE_SCHEDULERS))
@@ -298,7 +301,7 @@ def test_every_objective_samples_with_every_compatible_scheduler(objective, tmp_
         np.testing.assert_array_equal(first, again)  # deterministic for a seed
     # a scheduler that expects another prediction is refused, before any sampling work
     for name in {"ddpm", "ddim"} - set(OBJECTIVE_SCHEDULERS[objective]):
-        with pytest.raises(ValueError, match="does not sample a flow model; valid choices are euler, heun, dpm"):
+        with pytest.raises(ValueError, match=REFUSED[objective]):
             loaded.use_scheduler(name)
     other = DDPMScheduler(prediction_type="epsilon") if objective != "epsilon" else DDPMScheduler(
         prediction_type="v_prediction")
@@ -325,4 +328,30 @@ def test_a_flow_sampler_integrates_the_velocity_of_a_known_flow():
     x0 = torch.randn(2, 4, 8, 8)
     pipe.transformer = ExactVelocity(pipe.transformer, x0)
     out = pipe([7, 8], guidance_scale=1.0, num_inference_steps=4, output_type="latent").images
+    torch.testing.assert_close(out, x0, rtol=1e-4, atol=1e-4)
+
+
+def test_an_edm_sampler_with_the_exact_denoiser_lands_on_the_data():
+    """A 'model' whose preconditioned output D = c_skip x + c_out F is exactly x0 must sample x0."""
+    from diffusers import EDMEulerScheduler
+
+    from diffit_hf.pipelines.pipeline_diffit import EDM_TIMESTEP_SCALE
+
+    class ExactDenoiser(torch.nn.Module):
+        def __init__(self, inner, x0, sigma_data=0.5):
+            super().__init__()
+            self.inner, self.x0, self.sd = inner, x0, sigma_data
+            self.config, self.dtype, self.device = inner.config, inner.dtype, inner.device
+
+        def forward(self, x_in, t, y):  # t = 1000 * ln(sigma) / 4, x_in = c_in * x
+            s = torch.exp(4 * t / EDM_TIMESTEP_SCALE).view(-1, 1, 1, 1)
+            x = x_in * (s**2 + self.sd**2).sqrt()
+            c_skip, c_out = self.sd**2 / (s**2 + self.sd**2), s * self.sd / (s**2 + self.sd**2).sqrt()
+            x0 = self.x0.repeat(len(x) // len(self.x0), 1, 1, 1)  # (2B with guidance)
+            return type("Out", (), {"sample": (x0 - c_skip * x) / c_out})()
+
+    pipe = tiny_pipeline(learn_sigma=False, scheduler=EDMEulerScheduler())
+    x0 = torch.randn(2, 4, 8, 8) * 0.5
+    pipe.transformer = ExactDenoiser(pipe.transformer, x0)
+    out = pipe([7, 8], guidance_scale=2.0, num_inference_steps=5, output_type="latent").images
     torch.testing.assert_close(out, x0, rtol=1e-4, atol=1e-4)

@@ -5,7 +5,7 @@ import torch
 from diffusers.training_utils import compute_snr
 
 from diffit_hf import DiTModel
-from diffit_hf.training.objectives import DDPMObjective, FlowObjective, make_objective
+from diffit_hf.training.objectives import DDPMObjective, EDMObjective, FlowObjective, make_objective
 
 
 class Recorder(torch.nn.Module):
@@ -83,6 +83,29 @@ def test_flow_objective_is_the_linear_interpolant_with_a_velocity_target(samplin
     torch.testing.assert_close(stepped, (1 - nxt) * x0 + nxt * noise, rtol=1e-5, atol=1e-5)
 
 
+def test_edm_objective_preconditions_and_weights_as_karras_et_al():
+    objective = EDMObjective()
+    x0, out = torch.randn(6, 3, 4, 4) * 0.5, torch.randn(6, 3, 4, 4)
+    model = Recorder(out)
+    torch.manual_seed(1)
+    losses = objective.training_losses(model, x0, None)
+    torch.manual_seed(1)
+    noise = torch.randn_like(x0)
+    sigma = torch.exp(-1.2 + 1.2 * torch.randn(6))
+    x_in, t_seen, _ = model.calls[0]
+    torch.testing.assert_close(t_seen, 1000 * torch.log(sigma) / 4)  # c_noise on the embedder's scale
+    s = sigma.view(-1, 1, 1, 1)
+    torch.testing.assert_close(x_in, (x0 + s * noise) / (s**2 + 0.25).sqrt())  # c_in x
+    denoised = 0.25 / (s**2 + 0.25) * (x0 + s * noise) + s * 0.5 / (s**2 + 0.25).sqrt() * out
+    weight = (sigma**2 + 0.25) / (sigma * 0.5) ** 2
+    torch.testing.assert_close(losses["loss"], (weight * (denoised - x0).square().mean(dim=(1, 2, 3))).mean())
+    # diffusers' EDM sampler combines the model output with the same c_skip / c_out
+    scheduler = objective.pipeline_scheduler()
+    torch.testing.assert_close(scheduler.precondition_outputs(x0 + s * noise, out, s), denoised)
+    with pytest.raises(ValueError, match="no learned variance"):
+        make_objective("edm", learn_sigma=True)
+
+
 def test_learned_sigma_adds_the_vb_term_and_bad_combinations_are_refused():
     objective = make_objective("epsilon", learn_sigma=True)
     assert objective.scheduler.config.variance_type == "learned_range"
@@ -91,7 +114,7 @@ def test_learned_sigma_adds_the_vb_term_and_bad_combinations_are_refused():
     with torch.no_grad():
         losses = objective.training_losses(model, torch.randn(3, 4, 4, 4), None)
     assert losses["vb"] > 0 and losses["loss"] == pytest.approx((losses["mse"] + losses["vb"]).item())
-    with pytest.raises(ValueError, match="valid choices are epsilon, v_prediction, flow"):
+    with pytest.raises(ValueError, match="valid choices are epsilon, v_prediction, flow, edm"):
         make_objective("eps")
     with pytest.raises(ValueError, match="Only the epsilon objective learns sigma"):
         make_objective("v_prediction", learn_sigma=True)
