@@ -6,6 +6,8 @@
   rendered from its JSON by the benchmark script that measured it).
 - `<!-- demo:start -->` ... `<!-- demo:end -->`: benchmarks/results/demo_fmnist.json (written by
   `benchmarks/collect_demo.py` from the demo's own metrics files).
+- `<!-- objectives:start -->` ... `<!-- objectives:end -->`: benchmarks/results/bench_objectives.md (written by
+  `benchmarks/bench_objectives.py`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def main() -> None:
                                              RESULTS / "bench_data.md") if p.exists()]
     if bench:
         text = replace_section(text, "bench", "\n\n".join(bench))
+    objectives = RESULTS / "bench_objectives.md"
+    if objectives.exists():
+        text = replace_section(text, "objectives", objectives.read_text())
     demo = RESULTS / "demo_fmnist.json"
     if demo.exists():
         text = replace_section(text, "demo", demo_section(json.loads(demo.read_text())))

@@ -9,9 +9,12 @@ is a field of `GenerateConfig` (`--num-per-label` or `--num_per_label`, or a key
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from PIL import Image
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.pipelines.grid import labelled_grid
@@ -40,6 +43,15 @@ class GenerateConfig:
     def __post_init__(self):
         if self.model is None:
             raise ValueError("--model is required: a saved pipeline folder or Hub repo id.")
+        out = Path(self.out)
+        if not out.parent.is_dir():
+            raise ValueError(f"--out {out}: the folder {out.parent} does not exist.")
+        if out.suffix.lower() not in Image.registered_extensions():
+            raise ValueError(f"--out {out}: unknown image extension {out.suffix!r}; use e.g. .png or .jpg.")
+        model = Path(self.model).expanduser()
+        hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", self.model) and not model.parent.is_dir()
+        if not model.exists() and not hub_id:  # a missing local folder, not a Hub repo id to look up
+            raise ValueError(f"--model {self.model}: no such pipeline folder.")
 
 
 def main(cfg: GenerateConfig) -> None:

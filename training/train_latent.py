@@ -27,38 +27,39 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from diffusers import AutoencoderKL
 from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from diffit_hf import DiffiTPipeline
-from diffit_hf.data import load_training_data
+from diffit_hf.data import load_cache_vae, load_training_data
 from diffit_hf.models.presets import create_model_for_data, preset_config
 from diffit_hf.pipelines.hub import push_to_hub
 from diffit_hf.training.checkpoints import (
     check_finite_loss,
+    check_new_run,
     register_checkpoint_hooks,
     resume_from_checkpoint,
     save_checkpoint,
 )
-from diffit_hf.training.config import parse_config, save_config
+from diffit_hf.training.config import check_unchanged, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.lr_finder import lr_range_test
-from diffit_hf.training.objectives import (
-    LOSS_KEYS,
-    OBJECTIVES,
-    TIMESTEP_SAMPLING,
-    make_objective,
-    model_overrides_for,
-)
-from diffit_hf.training.progress import LossHistory, log_image, validation_grid
+from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, TIMESTEP_SAMPLING, make_objective, model_overrides_for
+from diffit_hf.training.progress import LossHistory, log_image, timed, validation_grid
 from diffit_hf.training.runtime import enable_tf32, set_cpu_threads, weight_digest
 from diffit_hf.utils import atomic_write_json, mix_seed
 
 LR_SCHEDULES = [s.value for s in SchedulerType]
+RUN_OUTPUTS = ("checkpoints", "train_config.json", "model_index.json", "transformer", "samples", "logs")
+RESUME_MAY_CHANGE = {  # everything else is restored from the checkpoint or changes what it holds: refused on resume
+    "max_steps", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint", "overwrite_output_dir",
+    "log_every", "report_to", "validation_steps", "validation_per_class", "validation_inference_steps",
+    "validation_guidance_scale", "push_to_hub", "hub_repo_id", "hub_private", "num_workers", "cpu_threads",
+    "compile", "allow_tf32", "gradient_checkpointing", "output_dir", "vae", "lr_finder", "lr_finder_min",
+    "lr_finder_max", "lr_finder_steps"}
 
 
 @dataclass
@@ -110,6 +111,8 @@ class TrainConfig:
     ema_power: float = field(default=2 / 3, metadata={"help": "warmup: decay = 1 - (1 + step) ** -power"})
     # 5. Checkpoints and logging
     output_dir: str = "outputs/dit-fmnist"
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "replace the run already in output_dir (without it, a new run there is refused)"})
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 3
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
@@ -140,6 +143,8 @@ def check_config(cfg: TrainConfig) -> dict:
     """Raises ValueError for a config that cannot run, before any work; returns the model overrides."""
     if cfg.latents and cfg.dataset:
         raise ValueError("Pass --latents (latent training) or --dataset (pixel space), not both.")
+    if cfg.vae and cfg.dataset:
+        raise ValueError("--vae applies to latent training (--latents); pixel-space models have no VAE.")
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("mixed_precision='fp16' needs a GPU (fp16 on CPU is ~100x slower); use 'bf16' or 'no'.")
     try:
@@ -153,6 +158,9 @@ def check_config(cfg: TrainConfig) -> dict:
                  "validation_steps", "validation_per_class", "validation_inference_steps", "lr_finder_steps"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+    if cfg.lr_finder and not 0 < cfg.lr_finder_min < cfg.lr_finder_max:
+        raise ValueError(f"--lr-finder-min must lie below --lr-finder-max, got {cfg.lr_finder_min} and "
+                         f"{cfg.lr_finder_max}.")
     if cfg.push_to_hub and not cfg.hub_repo_id:
         raise ValueError("--push-to-hub needs --hub-repo-id.")
     if not 0.0 <= cfg.ema_decay < 1.0:
@@ -161,6 +169,26 @@ def check_config(cfg: TrainConfig) -> dict:
     make_objective(cfg.objective, overrides.get("learn_sigma", True), cfg.snr_gamma, cfg.timestep_sampling,
                    cfg.logit_mean, cfg.logit_std)  # objective and options that do not go together -> ValueError
     return overrides
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    """The processes, once the output folder is known to be this run's (a new run, or the same run resumed)."""
+    out = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        log_with=cfg.report_to,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # shuffle order = f(seed, epoch)
+    )
+    check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, () if cfg.lr_finder else RUN_OUTPUTS,
+                  delete=accelerator.is_main_process)
+    if cfg.resume_from_checkpoint:
+        check_unchanged(out / "train_config.json", cfg, RESUME_MAY_CHANGE)
+    accelerator.wait_for_everyone()
+    set_cpu_threads(accelerator, cfg.cpu_threads)
+    if cfg.allow_tf32:
+        enable_tf32()
+    return accelerator
 
 
 @torch.no_grad()
@@ -193,23 +221,16 @@ def main(cfg: TrainConfig) -> dict:
     # 1. Config and processes
     overrides = check_config(cfg)
     out, ckpt_dir = Path(cfg.output_dir), Path(cfg.output_dir) / "checkpoints"
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        log_with=cfg.report_to,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # shuffle order = f(seed, epoch)
-    )
-    set_cpu_threads(accelerator, cfg.cpu_threads)
-    if cfg.allow_tf32:
-        enable_tf32()
+    accelerator = make_accelerator(cfg)
     run_start, latents, demo_seconds = time.time(), cfg.latents, {}
     if not cfg.latents and not cfg.dataset:  # the offline demo: Fashion-MNIST -> our VAE -> latent cache
         latents, demo_seconds = prepare_demo_latents(accelerator, cfg.mixed_precision, cfg.seed, cfg.cpu_threads)
     set_seed(cfg.seed)
 
     # 2. Data
-    data = load_training_data(latents, cfg.dataset, cfg.resolution, cfg.grayscale, cfg.random_flip, cfg.seed,
-                              cfg.vae)
+    data = load_training_data(latents, cfg.dataset, cfg.resolution, cfg.grayscale, cfg.random_flip, cfg.seed)
+    # the VAE that made the latents (checked by fingerprint) decodes validation grids and ships with the pipeline
+    vae = load_cache_vae(data.cache_meta, cfg.vae).to(accelerator.device) if data.cache_meta else None
     loader = DataLoader(data.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                         collate_fn=data.collate_fn, num_workers=cfg.num_workers,
                         generator=torch.Generator().manual_seed(cfg.seed))
@@ -230,7 +251,7 @@ def main(cfg: TrainConfig) -> dict:
                                  num_training_steps=cfg.max_steps)
     ema = EMAModel(transformer.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, inv_gamma=1.0,
                    power=cfg.ema_power, model_cls=type(transformer), model_config=transformer.config)
-    register_checkpoint_hooks(accelerator, transformer, ema, name="transformer")
+    checkpoint_parts = register_checkpoint_hooks(accelerator, transformer, ema, name="transformer")
     model, optimizer, loader, lr_scheduler = accelerator.prepare(
         torch.compile(transformer) if cfg.compile else transformer, optimizer, loader, lr_scheduler)
     ema.to(accelerator.device)
@@ -249,7 +270,7 @@ def main(cfg: TrainConfig) -> dict:
                              cfg.lr_finder_min, cfg.lr_finder_max, cfg.lr_finder_steps, output_dir=out)
 
     # 5. Resume, run folder, trackers
-    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir)
+    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts)
     history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,
                           is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
@@ -258,9 +279,6 @@ def main(cfg: TrainConfig) -> dict:
     if cfg.report_to:
         accelerator.init_trackers("diffit_hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})
-    vae = None
-    if data.vae and accelerator.is_main_process:  # decodes the validation grids; exported with the pipeline
-        vae = AutoencoderKL.from_pretrained(data.vae).to(accelerator.device).eval()
 
     # 6. Train
     accum = cfg.gradient_accumulation_steps
@@ -269,6 +287,7 @@ def main(cfg: TrainConfig) -> dict:
                       f"{accelerator.num_processes} process(es), batch {cfg.batch_size} x {accum} accumulation")
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     start_time, start_step, running, micro = time.time(), step, [], 0
+    seconds = {"checkpoints": 0.0, "validation": 0.0}  # where the loop's time goes besides training steps
     model.train()
     while step < cfg.max_steps:
         epoch, skip = divmod(step * accum, len(loader))
@@ -308,13 +327,15 @@ def main(cfg: TrainConfig) -> dict:
                                f"vb {logs['vb']:.4f}) lr {logs['lr']:.2e} {rate:.2f} steps/s")
                 history.flush()
             if step % cfg.checkpointing_steps == 0 or step == cfg.max_steps:
-                save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
-                history.flush()  # the CSV never lags behind the newest checkpoint
+                with timed(seconds, "checkpoints"):
+                    save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
+                    history.flush()  # the CSV never lags behind the newest checkpoint
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
-                if accelerator.is_main_process:
-                    log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae, id2label,
-                                   step)
-                accelerator.wait_for_everyone()
+                with timed(seconds, "validation"):
+                    if accelerator.is_main_process:
+                        log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae,
+                                       id2label, step)
+                    accelerator.wait_for_everyone()
             if step >= cfg.max_steps:
                 break
     bar.close()
@@ -326,6 +347,7 @@ def main(cfg: TrainConfig) -> dict:
     result = {"steps": step, "steps_per_s": (step - start_step) / max(train_seconds, 1e-9),
               "num_processes": accelerator.num_processes, "params": sum(p.numel() for p in transformer.parameters()),
               "demo_data_seconds": demo_seconds, "train_seconds": train_seconds,
+              "checkpoint_seconds": seconds["checkpoints"], "validation_seconds": seconds["validation"],
               "rank_weight_checksums": [f"{d:014x}" for d in digests]}
     if accelerator.is_main_process:
         history.flush()

@@ -1,6 +1,6 @@
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 from .images import center_crop_resize, image_transform, load_image_dataset, load_image_tensors, preprocess_image
-from .latent_cache import LatentDataset, encode_dataset, encode_to_cache
+from .latent_cache import LatentDataset, encode_dataset, encode_to_cache, load_cache_vae
 from .training_data import TrainingData, load_training_data
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "image_transform",
     "load_fashion_mnist",
     "load_image_dataset",
+    "load_cache_vae",
     "load_image_tensors",
     "load_training_data",
     "preprocess_image",

@@ -28,8 +28,10 @@ INDEX = "index.json"
 
 
 def vae_fingerprint(vae) -> str:
-    """sha256 of the VAE's config and weights' shapes and a few values: changes when another VAE is used."""
-    h = hashlib.sha256(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    """sha256 of the VAE's architecture config and weights' shapes and a few values: changes when another VAE is
+    used, not with the path it was loaded from (`_name_or_path` and other `_` keys are left out)."""
+    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(vae.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(tensor.shape)).encode())
@@ -39,6 +41,19 @@ def vae_fingerprint(vae) -> str:
 
 def shard_path(cache_dir: Path, index: int) -> Path:
     return cache_dir / f"shard-{index:05d}.safetensors"
+
+
+def check_finite_rows(shard: dict[str, torch.Tensor], path: Path) -> None:
+    """`ValueError` naming the shard and its first rows whose latent mean or std holds NaN/inf."""
+    bad = ~(shard["mean"].flatten(1).isfinite().all(1) & shard["std"].flatten(1).isfinite().all(1))  # (N,)
+    if bad.any():
+        rows = bad.nonzero().flatten().tolist()
+        start = int(shard["start"]) if "start" in shard else 0
+        raise ValueError(
+            f"{path.name} holds non-finite latents in rows {rows[:5]}{' ...' if len(rows) > 5 else ''} (samples "
+            f"{[start + r for r in rows[:5]]}): check those images and the VAE (e.g. encode in float32), then delete "
+            "the shard and rerun encode_latents.py to rebuild it."
+        )
 
 
 def _shard_meta(meta: dict) -> dict[str, str]:
@@ -75,6 +90,7 @@ def encode_to_cache(
     resolution: int,
     grayscale: bool = False,
     vae_id: str = "",
+    vae_subfolder: str | None = None,
     shard_size: int = 1024,
     batch_size: int = 64,
     process_index: int = 0,
@@ -98,6 +114,7 @@ def encode_to_cache(
     names = getattr(dataset.features.get("label"), "names", None)
     meta = {
         "vae": vae_id,
+        "vae_subfolder": vae_subfolder,
         "vae_fingerprint": vae_fingerprint(vae),
         "scaling_factor": float(vae.config.scaling_factor),
         "resolution": resolution,
@@ -137,6 +154,7 @@ def encode_to_cache(
             labels.extend(rows["label"] if "label" in rows else [-1] * len(pixels))
         tensors = {"mean": torch.cat(means), "std": torch.cat(stds), "label": torch.tensor(labels, dtype=torch.long),
                    "start": torch.tensor(start)}
+        check_finite_rows(tensors, shard_path(cache_dir, i))  # before it is written
         with atomic_path(shard_path(cache_dir, i)) as tmp:  # a shard is either complete or absent
             save_file(tensors, str(tmp), metadata=_shard_meta(meta))
         bar.update(1)
@@ -157,9 +175,14 @@ def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, re
     verifies them all and writes the index. Returns the cache's index."""
     from diffusers import AutoencoderKL
 
+    if vae_subfolder is None and (Path(vae_path) / "model_index.json").is_file():
+        raise ValueError(f"{vae_path} is a pipeline folder, not a VAE: pass --vae-subfolder vae (or --vae "
+                         f"{Path(vae_path) / 'vae'}).")
     vae = AutoencoderKL.from_pretrained(vae_path, subfolder=vae_subfolder).to(accelerator.device).eval()
     data = load_image_dataset(dataset, split, image_column, label_column)
-    kwargs = dict(vae_id=vae_path, shard_size=shard_size, batch_size=batch_size)
+    # a local VAE is recorded by its absolute path: training from another folder finds the same one
+    vae_id = str(Path(vae_path).resolve()) if Path(vae_path).is_dir() else vae_path
+    kwargs = dict(vae_id=vae_id, vae_subfolder=vae_subfolder, shard_size=shard_size, batch_size=batch_size)
     with torch.no_grad():
         meta = encode_to_cache(vae, data, out, resolution, grayscale, process_index=accelerator.process_index,
                                num_processes=accelerator.num_processes, progress=accelerator.is_local_main_process,
@@ -171,6 +194,27 @@ def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, re
                   f"in {meta['num_shards']} shards, scaling factor {meta['scaling_factor']}")
     accelerator.wait_for_everyone()
     return meta
+
+
+def load_cache_vae(meta: dict, vae: str | None = None):
+    """The `AutoencoderKL` that decodes a cache's latents (`meta` is its index): the cache's own, or `vae`, which
+    must be the same weights (same fingerprint) with the cache's latent channels; `ValueError` otherwise."""
+    from diffusers import AutoencoderKL
+
+    reference, subfolder = (vae, None) if vae else (meta.get("vae"), meta.get("vae_subfolder"))
+    if not reference:
+        raise ValueError("The latent cache records no VAE; pass the one that encoded it with --vae.")
+    model = AutoencoderKL.from_pretrained(reference, subfolder=subfolder).eval()
+    if model.config.latent_channels != meta["latent_shape"][0]:
+        raise ValueError(f"The VAE {reference} has {model.config.latent_channels} latent channels; the cache's "
+                         f"latents have {meta['latent_shape'][0]}.")
+    if vae_fingerprint(model) != meta["vae_fingerprint"]:
+        raise ValueError(
+            f"The VAE {reference} did not encode this cache (fingerprint {vae_fingerprint(model)}, the cache's "
+            f"{meta['vae_fingerprint']}): it would decode its latents wrongly. Use the cache's own VAE "
+            f"({meta.get('vae')}), or encode the dataset again with this one (training/encode_latents.py)."
+        )
+    return model
 
 
 class LatentDataset(Dataset):
@@ -187,8 +231,24 @@ class LatentDataset(Dataset):
         cache_dir = Path(cache_dir)
         if not (cache_dir / INDEX).exists():
             raise FileNotFoundError(f"{cache_dir} has no {INDEX}: the cache is missing or incomplete.")
-        self.meta = json.loads((cache_dir / INDEX).read_text())
-        shards = [load_file(str(shard_path(cache_dir, i))) for i in range(self.meta["num_shards"])]
+        rebuild = "rebuild it with training/encode_latents.py (complete shards are kept)"
+        try:
+            self.meta = json.loads((cache_dir / INDEX).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{cache_dir / INDEX} is corrupt ({err}): delete it and {rebuild}.") from err
+        shards = []
+        for i in range(self.meta["num_shards"]):
+            path = shard_path(cache_dir, i)
+            try:
+                shards.append(load_file(str(path)))
+            except (OSError, SafetensorError) as err:
+                raise ValueError(f"{path} is missing or truncated ({err}): delete it and {rebuild}.") from err
+            shape = tuple(shards[-1]["mean"].shape[1:])
+            if shape != tuple(self.meta["latent_shape"]) or shards[-1]["mean"].dtype != torch.float32:
+                raise ValueError(f"{path.name} holds {shards[-1]['mean'].dtype} latents of shape {shape}; "
+                                 f"{INDEX} says float32 {self.meta['latent_shape']}: the index was edited or belongs "
+                                 f"to another cache; {rebuild}.")
+            check_finite_rows(shards[-1], path)
         self.mean = torch.cat([s["mean"] for s in shards])  # (N, C, h, w)
         self.std = torch.cat([s["std"] for s in shards])
         self.labels = torch.cat([s["label"] for s in shards])  # (N,)

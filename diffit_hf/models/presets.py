@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -58,6 +59,11 @@ def preset_config(name: str, **overrides) -> tuple[type[ModelMixin], dict[str, A
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}; valid names are: {', '.join(PRESETS)}.")
     cls, config = PRESETS[name]
+    valid = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} config keys {unknown} for {name}; valid keys are "
+                         f"{', '.join(valid)}.")
     return cls, {**config, **overrides}
 
 

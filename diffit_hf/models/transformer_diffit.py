@@ -32,7 +32,7 @@ from .layers import (
     window_merge,
     window_partition,
 )
-from .validation import check_inputs
+from .validation import check_config_values, check_inputs
 
 TOKEN_MIXERS = ("attention", "pool")
 
@@ -215,6 +215,9 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
+        check_config_values(class_dropout_prob, patch_size=patch_size, in_channels=in_channels, num_layers=num_layers,
+                            num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
+                            window_size=window_size)
         hidden_size = num_attention_heads * attention_head_dim
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.grid_size = token_grid(sample_size, patch_size)
@@ -269,7 +272,8 @@ class DiffiTModel(ModelMixin, ConfigMixin):
             `(batch, out_channels, height, width)`.
         """
         p = self.config.patch_size
-        timestep, class_labels = check_inputs(self.config, hidden_states, timestep, class_labels, size_multiple=p)
+        timestep, class_labels = check_inputs(self.config, hidden_states, timestep, class_labels, size_multiple=p,
+                                              dtype=self.dtype)
         grid_size = (hidden_states.shape[-2] // p, hidden_states.shape[-1] // p)
 
         # 1. Input

@@ -26,7 +26,7 @@ from .layers import (
     token_grid,
     unpatchify,
 )
-from .validation import check_inputs
+from .validation import check_config_values, check_inputs
 
 DIT_BLOCK_TYPES = ("adaln_zero", "adaln", "cross_attn", "in_context")
 ADALN_BLOCK_TYPES = ("adaln_zero", "adaln")
@@ -142,6 +142,8 @@ class DiTModel(ModelMixin, ConfigMixin):
             raise ValueError(f"Unknown block_type {block_type!r}; valid choices are {', '.join(DIT_BLOCK_TYPES)}.")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
+        check_config_values(class_dropout_prob, patch_size=patch_size, in_channels=in_channels, num_layers=num_layers,
+                            num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim)
         hidden_size = num_attention_heads * attention_head_dim
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.grid_size = token_grid(sample_size, patch_size)
@@ -207,7 +209,8 @@ class DiTModel(ModelMixin, ConfigMixin):
             `(batch, out_channels, height, width)`, with `out_channels = 2 * in_channels` when `learn_sigma`.
         """
         p = self.config.patch_size
-        timestep, class_labels = check_inputs(self.config, hidden_states, timestep, class_labels, size_multiple=p)
+        timestep, class_labels = check_inputs(self.config, hidden_states, timestep, class_labels, size_multiple=p,
+                                              dtype=self.dtype)
         grid_size = (hidden_states.shape[-2] // p, hidden_states.shape[-1] // p)
         block_type = self.config.block_type
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from .embeddings import TimestepLabelEmbedding
 from .transformer_diffit import DiffiTBlock, init_diffit_weights
-from .validation import check_inputs
+from .validation import check_config_values, check_inputs
 
 CONV_TYPES = ("standard", "depthwise_separable")
 
@@ -100,6 +100,9 @@ class DiffiTUNetModel(ModelMixin, ConfigMixin):
         conv: str = "standard",
     ):
         super().__init__()
+        check_config_values(class_dropout_prob, in_channels=in_channels, window_size=window_size,
+                            attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups,
+                            time_embed_dim=time_embed_dim)
         channels, depths = list(block_out_channels), list(layers_per_block)
         if len(channels) != len(depths) or not channels:
             raise ValueError(
@@ -189,7 +192,7 @@ class DiffiTUNetModel(ModelMixin, ConfigMixin):
             `(batch, out_channels, height, width)`.
         """
         timestep, class_labels = check_inputs(self.config, hidden_states, timestep, class_labels,
-                                              size_multiple=self.size_multiple)
+                                              size_multiple=self.size_multiple, dtype=self.dtype)
 
         # 1. Input
         time_emb, label_emb = self.cond_embed(timestep, class_labels, dtype=hidden_states.dtype)

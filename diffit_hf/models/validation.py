@@ -5,17 +5,37 @@ from __future__ import annotations
 import torch
 
 
+def check_config_values(class_dropout_prob: float, **positive: int | None) -> None:
+    """`ValueError` naming the first config argument out of range: `class_dropout_prob` in [0, 1), and every keyword
+    in `positive` (sizes and counts; None = unset) >= 1."""
+    if not 0.0 <= class_dropout_prob < 1.0:
+        raise ValueError(f"class_dropout_prob must lie in [0, 1), got {class_dropout_prob}.")
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}.")
+
+
 def check_inputs(
-    config, hidden_states: torch.Tensor, timestep, class_labels: torch.Tensor | None, size_multiple: int
+    config, hidden_states: torch.Tensor, timestep, class_labels: torch.Tensor | None, size_multiple: int,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.LongTensor | None]:
     """Validates a forward call and returns (timestep (N,), class_labels (N,) or None), raising clear ValueErrors.
 
-    `class_labels=None` on a class-conditional model means "all null labels" (unconditional generation).
+    `class_labels=None` on a class-conditional model means "all null labels" (unconditional generation). `dtype`
+    (the model's) must match `hidden_states` outside autocast.
     """
     if hidden_states.ndim != 4:
         raise ValueError(
             f"hidden_states must be (batch, channels, height, width), got shape {tuple(hidden_states.shape)}."
         )
+    if not hidden_states.is_floating_point():
+        raise ValueError(f"hidden_states must be a floating-point tensor (the model is {dtype}), got "
+                         f"{hidden_states.dtype}.")
+    device_type = hidden_states.device.type
+    autocast = device_type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device_type)
+    if dtype is not None and hidden_states.dtype != dtype and not autocast:
+        raise ValueError(f"hidden_states is {hidden_states.dtype} but the model is {dtype}: cast the input "
+                         "(hidden_states.to(model.dtype)) or the model, or run under torch.autocast.")
     n, c, h, w = hidden_states.shape
     if c != config.in_channels:
         raise ValueError(f"hidden_states has {c} channels but the model expects in_channels={config.in_channels}.")

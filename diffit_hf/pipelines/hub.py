@@ -298,6 +298,21 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 #################################################################################
 
 
+def verify_pipeline(folder: str | Path) -> None:
+    """Loads the pipeline in `folder` with the installed classes and runs one tiny sampling step (one image, its
+    first class); `ValueError` naming the folder and the reason if any part is missing or broken."""
+    from .pipeline_diffit import DiffiTPipeline
+
+    try:
+        pipe = DiffiTPipeline.from_pretrained(folder)
+        pipe.set_progress_bar_config(disable=True)
+        labels = [0] if pipe.num_classes else None
+        pipe(labels, num_inference_steps=1, guidance_scale=1.0, output_type="np")
+    except Exception as err:  # any failure means the pipeline would reach the Hub broken
+        raise ValueError(f"{folder} is not a working pipeline, so nothing was pushed: {type(err).__name__}: "
+                         f"{err}") from err
+
+
 def push_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -308,9 +323,10 @@ def push_to_hub(
 ) -> str:
     """Uploads a saved pipeline folder (weights, configs, sample grid, model card, remote code); returns the URL.
 
-    The folder is copied to a staging directory first, so a failed push never modifies or loses it. Errors: an
-    unreachable endpoint -> `ConnectionError`; 401/403 -> `PermissionError`; `exist_ok=False` and an existing repo ->
-    `FileExistsError`.
+    The folder is copied to a staging directory first, so a failed push never modifies or loses it, and the staged
+    pipeline must load and sample (`verify_pipeline`) before anything is uploaded. Errors: a broken pipeline ->
+    `ValueError`; an unreachable endpoint -> `ConnectionError`; 401/403 -> `PermissionError`; `exist_ok=False` and
+    an existing repo -> `FileExistsError`.
     """
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -318,6 +334,7 @@ def push_to_hub(
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="diffit-push-") as tmp:
         staging = stage_for_hub(folder, Path(tmp) / "repo", repo_id=repo_id)
+        verify_pipeline(staging)  # nothing is uploaded unless the staged pipeline loads and samples
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=exist_ok, repo_type="model")
             api.upload_folder(repo_id=repo_id, folder_path=str(staging), commit_message=commit_message)

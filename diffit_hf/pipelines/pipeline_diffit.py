@@ -74,6 +74,9 @@ class DiffiTPipeline(DiffusionPipeline):
             What the transformer was trained to predict: `"epsilon"`, `"v_prediction"`, `"flow"` or `"edm"` (see
             `diffit_hf.training.objectives`); saved with the pipeline, so that a scheduler expecting something else
             is refused. Defaults to what `scheduler` expects.
+        latent (`bool`, *optional*):
+            Whether the transformer works on VAE latents; saved with the pipeline, so that a latent pipeline whose
+            VAE went missing is refused instead of writing raw latents as images. Defaults to `vae is not None`.
     """
 
     model_cpu_offload_seq = "transformer->vae"
@@ -86,9 +89,15 @@ class DiffiTPipeline(DiffusionPipeline):
         vae: AutoencoderKL | None = None,
         id2label: dict | None = None,
         prediction_type: str | None = None,
+        latent: bool | None = None,
     ):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler)
+        latent = vae is not None if latent is None else latent
+        if latent and vae is None:
+            raise ValueError("This pipeline works on VAE latents but has no VAE (is the 'vae' entry missing from its "
+                             "model_index.json, or its vae/ folder?): restore it, or pass vae=... when loading.")
+        self.register_to_config(latent=latent)
         prediction_type = prediction_type or scheduler_prediction_type(scheduler)
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"Unknown prediction_type {prediction_type!r}; valid choices are "

@@ -12,6 +12,8 @@ scheduler, sampler and RNG states.
 
 from __future__ import annotations
 
+import errno
+import json
 import math
 import os
 import re
@@ -47,42 +49,128 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def resolve_checkpoint(resume: str, folder: str | Path) -> Path:
-    """`"latest"` -> newest complete checkpoint in `folder`; otherwise `resume` must be a checkpoint folder."""
-    path = latest_checkpoint(folder) if resume == "latest" else Path(resume)
-    if path is None or not path.is_dir():
-        raise FileNotFoundError(f"No checkpoint to resume from ({resume!r}; looked in {folder}).")
-    checkpoint_step(path)
-    return path
+def checkpoint_problem(path: str | Path, parts: tuple[str, ...] = (), num_processes: int = 1) -> str | None:
+    """Why `path` is not a complete checkpoint, or None: each of `parts` (save_pretrained folders written by
+    `register_checkpoint_hooks`) holds a config and weights, and accelerate's optimiser and per-process RNG states
+    are there."""
+    path = Path(path)
+    if not path.is_dir():
+        return "it is not a folder"
+    for part in parts:
+        if not (path / part / "config.json").is_file():
+            return f"{part}/config.json is missing"
+        if not any((path / part).glob("*.safetensors")):
+            return f"{part}/ holds no safetensors weights"
+    for name in ("optimizer.bin", *(f"random_states_{rank}.pkl" for rank in range(num_processes))):
+        if not (path / name).is_file():
+            return f"{name} is missing"
+    return None
 
 
-def resume_from_checkpoint(accelerator, resume: str | None, folder: str | Path) -> int:
+def resolve_checkpoint(resume: str, folder: str | Path, parts: tuple[str, ...] = (), num_processes: int = 1,
+                       log=print) -> Path:
+    """`"latest"` -> the newest complete checkpoint in `folder` (incomplete newer ones are skipped, saying why);
+    otherwise `resume` must be a complete checkpoint folder."""
+    if resume != "latest":
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"No checkpoint to resume from ({resume!r} does not exist).")
+        checkpoint_step(path)
+        problem = checkpoint_problem(path, parts, num_processes)
+        if problem:
+            raise ValueError(f"Cannot resume from {path}: {problem}. Resume from another checkpoint, or from "
+                             "'latest' (the newest complete one).")
+        return path
+    skipped = []
+    for path in reversed(list_checkpoints(folder)):
+        problem = checkpoint_problem(path, parts, num_processes)
+        if problem is None:
+            for name in skipped:
+                log(f"skipped the incomplete checkpoint {name}")
+            return path
+        skipped.append(f"{path} ({problem})")
+    if skipped:
+        raise FileNotFoundError(f"No complete checkpoint in {folder}: {'; '.join(skipped)}.")
+    raise FileNotFoundError(f"No checkpoint to resume from ({resume!r}; looked in {folder}).")
+
+
+def resume_from_checkpoint(accelerator, resume: str | None, folder: str | Path, parts: tuple[str, ...] = ()) -> int:
     """Loads `resume` ("latest" or a checkpoint folder) into the prepared objects; returns the step to continue
-    from. "latest" with no checkpoint in `folder` starts from scratch and says so (as diffusers' examples do)."""
+    from. "latest" with no checkpoint in `folder` starts from scratch and says so (as diffusers' examples do);
+    `parts` are the save_pretrained folders a complete checkpoint holds (see `checkpoint_problem`)."""
     if not resume:
         return 0
     if resume == "latest" and latest_checkpoint(folder) is None:
         accelerator.print(f"--resume-from-checkpoint latest: no checkpoint in {folder}, starting from scratch")
         return 0
-    path = resolve_checkpoint(resume, folder)
+    path = resolve_checkpoint(resume, folder, parts, accelerator.num_processes, log=accelerator.print)
     accelerator.load_state(str(path))
     accelerator.print(f"resumed from {path} at step {checkpoint_step(path)}")
     return checkpoint_step(path)
 
 
-def check_finite_loss(loss: float, step: int, folder: str | Path) -> None:
-    """Raises `FloatingPointError` before the update of `step` when the loss is NaN or infinite, naming the last
-    checkpoint in `folder`."""
-    if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"Loss is {loss} at step {step}; stopping before the update. The last good checkpoint is "
-            f"{latest_checkpoint(folder) or 'none'} (resume with --resume-from-checkpoint latest)."
+def check_new_run(output_dir: str | Path, resume: str | None, overwrite: bool, outputs: tuple[str, ...],
+                  delete: bool = True) -> None:
+    """A new run never mixes with an old one: without `resume`, an `output_dir` that holds any of `outputs` (e.g.
+    checkpoints, a saved model) is refused with the choices, unless `overwrite`: then those are deleted (where
+    `delete`, i.e. on the main process)."""
+    found = [Path(output_dir) / name for name in outputs if (Path(output_dir) / name).exists()]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already holds a run ({', '.join(p.name for p in found)}). Continue it with "
+            "--resume-from-checkpoint latest, start a new run in another --output-dir, or pass "
+            "--overwrite-output-dir to replace it."
         )
+    for path in found if delete else []:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
-def register_checkpoint_hooks(accelerator, model, ema=None, name: str = "transformer") -> None:
+def finite_checkpoint(folder: str | Path, part: str = "transformer") -> Path | None:
+    """The newest checkpoint in `folder` whose `part` weights are all finite."""
+    from safetensors.torch import load_file
+
+    for path in reversed(list_checkpoints(folder)):
+        files = sorted((path / part).glob("*.safetensors"))
+        if files and all(t.isfinite().all() for f in files for t in load_file(str(f)).values()):
+            return path
+    return None
+
+
+def check_finite_loss(loss: float, step: int, folder: str | Path, part: str = "transformer") -> None:
+    """Raises `FloatingPointError` before the update of `step` when the loss is NaN or infinite: resuming would repeat
+    it (every step's randomness is fixed), so the message says what to change and names the newest checkpoint in
+    `folder` whose weights are finite."""
+    if math.isfinite(loss):
+        return
+    good = finite_checkpoint(folder, part)
+    where = (f"The newest checkpoint with finite weights is {good}: resume from it with --resume-from-checkpoint "
+             f"{good} after the change." if good else "No checkpoint with finite weights exists: start again.")
+    raise FloatingPointError(
+        f"Loss is {loss} at step {step}; stopping before the update. Resuming as is repeats it (each step's "
+        "randomness is fixed): lower --learning-rate, set --max-grad-norm (e.g. 1.0), or check the data. " + where
+    )
+
+
+def check_same_architecture(saved_folder: str | Path, model) -> None:
+    """`ValueError` naming the config keys in which the model saved in `saved_folder` differs from `model`."""
+    saved = json.loads((Path(saved_folder) / "config.json").read_text())
+    ours = json.loads(json.dumps(dict(model.config)))  # tuples -> lists, as saved
+    differ = sorted(k for k in set(saved) | set(ours) if not k.startswith("_") and saved.get(k) != ours.get(k))
+    if differ:
+        pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {ours.get(k)!r}" for k in differ)
+        raise ValueError(f"{saved_folder} holds another model ({pairs}). Resume with the run's own --model, "
+                         "--model-config and data, or start a new run in another --output-dir.")
+
+
+def register_checkpoint_hooks(accelerator, model, ema=None, name: str = "transformer") -> tuple[str, ...]:
     """`save_state` writes `model` (the unwrapped `ModelMixin`) as `<name>/` and `ema` (a diffusers `EMAModel`) as
-    `<name>_ema/` save_pretrained folders; `load_state` reads them back into the same objects."""
+    `<name>_ema/` save_pretrained folders; `load_state` checks that the saved model has `model`'s architecture and
+    reads them back into the same objects. Returns the folders a complete checkpoint holds."""
     model_cls = type(model)
 
     def save_hook(models, weights, output_dir):
@@ -94,6 +182,7 @@ def register_checkpoint_hooks(accelerator, model, ema=None, name: str = "transfo
 
     def load_hook(models, input_dir):
         models.clear()  # a copy: loaded here, into the module that the prepared (wrapped) model shares
+        check_same_architecture(Path(input_dir) / name, model)
         saved = model_cls.from_pretrained(input_dir, subfolder=name)
         model.load_state_dict(saved.state_dict())
         if ema is not None:
@@ -103,6 +192,7 @@ def register_checkpoint_hooks(accelerator, model, ema=None, name: str = "transfo
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+    return (name,) if ema is None else (name, f"{name}_ema")
 
 
 def save_checkpoint(accelerator, folder: str | Path, step: int, total_limit: int | None = None) -> Path:
@@ -116,7 +206,16 @@ def save_checkpoint(accelerator, folder: str | Path, step: int, total_limit: int
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)  # left by a crashed run
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    try:
+        accelerator.save_state(str(tmp))
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        previous = latest_checkpoint(folder)
+        need = sum(f.stat().st_size for f in previous.rglob("*") if f.is_file()) if previous else 0
+        raise OSError(err.errno, f"No space left on the device of {folder} while writing {final.name}: a checkpoint "
+                      f"takes about {need / 2**20:,.0f} MiB (the previous one). Free space or lower "
+                      "--checkpoints-total-limit; the previous checkpoints are intact.") from err
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():

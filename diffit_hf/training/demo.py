@@ -22,7 +22,7 @@ def prepare_demo_latents(accelerator, mixed_precision: str = "no", seed: int = 0
         accelerator.print(f"demo: training the Fashion-MNIST VAE into {DEMO_VAE} (once)")
         start = time.time()
         train_vae(VAETrainConfig(output_dir=DEMO_VAE, mixed_precision=mixed_precision, seed=seed,
-                                 cpu_threads=cpu_threads))
+                                 cpu_threads=cpu_threads, resume_from_checkpoint="latest"))  # after a crash too
         seconds["vae"] = time.time() - start
     accelerator.wait_for_everyone()
     if not (Path(DEMO_LATENTS) / "index.json").exists():

@@ -3,7 +3,9 @@ and images for accelerate's trackers."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import time
 from pathlib import Path
 
 import torch
@@ -101,3 +103,13 @@ def write_progress_gif(frames_dir: str | Path, path: str | Path, duration_ms: in
         images = [Image.open(p).convert("RGB") for p in frames]
         images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return frames
+
+
+@contextlib.contextmanager
+def timed(totals: dict[str, float], key: str):
+    """Adds the seconds the block takes to `totals[key]` (where a loop's time goes besides its main work)."""
+    start = time.time()
+    try:
+        yield
+    finally:
+        totals[key] = totals.get(key, 0.0) + time.time() - start

@@ -24,9 +24,14 @@ from tqdm.auto import tqdm
 
 from ..data import image_transform, load_image_dataset
 from ..utils import atomic_write_json
-from .checkpoints import register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
-from .config import save_config
+from .checkpoints import check_new_run, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
+from .config import check_unchanged, save_config
 from .runtime import set_cpu_threads
+
+VAE_RUN_OUTPUTS = ("checkpoints", "train_config.json", "config.json", "diffusion_pytorch_model.safetensors")
+VAE_RESUME_MAY_CHANGE = {"max_steps", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
+                         "overwrite_output_dir", "log_every", "num_workers", "cpu_threads", "output_dir",
+                         "eval_split", "eval_samples", "scaling_samples"}
 
 
 @dataclass
@@ -58,6 +63,8 @@ class VAETrainConfig:
     checkpoints_total_limit: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint folder or 'latest'"})
     output_dir: str = "outputs/vae"
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "replace the VAE/run already in output_dir (without it, a new run there is refused)"})
     scaling_samples: int = field(default=5000, metadata={"help": "training images used to measure latent std"})
     eval_samples: int = field(default=10_000, metadata={"help": "eval images for PSNR (at most the split)"})
     num_workers: int = 0
@@ -145,9 +152,14 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     set_cpu_threads(accelerator, cfg.cpu_threads)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.json")
+    check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, VAE_RUN_OUTPUTS,
+                  delete=accelerator.is_main_process)
+    if cfg.resume_from_checkpoint:
+        check_unchanged(out / "train_config.json", cfg, VAE_RESUME_MAY_CHANGE)
+    if cfg.resolution % 2 ** (len(cfg.block_out_channels) - 1):
+        raise ValueError(f"--resolution {cfg.resolution} is not divisible by the VAE's downsampling "
+                         f"{2 ** (len(cfg.block_out_channels) - 1)} (2 ** (len(block_out_channels) - 1)).")
+    accelerator.wait_for_everyone()
 
     # 1. Data and model
     loader = make_loader(cfg, cfg.train_split, shuffle=True, flip=cfg.random_flip)
@@ -162,11 +174,14 @@ def train_vae(cfg: VAETrainConfig) -> dict:
         ema = EMAModel(vae.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=AutoencoderKL,
                        model_config=vae.config)
         ema.to(accelerator.device)
-    register_checkpoint_hooks(accelerator, vae, ema, name="vae")  # checkpoint-*/vae/ and vae_ema/
+    parts = register_checkpoint_hooks(accelerator, vae, ema, name="vae")  # checkpoint-*/vae/ and vae_ema/
 
-    # 2. Resume
+    # 2. Resume; the config is saved once every check has passed
     ckpt_dir = out / "checkpoints"
-    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir)
+    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, parts)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "train_config.json")
 
     # 3. Train
     pixels_per_image = (1 if cfg.grayscale else 3) * cfg.resolution**2

@@ -204,3 +204,15 @@ def test_bf16_autocast_close_to_fp32(name):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x, t, y).sample
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_inputs_of_another_dtype_are_named(name):
+    model = build(name).eval()
+    x, t, y = inputs(model)
+    with pytest.raises(ValueError, match="hidden_states is torch.float64 but the model is torch.float32"):
+        model(x.double(), t, y)
+    with pytest.raises(ValueError, match="must be a floating-point tensor"):
+        model(x.long(), t, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts: allowed
+        assert model(x, t, y).sample.shape[0] == x.shape[0]

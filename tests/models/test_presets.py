@@ -74,3 +74,23 @@ def test_create_model_overrides_and_unknown_name():
     assert model.config.num_classes == 10 and model.out_channels == 1
     with pytest.raises(ValueError, match="DiT-XL/2"):
         create_model("DiT-XXL/2")
+
+
+LATENT_BAD = [("class_dropout_prob", 1.0), ("class_dropout_prob", -0.1), ("in_channels", 0), ("num_layers", 0),
+              ("num_attention_heads", 0), ("attention_head_dim", 0), ("patch_size", 0)]
+BAD_VALUES = [("DiT-S/2", k, v) for k, v in LATENT_BAD] + [("DiffiT-S/2", k, v) for k, v in LATENT_BAD] + [
+    ("DiffiT-S/2", "window_size", 0), ("DiffiT-CIFAR10", "class_dropout_prob", 1.0),
+    ("DiffiT-CIFAR10", "in_channels", 0), ("DiffiT-CIFAR10", "window_size", 0),
+    ("DiffiT-CIFAR10", "attention_head_dim", 0)]
+
+
+@pytest.mark.parametrize("preset, key, value", BAD_VALUES)
+def test_config_values_out_of_range_name_the_argument(preset, key, value):
+    with pytest.raises(ValueError, match=rf"{key} must (lie in \[0, 1\)|be >= 1), got {value}"):
+        create_model(preset, **{key: value})
+
+
+def test_unknown_model_config_keys_list_the_valid_keys():
+    with pytest.raises(ValueError, match=r"Unknown DiTModel config keys \['num_layer'\] for DiT-S/2; valid keys are "
+                                         r"sample_size, patch_size"):
+        create_model("DiT-S/2", num_layer=3)

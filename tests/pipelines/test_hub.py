@@ -130,7 +130,7 @@ def test_push_download_load_with_diffit_hf_and_with_plain_diffusers(hub, pipelin
 
 
 def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path):
-    endpoint, _ = hub
+    endpoint, state = hub
     before = folder_digest(pipeline_dir)
     run_against(endpoint, f"""
         import pytest
@@ -155,6 +155,26 @@ def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path
             push_to_hub({str(pipeline_dir)!r}, "alice/z", token={WRITE_TOKEN!r})
     """, tmp_path)
     assert folder_digest(pipeline_dir) == before
+    # a broken pipeline (no transformer weights; a truncated VAE) is refused before anything is uploaded
+    import shutil
+
+    for name, damage in (("no-weights", "transformer/diffusion_pytorch_model.safetensors"),
+                         ("truncated-vae", "vae/diffusion_pytorch_model.safetensors")):
+        broken = tmp_path / name
+        shutil.copytree(pipeline_dir, broken)
+        data = (broken / damage).read_bytes()
+        if name == "no-weights":
+            (broken / damage).unlink()
+        else:
+            (broken / damage).write_bytes(data[: len(data) // 3])
+        kept = folder_digest(broken)
+        run_against(endpoint, f"""
+            import pytest
+            from diffit_hf.pipelines.hub import push_to_hub
+            with pytest.raises(ValueError, match="is not a working pipeline, so nothing was pushed"):
+                push_to_hub({str(broken)!r}, "alice/{name}", token={WRITE_TOKEN!r})
+        """, tmp_path)
+        assert f"alice/{name}" not in state.repos and folder_digest(broken) == kept
 
 
 def test_model_card_is_generated_from_the_pipeline(pipeline_dir):

@@ -355,3 +355,28 @@ def test_an_edm_sampler_with_the_exact_denoiser_lands_on_the_data():
     pipe.transformer = ExactDenoiser(pipe.transformer, x0)
     out = pipe([7, 8], guidance_scale=2.0, num_inference_steps=5, output_type="latent").images
     torch.testing.assert_close(out, x0, rtol=1e-4, atol=1e-4)
+
+
+def test_a_latent_pipeline_without_its_vae_is_refused(tmp_path):
+    import json
+    import shutil
+
+    pipe = tiny_pipeline()
+    assert pipe.config.latent is True
+    pipe.save_pretrained(tmp_path / "pipe")
+    index_path = tmp_path / "pipe" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    del index["vae"]  # a hand-edited model_index.json
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="works on VAE latents but has no VAE"):
+        DiffiTPipeline.from_pretrained(tmp_path / "pipe")
+    # a pixel-space pipeline never had one: it loads
+    pixel = tiny_pipeline()
+    pixel = DiffiTPipeline(transformer=pixel.transformer, scheduler=pixel.scheduler, vae=None)
+    assert pixel.config.latent is False
+    pixel.save_pretrained(tmp_path / "pixel")
+    assert DiffiTPipeline.from_pretrained(tmp_path / "pixel").vae is None
+    # a missing component folder is named
+    shutil.rmtree(tmp_path / "pixel" / "transformer")
+    with pytest.raises((OSError, ValueError), match="transformer"):
+        DiffiTPipeline.from_pretrained(tmp_path / "pixel")

@@ -95,3 +95,18 @@ def test_two_process_training_smoke(tiny_data, tmp_path):
     checkpoint = tmp_path / "ddp" / "checkpoints" / "checkpoint-0000002"
     # both ranks wrote their RNG state: two processes really ran as one job
     assert sorted(p.name for p in checkpoint.glob("random_states_*")) == ["random_states_0.pkl", "random_states_1.pkl"]
+
+
+def test_refusals_come_before_any_work_and_keep_the_old_run(train_vae, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train_vae.main(config(train_vae, tiny_data, out, max_steps=3))
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    with pytest.raises(FileExistsError, match="--overwrite-output-dir"):
+        train_vae.main(config(train_vae, tiny_data, out, max_steps=3))
+    with pytest.raises(ValueError, match=r"changed settings \(learning_rate 0.01 -> 0.001\)"):
+        train_vae.main(config(train_vae, tiny_data, out, max_steps=6, learning_rate=1e-3,
+                              resume_from_checkpoint="latest"))
+    with pytest.raises(ValueError, match="--resolution 10 is not divisible by the VAE's downsampling 2"):
+        train_vae.main(config(train_vae, tiny_data, tmp_path / "odd", resolution=10))
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert not (tmp_path / "odd").exists()

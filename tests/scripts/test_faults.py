@@ -1,0 +1,209 @@
+"""Fault injection, end to end on tiny runs of training/train_latent.py: each scenario asserts the message (or the
+refusal) and that nothing the user had was lost."""
+
+import csv
+import json
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from diffit_hf.data import LatentDataset
+from diffit_hf.training.checkpoints import list_checkpoints
+
+
+def weights(folder):
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file below `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def loss_steps(out):
+    with open(out / "logs" / "loss.csv") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+def test_a_new_run_never_overwrites_an_old_one(train_latent, config, cache, tmp_path):
+    out = tmp_path / "run"
+    train_latent.main(config(cache, out, max_steps=6, checkpointing_steps=2))
+    before = snapshot(out)
+    with pytest.raises(FileExistsError, match="--resume-from-checkpoint latest.*another --output-dir.*"
+                                              "--overwrite-output-dir"):
+        train_latent.main(config(cache, out, max_steps=2, checkpointing_steps=1))
+    assert snapshot(out) == before  # refused before any work: nothing changed
+    # the explicit choice replaces the old run entirely: no checkpoint of the old run survives to be resumed
+    train_latent.main(config(cache, out, max_steps=2, checkpointing_steps=1, overwrite_output_dir=True))
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-0000001", "checkpoint-0000002"]
+    assert loss_steps(out) == [1, 2]
+
+
+def test_latest_skips_incomplete_checkpoints_and_says_why(train_latent, config, cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_latent.main(config(cache, out, max_steps=4, checkpointing_steps=2))
+    (out / "checkpoints" / "checkpoint-0000009").mkdir()  # empty
+    broken = out / "checkpoints" / "checkpoint-0000008"
+    (out / "checkpoints" / "checkpoint-0000004").rename(broken)
+    for p in (broken / "transformer_ema").iterdir():
+        p.unlink()
+    (broken / "transformer_ema").rmdir()
+    capsys.readouterr()
+    train_latent.main(config(cache, out, max_steps=5, checkpointing_steps=100, resume_from_checkpoint="latest"))
+    printed = capsys.readouterr().out
+    assert "checkpoint-0000009 (transformer/config.json is missing)" in printed
+    assert "checkpoint-0000008 (transformer_ema/config.json is missing)" in printed
+    assert "resumed from" in printed and "checkpoint-0000002 at step 2" in printed
+    assert loss_steps(out) == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="Cannot resume from .*checkpoint-0000008: transformer_ema/config.json"):
+        train_latent.main(config(cache, out, max_steps=9, resume_from_checkpoint=str(broken)))
+
+
+def test_resume_refuses_another_model_or_changed_settings_before_loading(train_latent, config, cache, tmp_path):
+    out = tmp_path / "run"
+    train_latent.main(config(cache, out, max_steps=2, checkpointing_steps=2))
+    before = snapshot(out)
+    other = json.dumps({"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16})
+    with pytest.raises(ValueError, match="model_config"):  # the run's config says so first
+        train_latent.main(config(cache, out, max_steps=4, model_config=other, resume_from_checkpoint="latest"))
+    with pytest.raises(ValueError, match=r"changed settings \(learning_rate 0.001 -> 0.0003\)"):
+        train_latent.main(config(cache, out, max_steps=4, learning_rate=3e-4, resume_from_checkpoint="latest"))
+    assert snapshot(out) == before  # train_config.json still records what the checkpoints hold
+    # without the run's config (a copied checkpoint), the checkpoint's own model config is compared
+    (out / "train_config.json").unlink()
+    with pytest.raises(ValueError, match="holds another model .*num_layers: checkpoint 2, this run 1"):
+        train_latent.main(config(cache, out, max_steps=4, model_config=other, resume_from_checkpoint="latest"))
+    # settings that do not change what the checkpoint holds may change
+    train_latent.main(config(cache, out, max_steps=3, log_every=1, resume_from_checkpoint="latest"))
+    assert loss_steps(out) == [1, 2, 3]
+
+
+def test_loss_history_survives_a_crash_and_keeps_exactly_the_resumed_rows(train_latent, config, cache, tmp_path,
+                                                                           monkeypatch):
+    out = tmp_path / "run"
+
+    def crash(cfg, accelerator, transformer, ema, scheduler, vae, id2label, step):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train_latent, "log_validation", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):  # after step 3, whose rows were never logged
+        train_latent.main(config(cache, out, max_steps=6, checkpointing_steps=2, log_every=100, validation_steps=3))
+    assert loss_steps(out) == [1, 2]  # flushed with the checkpoint at step 2
+    monkeypatch.undo()
+    train_latent.main(config(cache, out, max_steps=6, checkpointing_steps=2, log_every=100, validation_steps=100,
+                             resume_from_checkpoint="latest"))
+    assert loss_steps(out) == [1, 2, 3, 4, 5, 6]
+
+
+def test_nan_loss_names_what_to_change_and_the_last_finite_checkpoint(train_latent, config, cache, tmp_path,
+                                                                      monkeypatch):
+    make = train_latent.make_objective
+
+    def nan_at_step_4(*args, **kwargs):  # a divergence at step 4 (the 4th batch), as a too-high lr gives
+        objective, calls = make(*args, **kwargs), []
+        losses = objective.training_losses
+
+        def training_losses(*a, **k):
+            calls.append(1)
+            out = losses(*a, **k)
+            return {k: v * float("nan") for k, v in out.items()} if len(calls) == 4 else out
+
+        objective.training_losses = training_losses
+        return objective
+
+    monkeypatch.setattr(train_latent, "make_objective", nan_at_step_4)
+    out = tmp_path / "nan"
+    with pytest.raises(FloatingPointError) as err:
+        train_latent.main(config(cache, out, max_steps=8, checkpointing_steps=1))
+    message = str(err.value)
+    assert "Loss is nan at step 4; stopping before the update" in message
+    assert "lower --learning-rate, set --max-grad-norm" in message
+    last = out / "checkpoints" / "checkpoint-0000003"
+    assert f"newest checkpoint with finite weights is {last}" in message
+    assert [p.name for p in list_checkpoints(out / "checkpoints")][-1] == last.name
+    assert all(torch.isfinite(t).all() for t in weights(last / "transformer").values())
+
+
+def test_non_finite_latents_are_refused_naming_the_shard_and_row(cache, tmp_path):
+    bad = tmp_path / "bad-cache"
+    bad.mkdir()
+    for f in cache.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    shard = load_file(str(bad / "shard-00001.safetensors"))
+    shard["mean"][5, 0, 0, 0] = float("nan")
+    with safe_open(str(cache / "shard-00001.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    save_file(shard, str(bad / "shard-00001.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match=r"shard-00001.safetensors holds non-finite latents in rows \[5\] "
+                                         r"\(samples \[133\]\)"):
+        LatentDataset(bad)
+
+
+def test_command_line_mistakes_are_named_before_any_work(script, train_latent, config, cache, tmp_path):
+    from accelerate import Accelerator
+
+    from diffit_hf.data import encode_dataset
+    from diffit_hf.training.config import make_config
+
+    generate = script("pipelines/generate.py")
+    (tmp_path / "pipe").mkdir()
+    with pytest.raises(ValueError, match="the folder .*nowhere does not exist"):
+        make_config(generate.GenerateConfig, {"model": str(tmp_path / "pipe"), "out": str(tmp_path / "nowhere/a.png")})
+    with pytest.raises(ValueError, match="unknown image extension '.txt'"):
+        make_config(generate.GenerateConfig, {"model": str(tmp_path / "pipe"), "out": str(tmp_path / "grid.txt")})
+    with pytest.raises(ValueError, match="no such pipeline folder"):  # not looked up on the Hub
+        make_config(generate.GenerateConfig, {"model": str(tmp_path / "missing"), "out": str(tmp_path / "g.png")})
+    assert make_config(generate.GenerateConfig, {"model": "someone/dit-repo"}).model == "someone/dit-repo"
+    with pytest.raises(ValueError, match="--lr-finder-min must lie below --lr-finder-max"):
+        train_latent.main(config(cache, tmp_path / "lrf", lr_finder=True, lr_finder_min=1e-2, lr_finder_max=1e-3))
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    with pytest.raises(ValueError, match="is a pipeline folder, not a VAE: pass --vae-subfolder vae"):
+        encode_dataset(Accelerator(cpu=True), str(tmp_path / "pipe"), "fashion-mnist", tmp_path / "c", 16)
+
+
+def test_the_vae_and_the_cache_belong_together(train_latent, config, cache, tmp_path, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    from diffit_hf.data.latent_cache import vae_fingerprint
+
+    from ..tiny import tiny_vae
+
+    other = tmp_path / "other-vae"
+    tiny_vae(sample_size=16, scaling_factor=0.5, seed=1).save_pretrained(other)
+    with pytest.raises(ValueError, match="did not encode this cache .*Use the cache's own VAE"):
+        train_latent.main(config(cache, tmp_path / "run", vae=str(other)))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # the fingerprint is the weights', whatever the path's spelling
+    vae_dir = json.loads((cache / "index.json").read_text())["vae"]
+    monkeypatch.chdir(tmp_path)
+    spellings = [vae_dir, vae_dir + "/", os.path.relpath(vae_dir, tmp_path)]
+    assert len({vae_fingerprint(AutoencoderKL.from_pretrained(p)) for p in spellings}) == 1
+
+
+def test_a_damaged_cache_names_the_file_and_how_to_rebuild_it(cache, tmp_path):
+    def copy(name):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in cache.iterdir():
+            (folder / f.name).write_bytes(f.read_bytes())
+        return folder
+
+    edited = copy("edited")
+    index = json.loads((edited / "index.json").read_text())
+    index["latent_shape"] = [4, 16, 16]
+    (edited / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"shard-00000.safetensors holds torch.float32 latents of shape \(4, 8, 8\); "
+                                         r"index.json says float32 \[4, 16, 16\]"):
+        LatentDataset(edited)
+    truncated = copy("truncated")
+    data = (truncated / "shard-00001.safetensors").read_bytes()
+    (truncated / "shard-00001.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="shard-00001.safetensors is missing or truncated .*encode_latents.py"):
+        LatentDataset(truncated)
+    corrupt = copy("corrupt")
+    (corrupt / "index.json").write_text("{not json")
+    with pytest.raises(ValueError, match="index.json is corrupt"):
+        LatentDataset(corrupt)
