@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+from machine import describe  # beside this script: a script's folder is sys.path[0]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,13 +30,16 @@ def main() -> None:
     clf = json.loads((out / "classifier-fmnist" / "metrics.json").read_text())
     ev = json.loads((out / "dit-fmnist" / "eval.json").read_text())
     demo = {
-        "machine": args.machine, "date": time.strftime("%Y-%m-%d"),
+        "machine": args.machine, "date": time.strftime("%Y-%m-%d"), "machine_speed": describe(),
         "vae": {"psnr_db": vae["psnr_db"], "seconds": train["demo_data_seconds"].get("vae", vae["seconds"]),
                 "scaling_factor": vae["scaling_factor"], "latent_shape": vae["latent_shape"]},
         "cache": {"num_samples": cache["num_samples"], "seconds": train["demo_data_seconds"].get("cache", 0.0)},
         "train": {"model": train["model"], "params": train["params"], "steps": train["steps"],
                   "final_loss": train["final_loss"], "seconds": train["train_seconds"],
-                  "total_seconds": train["total_seconds"], "steps_per_s": train["steps_per_s"]},
+                  "total_seconds": train["total_seconds"], "steps_per_s": train["steps_per_s"],
+                  "validation_seconds": train.get("validation_seconds", 0.0),
+                  "checkpoint_seconds": train.get("checkpoint_seconds", 0.0),
+                  "objective": json.loads((out / "dit-fmnist" / "train_config.json").read_text())["objective"]},
         "classifier": {"test_accuracy": clf["test_accuracy"], "seconds": clf["train_seconds"]},
         "eval": ev,
     }

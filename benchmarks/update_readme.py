@@ -39,8 +39,10 @@ def demo_section(demo: dict) -> str:
          f"{vae['psnr_db']:.2f} dB", f"{vae['seconds'] / 60:.1f} min"),
         ("latent cache (60,000 train images)", f"{demo['cache']['num_samples']:,} latents",
          f"{demo['cache']['seconds'] / 60:.1f} min"),
-        (f"{train['model']} ({train['params']:,} params), {train['steps']} steps",
-         f"final loss {train['final_loss']:.4f}", f"{train['seconds'] / 60:.1f} min"),
+        (f"{train['model']} ({train['params']:,} params, {train.get('objective', 'epsilon')}), {train['steps']} "
+         "steps", f"final loss {train['final_loss']:.4f}", f"{train['seconds'] / 60:.1f} min"),
+        ("  of which validation grids / checkpoints", "",
+         f"{train.get('validation_seconds', 0) / 60:.1f} / {train.get('checkpoint_seconds', 0) / 60:.1f} min"),
         ("**the demo command, end to end**", "pipeline in outputs/dit-fmnist",
          f"**{train['total_seconds'] / 60:.1f} min**"),
         ("FID-FMNIST classifier (`train_classifier.py`), test accuracy", f"{clf['test_accuracy']:.2%}",
@@ -49,7 +51,9 @@ def demo_section(demo: dict) -> str:
     ]
     scheduler = {"dpm": "DPM-Solver++", "ddim": "DDIM", "euler": "Euler", "ddpm": "DDPM", None: "DDPM"}[
         ev["config"]["scheduler"]]
-    lines = [f"Measured on {demo['machine']}, {demo['date']}.", "",
+    speed = demo.get("machine_speed")
+    peak = f" (matmul peak fp32 {speed['fp32_gflops']:.0f}, bf16 {speed['bf16_gflops']:.0f} GFLOP/s)" if speed else ""
+    lines = [f"Measured on {demo['machine']}{peak}, {demo['date']}.", "",
              "| stage | result | wall time |", "|---|---|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", f"Sample quality of the exported pipeline ({ev['num_samples']:,} samples, balanced over the 10 "

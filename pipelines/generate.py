@@ -49,7 +49,8 @@ class GenerateConfig:
         if out.suffix.lower() not in Image.registered_extensions():
             raise ValueError(f"--out {out}: unknown image extension {out.suffix!r}; use e.g. .png or .jpg.")
         model = Path(self.model).expanduser()
-        hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", self.model) and not model.parent.is_dir()
+        owner = self.model.split("/")[0] if "/" in self.model else None  # "outputs/run": a folder, not an owner
+        hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", self.model) and not (owner and Path(owner).is_dir())
         if not model.exists() and not hub_id:  # a missing local folder, not a Hub repo id to look up
             raise ValueError(f"--model {self.model}: no such pipeline folder.")
 

@@ -118,7 +118,15 @@ def local_view(
         from huggingface_hub import snapshot_download
 
         path = snapshot_download(path, ignore_patterns=["*.py", "*.bin", "*.ckpt"], **download_kwargs)
-    index = json.loads((Path(path) / "model_index.json").read_text())
+    try:
+        index = json.loads((Path(path) / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} has no readable model_index.json ({err}): it is not a saved pipeline.") from err
+    for name, entry in index.items():  # every component the index lists must be there, named if it is not
+        if not name.startswith("_") and isinstance(entry, list) and entry[0] is not None:
+            if not (Path(path) / name / ("scheduler_config.json" if name == "scheduler" else "config.json")).is_file():
+                raise FileNotFoundError(f"{path} lacks its '{name}' component (model_index.json lists "
+                                        f"{entry[1]} in {name}/): restore that folder or save the pipeline again.")
     if not isinstance(index.get("_class_name"), list):  # a save_pretrained folder: diffusers reads it as it is
         yield path
         return

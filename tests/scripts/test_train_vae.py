@@ -106,7 +106,7 @@ def test_refusals_come_before_any_work_and_keep_the_old_run(train_vae, tiny_data
     with pytest.raises(ValueError, match=r"changed settings \(learning_rate 0.01 -> 0.001\)"):
         train_vae.main(config(train_vae, tiny_data, out, max_steps=6, learning_rate=1e-3,
                               resume_from_checkpoint="latest"))
-    with pytest.raises(ValueError, match="--resolution 10 is not divisible by the VAE's downsampling 2"):
-        train_vae.main(config(train_vae, tiny_data, tmp_path / "odd", resolution=10))
+    with pytest.raises(ValueError, match="--resolution 9 is not divisible by the VAE's downsampling 2"):
+        train_vae.main(config(train_vae, tiny_data, tmp_path / "odd", resolution=9))
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
     assert not (tmp_path / "odd").exists()
