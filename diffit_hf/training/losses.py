@@ -89,29 +89,39 @@ def variational_bound(
     return torch.where(timesteps == 0, nll, kl)  # (N,)
 
 
+def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over all but the batch dimension, in float32: `(N,)`."""
+    return (prediction.float() - target.float()).square().mean(dim=tuple(range(1, prediction.ndim)))
+
+
 def diffusion_loss(
     model_output: torch.Tensor,
-    noise: torch.Tensor,
+    target: torch.Tensor,
     x_start: torch.Tensor,
     x_t: torch.Tensor,
     timesteps: torch.Tensor,
     scheduler: DDPMScheduler,
+    weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """DiT's loss for one batch; returns `{"loss", "mse", "vb"}` (batch means; `vb` is 0 without learned sigma).
 
     Args:
-        model_output (`torch.Tensor`): `(N, C, H, W)` epsilon, or `(N, 2C, H, W)` epsilon and variance values v.
-        noise (`torch.Tensor`): the epsilon that made `x_t` from `x_start` (`scheduler.add_noise`).
+        model_output (`torch.Tensor`): `(N, C, H, W)` prediction, or `(N, 2C, H, W)` epsilon and variance values v.
+        target (`torch.Tensor`): what the first C channels regress: the epsilon that made `x_t` from `x_start`
+            (`scheduler.add_noise`), or v. With variance values the prediction must be epsilon.
         x_start, x_t (`torch.Tensor`): clean and noised inputs, `(N, C, H, W)`.
         timesteps (`torch.LongTensor`): `(N,)` in `[0, num_train_timesteps)`.
         scheduler ([`DDPMScheduler`]): the training noise schedule.
+        weight (`torch.Tensor`, *optional*): `(N,)` weights of the MSE term (e.g. min-SNR).
     """
     channels = x_start.shape[1]
-    eps = model_output[:, :channels].float()
-    mse = (eps - noise.float()).square().mean(dim=tuple(range(1, eps.ndim)))  # (N,)
+    prediction = model_output[:, :channels].float()
+    mse = per_sample_mse(prediction, target)  # (N,)
+    if weight is not None:
+        mse = mse * weight
     if model_output.shape[1] == channels:
         return {"loss": mse.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
     if model_output.shape[1] != 2 * channels:
         raise ValueError(f"model_output has {model_output.shape[1]} channels; expected {channels} or {2 * channels}.")
-    vb = variational_bound(eps, model_output[:, channels:], x_start, x_t, timesteps, scheduler)
+    vb = variational_bound(prediction, model_output[:, channels:], x_start, x_t, timesteps, scheduler)
     return {"loss": (mse + vb).mean(), "mse": mse.mean(), "vb": vb.mean()}

@@ -23,7 +23,7 @@ from diffusers import DDPMScheduler, EDMEulerScheduler, FlowMatchEulerDiscreteSc
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
 from ..pipelines.pipeline_diffit import EDM_TIMESTEP_SCALE
-from .losses import variational_bound
+from .losses import diffusion_loss, per_sample_mse
 
 LOSS_KEYS = ("loss", "mse", "vb")  # every objective returns these (vb is 0 where there is no learned variance)
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
@@ -34,10 +34,6 @@ def dit_noise_scheduler(learn_sigma: bool, prediction_type: str = "epsilon") -> 
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                          variance_type="learned_range" if learn_sigma else "fixed_small", clip_sample=False,
                          prediction_type=prediction_type)
-
-
-def _per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (prediction.float() - target.float()).square().mean(dim=tuple(range(1, prediction.ndim)))  # (N,)
 
 
 class DDPMObjective:
@@ -72,15 +68,12 @@ class DDPMObjective:
                              f"{self.name} objective with learn_sigma={self.learn_sigma} needs "
                              f"{(2 if self.learn_sigma else 1) * channels}.")
         target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(x_start, noise, t)
-        mse = _per_sample_mse(out[:, :channels], target)
+        weight = None
         if self.snr_gamma is not None:
             snr = compute_snr(self.scheduler, t)
             clipped = torch.minimum(snr, torch.full_like(snr, self.snr_gamma))
-            mse = mse * (clipped / snr if self.prediction_type == "epsilon" else clipped / (snr + 1))
-        if not self.learn_sigma:
-            return {"loss": mse.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
-        vb = variational_bound(out[:, :channels], out[:, channels:], x_start, x_t, t, self.scheduler)
-        return {"loss": (mse + vb).mean(), "mse": mse.mean(), "vb": vb.mean()}
+            weight = clipped / snr if self.prediction_type == "epsilon" else clipped / (snr + 1)
+        return diffusion_loss(out, target, x_start, x_t, t, self.scheduler, weight)
 
     def pipeline_scheduler(self) -> DDPMScheduler:
         """The scheduler saved with the trained pipeline (`DiffiTPipeline.use_scheduler` swaps in others)."""
@@ -118,7 +111,7 @@ class FlowObjective:
         if velocity.shape[1] != x_start.shape[1]:
             raise ValueError(f"The model outputs {velocity.shape[1]} channels for {x_start.shape[1]}-channel "
                              "inputs; the flow objective needs learn_sigma=False.")
-        mse = _per_sample_mse(velocity, noise - x_start)
+        mse = per_sample_mse(velocity, noise - x_start)
         return {"loss": mse.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
 
     def pipeline_scheduler(self) -> FlowMatchEulerDiscreteScheduler:
@@ -156,7 +149,7 @@ class EDMObjective:
                              "edm objective needs learn_sigma=False.")
         denoised = c_skip * x + c_out * out.float()
         weight = (sigma**2 + sd2) / (sigma * self.sigma_data) ** 2  # (N,)
-        mse = _per_sample_mse(denoised, x_start)
+        mse = per_sample_mse(denoised, x_start)
         return {"loss": (weight * mse).mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
 
     def pipeline_scheduler(self) -> EDMEulerScheduler:

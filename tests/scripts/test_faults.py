@@ -13,9 +13,7 @@ from safetensors.torch import load_file, save_file
 from diffit_hf.data import LatentDataset
 from diffit_hf.training.checkpoints import list_checkpoints
 
-
-def weights(folder):
-    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+from ..tiny import weights
 
 
 def snapshot(folder):

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.training.checkpoints import latest_checkpoint, list_checkpoints
 from diffit_hf.training.config import make_config
+
+from ..tiny import weights
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "training" / "train_latent.py"
@@ -28,10 +29,6 @@ def launch(args: list[str], nproc: int = 1, **popen):
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *cmd[1:]]
     return subprocess.Popen(cmd + args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
-
-
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
 
 
 def test_run_writes_pipeline_samples_and_logs(train_latent, config, cache, tmp_path):
