@@ -14,7 +14,7 @@ from .models import (
     list_presets,
     preset_table,
 )
-from .pipelines import DiffiTPipeline
+from .pipelines import DiffiTPipeline, dit_scheduler
 
 __all__ = [
     "DiffiTPipeline",
@@ -26,6 +26,7 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "create_model",
+    "dit_scheduler",
     "list_presets",
     "preset_table",
 ]

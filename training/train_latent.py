@@ -28,7 +28,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers.optimization import SchedulerType, get_scheduler
-from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -45,6 +44,7 @@ from diffit_hf.training.checkpoints import (
 )
 from diffit_hf.training.config import check_unchanged, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
+from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.lr_finder import lr_range_test
 from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, TIMESTEP_SAMPLING, make_objective, model_overrides_for
@@ -107,7 +107,8 @@ class TrainConfig:
     seed: int = 0
     # 4. EMA (DiT: 0.9999; warmup ramps the decay up so that short runs get a usable average)
     ema_decay: float = 0.9999
-    ema_warmup: bool = True
+    ema_warmup: bool = field(default=True, metadata={
+        "help": "ramp the decay up (short runs); --no-ema-warmup: DiT's constant decay from the first step"})
     ema_power: float = field(default=2 / 3, metadata={"help": "warmup: decay = 1 - (1 + step) ** -power"})
     # 5. Checkpoints and logging
     output_dir: str = "outputs/dit-fmnist"
@@ -249,8 +250,7 @@ def main(cfg: TrainConfig) -> dict:
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
-    ema = EMAModel(transformer.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, inv_gamma=1.0,
-                   power=cfg.ema_power, model_cls=type(transformer), model_config=transformer.config)
+    ema = make_ema(transformer, cfg.ema_decay, cfg.ema_warmup, cfg.ema_power)
     checkpoint_parts = register_checkpoint_hooks(accelerator, transformer, ema, name="transformer")
     model, optimizer, loader, lr_scheduler = accelerator.prepare(
         torch.compile(transformer) if cfg.compile else transformer, optimizer, loader, lr_scheduler)

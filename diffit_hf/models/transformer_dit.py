@@ -169,7 +169,8 @@ class DiTModel(ModelMixin, ConfigMixin):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """Xavier Linears, N(0, 0.02) embeddings; adaLN-Zero: zero modulation (gates) and zero output layer."""
+        """Xavier Linears, N(0, 0.02) embeddings, zero output layer for every block design (DiT, section 4);
+        adaLN-Zero also zeroes its modulation (gates)."""
         init_vit_weights(self)
         init_conditioning_weights(self.cond_embed)
         if self.config.block_type == "adaln_zero":
@@ -179,9 +180,9 @@ class DiTModel(ModelMixin, ConfigMixin):
                 nn.init.zeros_(block.adaln_linear.bias)
             nn.init.zeros_(self.final_layer.adaln_linear.weight)
             nn.init.zeros_(self.final_layer.adaln_linear.bias)
-            # Zero-out the output layer.
-            nn.init.zeros_(self.final_layer.proj_out.weight)
-            nn.init.zeros_(self.final_layer.proj_out.bias)
+        # Zero-out the output layer.
+        nn.init.zeros_(self.final_layer.proj_out.weight)
+        nn.init.zeros_(self.final_layer.proj_out.bias)
 
     def forward(
         self,

@@ -1,3 +1,3 @@
-from .pipeline_diffit import DiffiTPipeline
+from .pipeline_diffit import DiffiTPipeline, dit_scheduler
 
-__all__ = ["DiffiTPipeline"]
+__all__ = ["DiffiTPipeline", "dit_scheduler"]

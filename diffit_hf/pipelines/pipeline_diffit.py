@@ -33,6 +33,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "flow", "edm")
 # model sees 1000 * c_noise, in training (diffit_hf.training.objectives) and here
 EDM_TIMESTEP_SCALE = 1000.0
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+LEARNED_VARIANCE = ("learned", "learned_range")
 
 
 def scheduler_prediction_type(scheduler) -> str:
@@ -47,12 +48,26 @@ def scheduler_prediction_type(scheduler) -> str:
     return "flow" if kind == "flow_prediction" else kind
 
 
-def guidance_scale_at(scale: float, schedule: str, timestep: float, num_train_timesteps: int) -> float:
+def dit_scheduler(learn_sigma: bool = True, prediction_type: str = "epsilon") -> DDPMScheduler:
+    """DiT's diffusion as a diffusers scheduler: 1000 steps, linear betas 1e-4..0.02, and DiT's sampling:
+    - `variance_type`: `"learned_range"` when the model learns sigma, else DiT's default fixed-*large* variance;
+    - `clip_sample=False` (DiT samples with `clip_denoised=False`; latents are not confined to [-1, 1]);
+    - `timestep_spacing="linspace"`: `n` steps visit `round(i * 999 / (n - 1))`, DiT's respacing (t = 999 included),
+      where diffusers' default `"leading"` visits {996, ..., 0} for 250 steps.
+    Training uses the same object (`diffit_hf.training.objectives`), and trained pipelines are saved with it."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                         variance_type="learned_range" if learn_sigma else "fixed_large", clip_sample=False,
+                         timestep_spacing="linspace", prediction_type=prediction_type)
+
+
+def guidance_scale_at(scale: float, schedule: str, timestep: float, num_train_timesteps: int,
+                      scale_pow: float = 4.0) -> float:
     """Guidance scale for one step: constant, or DiffiT's power-cosine ramp
-    `1 + (scale - 1) * 0.5 * (1 - cos(pi * (1 - t / T) ** 4))` (small at high noise, `scale` at t = 0)."""
+    `1 + (scale - 1) * 0.5 * (1 - cos(pi * (1 - t / T) ** scale_pow))` (small at high noise, `scale` at t = 0;
+    `scale_pow` is the `--scale_pow` of NVIDIA's sampling script, 4 by default)."""
     if schedule == "constant":
         return scale
-    progress = (1.0 - float(timestep) / num_train_timesteps) ** 4
+    progress = (1.0 - float(timestep) / num_train_timesteps) ** scale_pow
     return 1.0 + (scale - 1.0) * 0.5 * (1.0 - math.cos(math.pi * progress))
 
 
@@ -64,8 +79,11 @@ class DiffiTPipeline(DiffusionPipeline):
         transformer ([`DiTModel`], [`DiffiTModel`] or [`DiffiTUNetModel`]):
             Denoiser with the shared forward contract `transformer(hidden_states, timestep, class_labels).sample`.
         scheduler ([`SchedulerMixin`]):
-            Any diffusers scheduler (DDPM, DDIM, DPM-Solver++, Euler, ...). Schedulers with
-            `variance_type="learned"`/`"learned_range"` receive the model's learned variance.
+            Any diffusers scheduler (DDPM, DDIM, DPM-Solver++, Euler, ...). DDPM with
+            `variance_type="learned_range"` samples with the model's learned variance; every other scheduler gets
+            the prediction alone, whatever `variance_type` its config inherited (so
+            `DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)` works as in diffusers' docs).
+            `dit_scheduler()` is DiT's own sampling (timesteps, no clipping, variance).
         vae ([`AutoencoderKL`], *optional*):
             Decodes latents to images; `None` for pixel-space models.
         id2label (`dict[int, str]`, *optional*):
@@ -163,7 +181,7 @@ class DiffiTPipeline(DiffusionPipeline):
         if name not in SCHEDULERS:
             raise ValueError(f"Unknown scheduler {name!r}; valid choices are {', '.join(SCHEDULERS)}.")
         learned = self.transformer.config.learn_sigma
-        variance = ("learned_range" if learned else "fixed_small") if name == "ddpm" else None
+        variance = ("learned_range" if learned else "fixed_large") if name == "ddpm" else None
         overrides = {"variance_type": variance, "prediction_type": self.config.prediction_type}
         self.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(self.scheduler.config, **overrides)
 
@@ -224,8 +242,18 @@ class DiffiTPipeline(DiffusionPipeline):
 
     def _scheduler_uses_learned_variance(self) -> bool:
         """Only ancestral DDPM sampling uses the model's learned variance; other schedulers get epsilon alone."""
-        learned_config = self.scheduler.config.get("variance_type") in ("learned", "learned_range")
+        learned_config = self.scheduler.config.get("variance_type") == "learned_range"
         return learned_config and isinstance(self.scheduler, (DDPMScheduler, DDPMParallelScheduler))
+
+    def _sampling_scheduler(self):
+        """The scheduler that steps this call: `self.scheduler`, or, for a non-DDPM scheduler whose config inherited
+        a learned `variance_type` (`X.from_config(pipe.scheduler.config)`), a copy with `variance_type=None`. Such
+        schedulers use no variance; with a learned type they would only slice the model output to its first 3
+        channels, which is wrong for 4-channel latents. The pipeline hands them the prediction alone instead."""
+        scheduler = self.scheduler
+        if self._scheduler_uses_learned_variance() or scheduler.config.get("variance_type") not in LEARNED_VARIANCE:
+            return scheduler
+        return type(scheduler).from_config(scheduler.config, variance_type=None)
 
     def check_inputs(
         self,
@@ -238,6 +266,7 @@ class DiffiTPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None,
         output_type: str,
+        guidance_scale_pow: float = 4.0,
     ) -> None:
         """Raises a `ValueError` for the first invalid `__call__` argument (or scheduler/model mismatch), before any
         sampling work is done."""
@@ -275,25 +304,22 @@ class DiffiTPipeline(DiffusionPipeline):
                 f"{type(self.scheduler).__name__} expects a {expected!r} model, but this transformer predicts "
                 f"{self.config.prediction_type!r}; pick a matching scheduler with pipe.use_scheduler(name)."
             )
-        # A scheduler made with `from_config` of a DDPM config inherits variance_type: harmless where it is ignored
-        # (DDIM, Euler), but DPM-Solver then slices model_output[:, :3], which is wrong for 4-channel latents.
-        variance_type = self.scheduler.config.get("variance_type")
-        scheduler_cls = type(self.scheduler)
-        learned_config = variance_type in ("learned", "learned_range")
-        if (
-            learned_config
-            and not self._scheduler_uses_learned_variance()
-            and "variance_type" in inspect.signature(scheduler_cls).parameters
-        ):
+        # diffusers' DDPM "learned" takes the model's variance output as the variance itself (NaN images for our
+        # models); "learned_range" interpolates log beta_t and log beta_tilde_t as improved DDPM / DiT train it
+        ddpm = isinstance(self.scheduler, (DDPMScheduler, DDPMParallelScheduler))
+        if ddpm and self.scheduler.config.get("variance_type") == "learned":
             raise ValueError(
-                f"{scheduler_cls.__name__} with variance_type={variance_type!r} mishandles learned variance; create "
-                f"it with `{scheduler_cls.__name__}.from_config(pipe.scheduler.config, variance_type=None)`."
+                "variance_type='learned' reads the model's variance output as the variance itself, but DiT/DiffiT "
+                "models learn an interpolation (improved DDPM); use variance_type='learned_range' (learn_sigma=True) "
+                "or a fixed one ('fixed_large', 'fixed_small'); diffit_hf.dit_scheduler() is DiT's choice."
             )
         if self._scheduler_uses_learned_variance() and not self.transformer.config.learn_sigma:
             raise ValueError(
                 "The scheduler uses a learned variance but the model has learn_sigma=False; use a scheduler with "
-                "a fixed variance_type (e.g. 'fixed_small')."
+                "a fixed variance_type ('fixed_large', DiT's choice, or 'fixed_small')."
             )
+        if not isinstance(guidance_scale_pow, numbers.Real) or not 0 < guidance_scale_pow < math.inf:
+            raise ValueError(f"guidance_scale_pow must be a positive finite number, got {guidance_scale_pow!r}.")
 
     @torch.no_grad()
     def __call__(
@@ -303,6 +329,7 @@ class DiffiTPipeline(DiffusionPipeline):
         guidance_scale: float = 4.0,
         guidance_schedule: str = "constant",
         guidance_channels: int | None = None,
+        guidance_scale_pow: float = 4.0,
         num_inference_steps: int = 50,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -325,6 +352,8 @@ class DiffiTPipeline(DiffusionPipeline):
             guidance_channels (`int`, *optional*):
                 Guide only the first `guidance_channels` channels; `None` guides all (3 reproduces the DiT/DiffiT
                 papers' sampling code on 4-channel latents).
+            guidance_scale_pow (`float`, defaults to 4.0):
+                The exponent of the power-cosine schedule (`--scale_pow` of NVIDIA's DiffiT sampling script).
             num_inference_steps (`int`, defaults to 50):
                 Denoising steps.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
@@ -341,7 +370,7 @@ class DiffiTPipeline(DiffusionPipeline):
         """
         # 1. Check inputs
         self.check_inputs(class_labels, num_images_per_label, guidance_scale, guidance_schedule, guidance_channels,
-                          num_inference_steps, generator, latents, output_type)
+                          num_inference_steps, generator, latents, output_type, guidance_scale_pow)
 
         # 2. Labels: B class ids, then B null labels for the unconditional pass of classifier-free guidance
         labels = self._resolve_labels(class_labels)
@@ -360,20 +389,21 @@ class DiffiTPipeline(DiffusionPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=dtype)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * getattr(self.scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers: 1
+        scheduler = self._sampling_scheduler()
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers: 1
 
         # 4. Denoising loop
         learned_variance = self._scheduler_uses_learned_variance()
         # only stochastic schedulers take a generator (diffusers' pipelines check the signature the same way)
-        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        takes_generator = "generator" in inspect.signature(scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator else {}
         guidance_channels = channels if guidance_channels is None else guidance_channels
-        num_train_timesteps = self.scheduler.config.get("num_train_timesteps", 1000)
-        for t in self.progress_bar(self.scheduler.timesteps):
+        num_train_timesteps = scheduler.config.get("num_train_timesteps", 1000)
+        for t in self.progress_bar(scheduler.timesteps):
             model_input = torch.cat([latents, latents]) if use_cfg else latents
-            if hasattr(self.scheduler, "scale_model_input"):  # (the flow-matching schedulers have none)
-                model_input = self.scheduler.scale_model_input(model_input, t)
+            if hasattr(scheduler, "scale_model_input"):  # (the flow-matching schedulers have none)
+                model_input = scheduler.scale_model_input(model_input, t)
             timesteps = t.expand(model_input.shape[0]) if torch.is_tensor(t) else t
             if self.config.prediction_type == "edm":  # the EDM schedulers' timesteps are c_noise
                 timesteps = timesteps * EDM_TIMESTEP_SCALE
@@ -381,13 +411,14 @@ class DiffiTPipeline(DiffusionPipeline):
             pred, variance = out[:, :channels], out[:, channels:]  # epsilon, v or velocity; learned variance
             if use_cfg:  # guidance is linear in the prediction, so it is the same for every prediction type
                 cond, uncond = pred.chunk(2)
-                scale = guidance_scale_at(guidance_scale, guidance_schedule, t, num_train_timesteps)
+                scale = guidance_scale_at(guidance_scale, guidance_schedule, t, num_train_timesteps,
+                                          guidance_scale_pow)
                 guided = uncond[:, :guidance_channels] + scale * (cond - uncond)[:, :guidance_channels]
                 pred = torch.cat([guided, cond[:, guidance_channels:]], dim=1)
                 variance = variance.chunk(2)[0]
             # schedulers with a fixed variance get the prediction alone (check_inputs made sure learn_sigma otherwise)
             model_output = torch.cat([pred, variance], dim=1) if learned_variance else pred
-            latents = self.scheduler.step(model_output, t, latents, **step_kwargs).prev_sample
+            latents = scheduler.step(model_output, t, latents, **step_kwargs).prev_sample
 
         # 5. Decode
         if output_type == "latent":

@@ -39,17 +39,37 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_minus, log_delta))
 
 
-def learned_log_variance(scheduler: DDPMScheduler, timesteps: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def posterior_tables(scheduler: DDPMScheduler) -> dict[str, torch.Tensor]:
+    """The tables of q(x_{t-1} | x_t, x_0) in float64, `(T,)` each, as DiT builds them: diffusers keeps betas and
+    `alphas_cumprod` in float32, where `1 - alphas_cumprod` near t = 0 (~1e-4, against float32's 6e-8 spacing at 1)
+    is off by ~0.2%. Values are gathered from these tables and only then cast to float32 (`_at`), as DiT does."""
+    config = scheduler.config
+    if config.beta_schedule == "linear" and config.trained_betas is None:
+        betas = torch.linspace(config.beta_start, config.beta_end, config.num_train_timesteps, dtype=torch.float64)
+    else:  # other schedules: diffusers' float32 betas, accumulated in float64
+        betas = scheduler.betas.double()
+    abar = torch.cumprod(1.0 - betas, dim=0)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)  # beta_tilde_t
+    return {
+        "log_beta": torch.log(betas),
+        # beta_tilde_0 = 0: clipped to beta_tilde_1 as in improved DDPM
+        "log_beta_tilde": torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])),
+        "coef_x0": betas * abar_prev.sqrt() / (1.0 - abar),  # posterior mean = coef_x0 * x0 + coef_xt * x_t
+        "coef_xt": (1.0 - abar_prev) * (1.0 - betas).sqrt() / (1.0 - abar),
+        "sqrt_recip_abar": (1.0 / abar).sqrt(),  # x0 = sqrt(1 / abar) x_t - sqrt(1 / abar - 1) eps
+        "sqrt_recipm1_abar": (1.0 / abar - 1.0).sqrt(),
+    }
+
+
+def learned_log_variance(scheduler: DDPMScheduler, timesteps: torch.Tensor, v: torch.Tensor,
+                         tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Improved DDPM Eq. 15: `v*log(beta_t) + (1-v)*log(beta_tilde_t)`, the model output v in [-1, 1] mapped to
     [0, 1] (diffusers' `variance_type="learned_range"` samples with the same interpolation)."""
-    betas, alphas_cumprod = scheduler.betas, scheduler.alphas_cumprod
-    prev = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
-    posterior_variance = betas * (1.0 - prev) / (1.0 - alphas_cumprod)
-    # beta_tilde_0 = 0: clipped to beta_tilde_1 as in improved DDPM
-    min_log = torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]]))
-    max_log = torch.log(betas)
+    tables = tables or posterior_tables(scheduler)
     frac = (v.float() + 1.0) / 2.0
-    return frac * _at(max_log, timesteps, v.ndim) + (1.0 - frac) * _at(min_log, timesteps, v.ndim)
+    return (frac * _at(tables["log_beta"], timesteps, v.ndim)
+            + (1.0 - frac) * _at(tables["log_beta_tilde"], timesteps, v.ndim))
 
 
 def variational_bound(
@@ -71,17 +91,14 @@ def variational_bound(
         scheduler ([`DDPMScheduler`]): the training noise schedule.
     """
     ndim, x_start, x_t = eps.ndim, x_start.float(), x_t.float()
-    alphas_cumprod, betas = scheduler.alphas_cumprod, scheduler.betas
-    abar = _at(alphas_cumprod, timesteps, ndim)
-    abar_prev = _at(torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]]), timesteps, ndim)
-    beta = _at(betas, timesteps, ndim)
-    coef_x0 = beta * abar_prev.sqrt() / (1.0 - abar)  # posterior mean of q(x_{t-1} | x_t, x_0)
-    coef_xt = (1.0 - abar_prev) * (1.0 - beta).sqrt() / (1.0 - abar)
+    tables = posterior_tables(scheduler)
+    coef_x0, coef_xt = _at(tables["coef_x0"], timesteps, ndim), _at(tables["coef_xt"], timesteps, ndim)
     true_mean = coef_x0 * x_start + coef_xt * x_t
-    true_log_var = learned_log_variance(scheduler, timesteps, -torch.ones_like(eps))  # log beta_tilde_t (clipped)
-    pred_x0 = (x_t - (1.0 - abar).sqrt() * eps.detach().float()) / abar.sqrt()
+    true_log_var = _at(tables["log_beta_tilde"], timesteps, ndim)
+    pred_x0 = (_at(tables["sqrt_recip_abar"], timesteps, ndim) * x_t
+               - _at(tables["sqrt_recipm1_abar"], timesteps, ndim) * eps.detach().float())
     model_mean = coef_x0 * pred_x0 + coef_xt * x_t
-    model_log_var = learned_log_variance(scheduler, timesteps, variance_values)
+    model_log_var = learned_log_variance(scheduler, timesteps, variance_values, tables)
 
     dims = tuple(range(1, ndim))
     kl = _normal_kl(true_mean, true_log_var, model_mean, model_log_var).mean(dim=dims) / math.log(2.0)  # bits/dim

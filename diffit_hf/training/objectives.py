@@ -22,18 +22,11 @@ import torch
 from diffusers import DDPMScheduler, EDMEulerScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
-from ..pipelines.pipeline_diffit import EDM_TIMESTEP_SCALE
+from ..pipelines.pipeline_diffit import EDM_TIMESTEP_SCALE, dit_scheduler
 from .losses import diffusion_loss, per_sample_mse
 
 LOSS_KEYS = ("loss", "mse", "vb")  # every objective returns these (vb is 0 where there is no learned variance)
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
-
-
-def dit_noise_scheduler(learn_sigma: bool, prediction_type: str = "epsilon") -> DDPMScheduler:
-    """DiT's diffusion: 1000 steps, linear betas 1e-4..0.02; learned-range variance when the model learns sigma."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                         variance_type="learned_range" if learn_sigma else "fixed_small", clip_sample=False,
-                         prediction_type=prediction_type)
 
 
 class DDPMObjective:
@@ -53,7 +46,7 @@ class DDPMObjective:
                              f"{prediction_type!r}.")
         self.name = prediction_type
         self.prediction_type, self.learn_sigma, self.snr_gamma = prediction_type, learn_sigma, snr_gamma
-        self.scheduler = dit_noise_scheduler(learn_sigma, prediction_type)
+        self.scheduler = dit_scheduler(learn_sigma, prediction_type)  # trained and sampled with DiT's diffusion
 
     def training_losses(self, model, x_start: torch.Tensor, class_labels: torch.Tensor | None
                         ) -> dict[str, torch.Tensor]:

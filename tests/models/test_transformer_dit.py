@@ -73,6 +73,16 @@ def test_zero_init_of_adaln_zero():
     assert adaln.transformer_blocks[0].adaln_linear.weight.shape == (4 * 16, 16)
 
 
+@pytest.mark.parametrize("block_type", DIT_BLOCK_TYPES)
+def test_every_block_design_starts_with_a_zero_output_layer(block_type):
+    """DiT zero-initialises the final Linear for all four designs (paper section 4), not only for adaLN-Zero."""
+    model = DiTModel(**{**TINY, "block_type": block_type})
+    assert model.final_layer.proj_out.weight.abs().sum() == 0 and model.final_layer.proj_out.bias.abs().sum() == 0
+    x, t, y = inputs()
+    assert model(x, t, y).sample.abs().max() == 0
+    assert model.transformer_blocks[0].attn.to_qkv.weight.abs().sum() > 0  # the rest is not zeroed
+
+
 def test_init_statistics():
     model = DiTModel(**{**TINY, "num_attention_heads": 4, "attention_head_dim": 32})
     std = model.cond_embed.class_embedder.weight.std().item()

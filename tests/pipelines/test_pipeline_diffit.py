@@ -4,7 +4,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel
+from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel, dit_scheduler
 from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, guidance_scale_at
 
 from ..tiny import tiny_vae
@@ -73,13 +73,88 @@ def test_scheduler_swap_via_from_config(scheduler_cls, learn_sigma):
     assert images.shape == (2, 16, 16, 1) and np.isfinite(images).all()
 
 
-def test_dpm_solver_with_inherited_learned_variance_gets_a_clear_error():
+def _scramble_variance(pipe):
+    """Makes the transformer's variance channels (out[:, 4:]) random, leaving its prediction untouched."""
+    def hook(module, args, output):
+        gen = torch.Generator().manual_seed(len(module._seen))
+        module._seen.append(1)
+        output.sample[:, 4:] = torch.rand(output.sample[:, 4:].shape, generator=gen) * 2 - 1
+        return output
+    pipe.transformer._seen = []
+    return pipe.transformer.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("scheduler_cls", [DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler])
+def test_diffusers_scheduler_idiom_uses_the_prediction_alone(scheduler_cls):
+    """`X.from_config(pipe.scheduler.config)` (diffusers' DiT docs) inherits variance_type="learned_range": it works,
+    samples exactly as the scheduler made with variance_type=None, and ignores the variance channels (DPM-Solver on
+    its own would slice the output to 3 of the 4 latent channels)."""
     pipe = tiny_pipeline(learn_sigma=True)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-    with pytest.raises(ValueError, match="variance_type=None"):
+    ddpm_config = pipe.scheduler.config
+    pipe.scheduler = scheduler_cls.from_config(ddpm_config, variance_type=None)
+    reference = run(pipe, steps=3)
+    pipe.scheduler = scheduler_cls.from_config(ddpm_config)
+    if "variance_type" in pipe.scheduler.config:  # DPM-Solver keeps it; DDIM and Euler drop the unknown key
+        assert pipe.scheduler.config.variance_type == "learned_range"
+    np.testing.assert_array_equal(run(pipe, steps=3), reference)
+    handle = _scramble_variance(pipe)
+    np.testing.assert_array_equal(run(pipe, steps=3), reference)  # the variance channels do not matter
+    handle.remove()
+    assert pipe.scheduler.config.get("variance_type") in (None, "learned_range")  # the user's object is untouched
+
+
+def test_ddpm_still_samples_with_the_learned_variance():
+    pipe = tiny_pipeline(learn_sigma=True)
+    reference = run(pipe, steps=3)
+    _scramble_variance(pipe)
+    assert not np.allclose(run(pipe, steps=3), reference)  # DDPM's noise scale comes from the variance channels
+
+
+def test_ddpm_learned_variance_type_is_refused():
+    """diffusers' "learned" reads the output as the variance itself: negative values give NaN samples."""
+    scheduler = DDPMScheduler(variance_type="learned")
+    scheduler.set_timesteps(10)
+    out = torch.cat([torch.zeros(1, 4, 2, 2), -torch.ones(1, 4, 2, 2)], dim=1)
+    step = scheduler.step(out, scheduler.timesteps[0], torch.zeros(1, 4, 2, 2), generator=torch.Generator())
+    assert torch.isnan(step.prev_sample).all()  # the fault, reproduced
+    pipe = tiny_pipeline(learn_sigma=True, scheduler=DDPMScheduler(variance_type="learned"))
+    with pytest.raises(ValueError, match="variance_type='learned_range'"):
         run(pipe)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # ignores variance_type: fine
-    assert np.isfinite(run(pipe)).all()
+
+
+def dit_respacing(num_timesteps: int, steps: int) -> list[int]:
+    """The timesteps DiT's `space_timesteps(num_timesteps, str(steps))` keeps (one section: a float stride of
+    (T - 1) / (n - 1), rounded), in sampling order."""
+    stride, cur, taken = (num_timesteps - 1) / (steps - 1), 0.0, []
+    for _ in range(steps):
+        taken.append(round(cur))
+        cur += stride
+    return sorted(taken, reverse=True)
+
+
+@pytest.mark.parametrize("steps", [250, 50])
+def test_dit_scheduler_visits_dits_timesteps(steps):
+    leading = DDPMScheduler(variance_type="learned_range")
+    leading.set_timesteps(steps)
+    assert leading.timesteps[0] < 999  # diffusers' default spacing never visits t = 999
+    pipe = tiny_pipeline(learn_sigma=True, scheduler=dit_scheduler())
+    seen = []
+    pipe.transformer.register_forward_pre_hook(lambda m, args: seen.append(int(args[1][0])))
+    run(pipe, labels=[7], steps=steps, guidance_scale=1.0)
+    assert seen == dit_respacing(1000, steps)
+
+
+def test_dit_scheduler_is_dits_sampling_and_what_training_saves():
+    from diffit_hf.training.objectives import make_objective
+
+    learned, fixed = dit_scheduler(), dit_scheduler(learn_sigma=False)
+    assert learned.config.variance_type == "learned_range" and fixed.config.variance_type == "fixed_large"
+    assert not learned.config.clip_sample and learned.config.timestep_spacing == "linspace"
+    assert make_objective("epsilon", learn_sigma=True).pipeline_scheduler().config == learned.config
+    assert make_objective("epsilon", learn_sigma=False).pipeline_scheduler().config == fixed.config
+    pipe = tiny_pipeline(learn_sigma=False)
+    pipe.use_scheduler("ddpm")
+    assert pipe.scheduler.config.variance_type == "fixed_large"
 
 
 def test_learned_sigma_is_used_by_learned_range_scheduler():
@@ -111,6 +186,14 @@ def test_power_cosine_schedule():
     pipe = tiny_pipeline()
     assert not np.allclose(run(pipe, guidance_schedule="power_cosine"), run(pipe))
     assert GUIDANCE_SCHEDULES == ("constant", "power_cosine")  # the list CLIs offer
+    # NVIDIA's --scale_pow: the exponent of (1 - t / T)
+    assert guidance_scale_at(4.0, "power_cosine", 500, 1000, 2.0) == pytest.approx(
+        1 + 3 * 0.5 * (1 - np.cos(np.pi * 0.5**2)))
+    assert not np.allclose(run(pipe, guidance_schedule="power_cosine", guidance_scale_pow=2.0),
+                           run(pipe, guidance_schedule="power_cosine"))
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="guidance_scale_pow"):
+            run(pipe, guidance_schedule="power_cosine", guidance_scale_pow=bad)
 
 
 def test_unconditional_and_pixel_space_models():
@@ -234,7 +317,7 @@ def test_learned_sigma_is_read_from_the_model_config():
     pipe = tiny_pipeline(learn_sigma=True)
     pipe.transformer.register_to_config(learn_sigma=False)  # the config, not the channel count, is the answer
     pipe.use_scheduler("ddpm")
-    assert pipe.scheduler.config.variance_type == "fixed_small"
+    assert pipe.scheduler.config.variance_type == "fixed_large"
     pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, variance_type="learned_range")
     with pytest.raises(ValueError, match="learn_sigma=False"):
         run(pipe)
