@@ -135,9 +135,11 @@ def test_non_finite_latents_are_refused_naming_the_shard_and_row(cache, tmp_path
     with safe_open(str(cache / "shard-00001.safetensors"), framework="pt") as f:
         metadata = f.metadata()
     save_file(shard, str(bad / "shard-00001.safetensors"), metadata=metadata)
+    data = LatentDataset(bad, resample=False)  # rows are read (and checked) lazily, when fetched
+    assert torch.equal(data[132][0], LatentDataset(cache, resample=False)[132][0])
     with pytest.raises(ValueError, match=r"shard-00001.safetensors holds non-finite latents in rows \[5\] "
                                          r"\(samples \[133\]\)"):
-        LatentDataset(bad)
+        data[133]
 
 
 def test_command_line_mistakes_are_named_before_any_work(script, train_latent, config, cache, tmp_path):
