@@ -71,10 +71,14 @@ class TrainConfig:
         "help": "latent cache from encode_latents.py; with neither --latents nor --dataset: the offline "
                 "Fashion-MNIST demo (its VAE and cache are built under outputs/ if absent)"})
     dataset: str | None = field(default=None, metadata={"help": "pixel-space training: fashion-mnist, a folder..."})
+    image_column: str = field(default="image", metadata={"help": "pixel space: the dataset's image column"})
+    label_column: str = field(default="label", metadata={
+        "help": "pixel space: the dataset's label column; 'none': unconditional"})
     resolution: int = field(default=32, metadata={"help": "pixel-space resolution"})
     grayscale: bool = field(default=False, metadata={"help": "pixel space: 1 channel"})
     vae: str | None = field(default=None, metadata={"help": "VAE for samples/export (default: the cache's VAE)"})
-    random_flip: bool = False
+    random_flip: bool = field(default=False, metadata={
+        "help": "horizontal flips; a latent cache must hold both orientations (encode_latents.py --random-flip)"})
     # 2. Model
     model: str = field(default="DiT-S/2", metadata={"help": "any preset (python -m diffit_hf presets)"})
     model_config: str = field(default="{}", metadata={"help": "JSON overrides of the preset, e.g. "
@@ -228,13 +232,14 @@ def main(cfg: TrainConfig) -> dict:
     set_seed(cfg.seed)
 
     # 2. Data
-    data = load_training_data(latents, cfg.dataset, cfg.resolution, cfg.grayscale, cfg.random_flip, cfg.seed)
+    data = load_training_data(latents, cfg.dataset, cfg.resolution, cfg.grayscale, cfg.random_flip, cfg.seed,
+                              cfg.image_column, cfg.label_column)
     # the VAE that made the latents (checked by fingerprint) decodes validation grids and ships with the pipeline
     vae = load_cache_vae(data.cache_meta, cfg.vae).to(accelerator.device) if data.cache_meta else None
     loader = DataLoader(data.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                         collate_fn=data.collate_fn, num_workers=cfg.num_workers,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    num_classes = len(data.class_names) if data.class_names else overrides.get("num_classes", 0)
+    num_classes = data.num_classes(overrides.pop("num_classes", 0))
     id2label = dict(enumerate(data.class_names)) if data.class_names and num_classes else {}
 
     # 3. Model (shape and classes from the data)

@@ -218,8 +218,7 @@ def encode_to_cache(
         raise ValueError(f"resolution {resolution} is not divisible by the VAE's downsampling factor {factor}.")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
-    label_feature = dataset.features.get("label")
-    names = getattr(label_feature, "names", None)
+    names = getattr(dataset.features.get("label"), "names", None)
     meta = {
         "vae": vae_id,
         "vae_subfolder": vae_subfolder,
@@ -232,7 +231,6 @@ def encode_to_cache(
         "shard_size": shard_size,
         "num_shards": (len(dataset) + shard_size - 1) // shard_size,
         "class_names": names,
-        "labelled": label_feature is not None,
         "dtype": storage_dtype(dtype),
         "random_flip": random_flip,
     }

@@ -82,7 +82,8 @@ def test_two_processes_split_the_shards(images, tmp_path):
     assert (tmp_path / "index.json").exists()
     reference = tmp_path / "single"
     encode(vae, images, reference)
-    assert torch.equal(LatentDataset(tmp_path, resample=False).read_all(), LatentDataset(reference, resample=False).read_all())
+    assert torch.equal(LatentDataset(tmp_path, resample=False).read_all(),
+                       LatentDataset(reference, resample=False).read_all())
 
 
 def test_other_vae_or_resolution_is_refused(images, tmp_path):
@@ -116,7 +117,8 @@ def test_encode_latents_script_two_processes(images, tmp_path):
     ds = LatentDataset(tmp_path / "cache", resample=False)
     reference = tmp_path / "single"
     encode(tiny_vae(), images, reference)
-    torch.testing.assert_close(ds.read_all(), LatentDataset(reference, resample=False).read_all(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ds.read_all(), LatentDataset(reference, resample=False).read_all(), atol=1e-5,
+                               rtol=1e-5)
     assert ds.labels.tolist() == [i % 3 for i in range(10)]
 
 
