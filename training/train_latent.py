@@ -46,6 +46,7 @@ from diffit_hf.training.checkpoints import (
 from diffit_hf.training.config import check_unchanged, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
 from diffit_hf.training.export import export_pipeline
+from diffit_hf.training.init_weights import init_from_pretrained
 from diffit_hf.training.lr_finder import lr_range_test
 from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, TIMESTEP_SAMPLING, make_objective, model_overrides_for
 from diffit_hf.training.progress import LossHistory, PendingLosses, log_image, timed, validation_grid
@@ -81,6 +82,9 @@ class TrainConfig:
         "help": "horizontal flips; a latent cache must hold both orientations (encode_latents.py --random-flip)"})
     # 2. Model
     model: str = field(default="DiT-S/2", metadata={"help": "any preset (python -m diffit_hf presets)"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "fine-tune: a saved model or pipeline folder, an official DiT .pt, or a Hub id (another class count "
+                "rebuilds the label table, keeping the null row)"})
     model_config: str = field(default="{}", metadata={"help": "JSON overrides of the preset, e.g. "
                                                       "'{\"num_layers\": 6}'; in/out shape and classes come from "
                                                       "the data"})
@@ -245,6 +249,8 @@ def main(cfg: TrainConfig) -> dict:
     # 3. Model (shape and classes from the data)
     transformer = create_model_for_data(cfg.model, data.shape, num_classes,
                                         **{"class_dropout_prob": cfg.class_dropout_prob, **overrides})
+    if cfg.init_from:  # fine-tuning (a resumed run then loads its checkpoint over these weights)
+        init_from_pretrained(transformer, cfg.init_from, log=accelerator.print)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
 
