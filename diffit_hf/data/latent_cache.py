@@ -162,6 +162,18 @@ def _shard_problem(path: Path, meta: dict, start: int, count: int) -> str | None
     return None
 
 
+def write_shard(cache_dir: Path, index: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Writes shard `index` of the cache described by `meta` (its index dict): `tensors` holds "mean", "std"
+    (and "mean_flip", "std_flip") as (n, C, h, w) floats, cast here to the cache's dtype, and "label" (n,); refused
+    if any row is not finite (fp16 can overflow to inf); atomic: a shard is either complete or absent."""
+    tensors = {name: value.to(_TORCH_DTYPES[meta["dtype"]]).contiguous() for name, value in tensors.items()
+               if name != "label"} | {"label": tensors["label"].long(),
+                                      "start": torch.tensor(index * meta["shard_size"])}
+    check_finite_rows(tensors, shard_path(cache_dir, index))
+    with atomic_path(shard_path(cache_dir, index)) as tmp:
+        save_file(tensors, str(tmp), metadata=_shard_meta(meta))
+
+
 class _PreprocessedImages(Dataset):
     """Rows of an image dataset as `{"pixels", "label"[, "flipped"]}`: images decoded and preprocessed here, i.e. in
     the encoding DataLoader's workers, not in the process that runs the VAE."""
@@ -257,7 +269,6 @@ def encode_to_cache(
     batches = [list(range(b, min(b + batch_size, rows(i)[1]))) for i in todo for b in range(*rows(i), batch_size)]
     loader = DataLoader(_PreprocessedImages(dataset, resolution, grayscale, random_flip), batch_sampler=batches,
                         num_workers=num_workers) if batches else []
-    store = _TORCH_DTYPES[meta["dtype"]]
     parts: dict[str, list[torch.Tensor]] = {}
     for indices, batch in zip(batches, loader):
         with torch.no_grad():
@@ -271,14 +282,8 @@ def encode_to_cache(
         i = indices[0] // shard_size
         if indices[-1] + 1 < rows(i)[1]:
             continue
-        # the shard's last batch: check, cast and write it
-        tensors = {name: torch.cat(values) for name, values in parts.items()}
-        tensors["start"], parts = torch.tensor(rows(i)[0]), {}
-        for name in tensors.keys() - {"label", "start"}:
-            tensors[name] = tensors[name].to(store).contiguous()
-        check_finite_rows(tensors, shard_path(cache_dir, i))  # before it is written (fp16 can overflow to inf)
-        with atomic_path(shard_path(cache_dir, i)) as tmp:  # a shard is either complete or absent
-            save_file(tensors, str(tmp), metadata=_shard_meta(meta))
+        write_shard(cache_dir, i, {name: torch.cat(values) for name, values in parts.items()}, meta)
+        parts = {}
         bar.update(1)
     bar.close()
 

