@@ -63,6 +63,8 @@ class EvalConfig:
     classifier: str | None = field(default="outputs/classifier-fmnist", metadata={
         "help": "FashionClassifier for class consistency (None: skip)"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "the real images: a dataset name, folder or id"})
+    image_column: str = field(default="image", metadata={"help": "the dataset's image column"})
+    label_column: str = field(default="label", metadata={"help": "the dataset's label column; 'none': unlabelled"})
     reference_split: str = field(default="test", metadata={"help": "the split the samples are compared with"})
     reference_limit: int | None = field(default=None, metadata={"help": "first N reference images (None: all)"})
     floor_split: str = field(default="train", metadata={"help": "real images compared with the reference: the floor"})
@@ -82,11 +84,12 @@ def in_batches(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
 def reference_features(cfg: EvalConfig, extractor, split: str, limit: int | None) -> torch.Tensor:
     """Features of a real split, cached on disk (atomic write) under a key of everything they depend on."""
     key = json.dumps([extractor.name, extractor.fingerprint, cfg.dataset, split, cfg.resolution, cfg.grayscale,
-                      limit])
+                      limit] + ([cfg.image_column] if cfg.image_column != "image" else []))
     path = Path(cfg.cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors"
     if path.exists():
         return load_file(str(path))["features"]
-    images, _ = load_image_tensors(cfg.dataset, split, cfg.resolution, cfg.grayscale, limit=limit)
+    images, _ = load_image_tensors(cfg.dataset, split, cfg.resolution, cfg.grayscale, limit=limit,
+                                   image_column=cfg.image_column, label_column=None)
     feats = in_batches(extractor, images)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -160,7 +163,8 @@ def main(cfg: EvalConfig) -> dict:
             logits = torch.cat([p["logits"] for p in parts])[order]
             result["class_consistency"] = class_consistency(logits, requested)
             ref_images, ref_labels = load_image_tensors(cfg.dataset, cfg.reference_split, cfg.resolution,
-                                                        cfg.grayscale, limit=cfg.reference_limit)
+                                                        cfg.grayscale, limit=cfg.reference_limit,
+                                                        image_column=cfg.image_column, label_column=cfg.label_column)
             ref_logits = in_batches(classifier.logits, ref_images)
             result["floor_class_consistency"] = class_consistency(ref_logits, ref_labels)
         result.update(extractor=extractor.name, extractor_fingerprint=extractor.fingerprint,

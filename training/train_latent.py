@@ -46,9 +46,10 @@ from diffit_hf.training.config import check_unchanged, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
 from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
+from diffit_hf.training.init_weights import init_from_pretrained
 from diffit_hf.training.lr_finder import lr_range_test
 from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, TIMESTEP_SAMPLING, make_objective, model_overrides_for
-from diffit_hf.training.progress import LossHistory, log_image, timed, validation_grid
+from diffit_hf.training.progress import LossHistory, PendingLosses, log_image, timed, validation_grid
 from diffit_hf.training.runtime import enable_tf32, set_cpu_threads, weight_digest
 from diffit_hf.utils import atomic_write_json, mix_seed
 
@@ -71,12 +72,19 @@ class TrainConfig:
         "help": "latent cache from encode_latents.py; with neither --latents nor --dataset: the offline "
                 "Fashion-MNIST demo (its VAE and cache are built under outputs/ if absent)"})
     dataset: str | None = field(default=None, metadata={"help": "pixel-space training: fashion-mnist, a folder..."})
+    image_column: str = field(default="image", metadata={"help": "pixel space: the dataset's image column"})
+    label_column: str = field(default="label", metadata={
+        "help": "pixel space: the dataset's label column; 'none': unconditional"})
     resolution: int = field(default=32, metadata={"help": "pixel-space resolution"})
     grayscale: bool = field(default=False, metadata={"help": "pixel space: 1 channel"})
     vae: str | None = field(default=None, metadata={"help": "VAE for samples/export (default: the cache's VAE)"})
-    random_flip: bool = False
+    random_flip: bool = field(default=False, metadata={
+        "help": "horizontal flips; a latent cache must hold both orientations (encode_latents.py --random-flip)"})
     # 2. Model
     model: str = field(default="DiT-S/2", metadata={"help": "any preset (python -m diffit_hf presets)"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "fine-tune: a saved model or pipeline folder, an official DiT .pt, or a Hub id (another class count "
+                "rebuilds the label table, keeping the null row)"})
     model_config: str = field(default="{}", metadata={"help": "JSON overrides of the preset, e.g. "
                                                       "'{\"num_layers\": 6}'; in/out shape and classes come from "
                                                       "the data"})
@@ -229,18 +237,21 @@ def main(cfg: TrainConfig) -> dict:
     set_seed(cfg.seed)
 
     # 2. Data
-    data = load_training_data(latents, cfg.dataset, cfg.resolution, cfg.grayscale, cfg.random_flip, cfg.seed)
+    data = load_training_data(latents, cfg.dataset, cfg.resolution, cfg.grayscale, cfg.random_flip, cfg.seed,
+                              cfg.image_column, cfg.label_column)
     # the VAE that made the latents (checked by fingerprint) decodes validation grids and ships with the pipeline
     vae = load_cache_vae(data.cache_meta, cfg.vae).to(accelerator.device) if data.cache_meta else None
     loader = DataLoader(data.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                         collate_fn=data.collate_fn, num_workers=cfg.num_workers,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    num_classes = len(data.class_names) if data.class_names else overrides.get("num_classes", 0)
+    num_classes = data.num_classes(overrides.pop("num_classes", 0))
     id2label = dict(enumerate(data.class_names)) if data.class_names and num_classes else {}
 
     # 3. Model (shape and classes from the data)
     transformer = create_model_for_data(cfg.model, data.shape, num_classes,
                                         **{"class_dropout_prob": cfg.class_dropout_prob, **overrides})
+    if cfg.init_from:  # fine-tuning (a resumed run then loads its checkpoint over these weights)
+        init_from_pretrained(transformer, cfg.init_from, log=accelerator.print)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
 
@@ -286,7 +297,7 @@ def main(cfg: TrainConfig) -> dict:
                       f"{cfg.objective}) on {len(data.dataset):,} examples of shape {data.shape}, "
                       f"{accelerator.num_processes} process(es), batch {cfg.batch_size} x {accum} accumulation")
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
-    start_time, start_step, running, micro = time.time(), step, [], 0
+    start_time, start_step, micro_losses, pending = time.time(), step, [], PendingLosses(LOSS_KEYS)
     seconds = {"checkpoints": 0.0, "validation": 0.0}  # where the loop's time goes besides training steps
     model.train()
     while step < cfg.max_steps:
@@ -296,29 +307,30 @@ def main(cfg: TrainConfig) -> dict:
             data.dataset.set_epoch(epoch)  # latent resampling noise = f(seed, epoch, index)
         for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
             with accelerator.accumulate(model):
-                losses = training_losses(step * accum + micro, batch)
-                # the mean over ranks, identical on every rank: all stop together on a bad loss
-                reduced = accelerator.reduce(torch.stack([losses[k].detach() for k in LOSS_KEYS]), "mean").tolist()
-                check_finite_loss(reduced[0], step + 1, ckpt_dir)
+                losses = training_losses(step * accum + len(micro_losses), batch)
                 accelerator.backward(losses["loss"])
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            running.append(dict(zip(LOSS_KEYS, reduced)))
-            micro += 1
+            micro_losses.append(losses)
             if not accelerator.sync_gradients:
                 continue
 
-            # one optimiser step done
-            step, micro = step + 1, 0
+            # one optimiser step done; its losses stay on the device until the next logging step or checkpoint
+            step = step + 1
             ema.step(transformer.parameters())
-            logs = {k: sum(r[k] for r in running) / len(running) for k in LOSS_KEYS}
-            logs["lr"], running = lr_scheduler.get_last_lr()[0], []
-            history.append(step, logs)
-            accelerator.log(logs, step=step)
+            pending.add(step, micro_losses, lr_scheduler.get_last_lr()[0])
+            micro_losses = []
             bar.update(1)
+            if step % cfg.log_every and step % cfg.checkpointing_steps and step % cfg.validation_steps \
+                    and step < cfg.max_steps:
+                continue
+            for pending_step, logs in pending.collect(accelerator):  # the mean over ranks: all stop together
+                check_finite_loss(logs["loss"], pending_step, ckpt_dir, checked_at=step)
+                history.append(pending_step, logs)
+                accelerator.log(logs, step=pending_step)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
                 rate = (step - start_step) / max(time.time() - start_time, 1e-9)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")

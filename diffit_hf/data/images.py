@@ -11,35 +11,59 @@ from PIL import Image
 
 from .fashion_mnist import load_fashion_mnist
 
+NO_LABELS = ("", "none")  # --label-column values meaning an unlabelled dataset (unconditional training)
+
 
 def load_image_dataset(source: str, split: str = "train", image_column: str = "image",
                        label_column: str | None = "label") -> Dataset:
-    """One split of an image dataset, with columns renamed to `image` and `label`.
+    """One split of an image dataset, with columns renamed to `image` and `label` (no `label` column when unlabelled).
 
     `source` is `"fashion-mnist"` (offline, Debian package), a directory saved with `Dataset.save_to_disk`, a local
-    image folder (one sub-folder per class, loaded with `imagefolder`), or a Hub dataset id (needs the Hub).
+    image folder (one sub-folder per class, loaded with `imagefolder`; images directly in the folder: unlabelled), or
+    a Hub dataset id (needs the Hub, or its local cache with `HF_HUB_OFFLINE=1`). `label_column=None` (or `"none"`)
+    reads a dataset as unlabelled, for unconditional training.
     """
     path = Path(source)
+    if label_column is not None and label_column.lower() in NO_LABELS:
+        label_column = None
+    folder = False
     if source == "fashion-mnist":
         data = load_fashion_mnist(splits=(split,))
     elif path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         data = load_from_disk(str(path))
     elif path.is_dir():
-        data = load_dataset("imagefolder", data_dir=str(path))
+        data, folder = load_dataset("imagefolder", data_dir=str(path)), True
     elif path.exists():
         raise ValueError(f"{source} is a file; pass a folder of images, a saved dataset folder, or a dataset id.")
+    elif source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise FileNotFoundError(f"No such dataset folder: {source} (and it is not a Hub id like 'owner/name').")
     else:
-        data = load_dataset(source, split=split)
+        try:
+            data = load_dataset(source, split=split)
+        except ConnectionError as err:  # datasets' own offline error; without HF_HUB_OFFLINE it retries first
+            raise ConnectionError(
+                f"{source!r} is not a local folder and could not be loaded from the Hub ({err}). Without internet, "
+                "pass fashion-mnist, a folder of images, or a dataset saved with Dataset.save_to_disk; a Hub dataset "
+                "must be downloaded (and cached) first, then HF_HUB_OFFLINE=1 reads the cache without waiting."
+            ) from err
     if isinstance(data, DatasetDict):
         if split not in data:
             raise ValueError(f"{source} has no split {split!r}; available: {', '.join(data)}.")
         data = data[split]
+    if folder and label_column == "label" and "label" not in data.column_names:
+        label_column = None  # an image folder without class sub-folders: unlabelled
     for wanted, role in ((image_column, "image"), (label_column, "label")):
         if wanted is not None and wanted not in data.column_names:
-            raise ValueError(f"{source} has no {role} column {wanted!r}; columns are {', '.join(data.column_names)}.")
+            hint = " (--label-column none for an unlabelled dataset)" if role == "label" else ""
+            raise ValueError(f"{source} has no {role} column {wanted!r}; columns are "
+                             f"{', '.join(data.column_names)}{hint}.")
     if image_column != "image":
         data = data.rename_column(image_column, "image")
+    if label_column is None and "label" in data.column_names:
+        data = data.remove_columns("label")
     if label_column is not None and label_column != "label":
+        if "label" in data.column_names:
+            data = data.remove_columns("label")
         data = data.rename_column(label_column, "label")
     return data
 
@@ -88,5 +112,5 @@ def load_image_tensors(source: str, split: str, resolution: int, grayscale: bool
     if limit is not None and limit < len(data):
         data = data.select(range(limit))
     images = torch.stack([preprocess_image(img, resolution, grayscale) for img in data["image"]])
-    labels = torch.tensor(data["label"]) if label_column is not None else None
+    labels = torch.tensor(data["label"]) if "label" in data.column_names else None
     return images, labels

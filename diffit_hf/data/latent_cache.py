@@ -2,29 +2,54 @@
 
 Layout of a cache folder:
 
-    index.json                  VAE id and config hash, scaling factor, resolution, shapes, counts, class names
-    shard-00000.safetensors     rows [0, shard_size): "mean", "std" (N, C, h, w) float32, "label" (N,) int64
+    index.json                  VAE id and config hash, scaling factor, resolution, shapes, counts, class names,
+                                storage dtype, whether flipped images were encoded too
+    shard-00000.safetensors     rows [0, shard_size): "mean", "std" (N, C, h, w) in the cache's dtype (float32 by
+                                default, or bfloat16 / float16), "label" (N,) int64, "start" (); with
+                                `random_flip`, also "mean_flip", "std_flip": the encodings of the mirrored images
 
 Shards are assigned round-robin to processes, written to a temporary name and renamed when complete, so a partial
 shard is never taken for a complete one; a rerun skips the shards that load and match the index. A cache made with
 another VAE or resolution is refused.
+
+Reading is lazy (`LatentDataset`): only the shards' headers and labels are read when a cache is opened; each row's
+mean and std are read from disk when the row is fetched, so a process's memory does not grow with the cache (an
+ImageNet-256 cache is ~10 GB in float32).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import struct
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch.utils.data import Dataset
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
 
 from ..utils import atomic_path, atomic_write_json, mix_seed
 from .images import load_image_dataset, preprocess_image
 
 INDEX = "index.json"
+# --dtype spellings -> the storage dtype's name in the index -> torch dtype and safetensors' header name
+STORAGE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_ST_NAMES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+_ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "I64": torch.int64}
+_LEGACY = {"dtype": "float32", "random_flip": False}  # caches written before these options
+
+
+def storage_dtype(name: str) -> str:
+    """The index's name of a storage dtype (`float32`, `bfloat16`, `float16`) from `--dtype` (`fp32`, `bf16`, `fp16`)
+    or the index's own spelling; `ValueError` listing the choices otherwise."""
+    if name in _TORCH_DTYPES:
+        return name
+    if name not in STORAGE_DTYPES:
+        raise ValueError(f"Unknown latent storage dtype {name!r}; choose one of {', '.join(STORAGE_DTYPES)}.")
+    return STORAGE_DTYPES[name]
 
 
 def vae_fingerprint(vae) -> str:
@@ -43,44 +68,130 @@ def shard_path(cache_dir: Path, index: int) -> Path:
     return cache_dir / f"shard-{index:05d}.safetensors"
 
 
+def _non_finite_error(path: Path, rows: list[int], start: int) -> ValueError:
+    return ValueError(
+        f"{path.name} holds non-finite latents in rows {rows[:5]}{' ...' if len(rows) > 5 else ''} (samples "
+        f"{[start + r for r in rows[:5]]}): check those images and the VAE (e.g. encode in float32), then delete "
+        "the shard and rerun encode_latents.py to rebuild it."
+    )
+
+
 def check_finite_rows(shard: dict[str, torch.Tensor], path: Path) -> None:
-    """`ValueError` naming the shard and its first rows whose latent mean or std holds NaN/inf."""
-    bad = ~(shard["mean"].flatten(1).isfinite().all(1) & shard["std"].flatten(1).isfinite().all(1))  # (N,)
+    """`ValueError` naming the shard and its first rows whose latent mean or std (either orientation) holds NaN/inf."""
+    names = [name for name in ("mean", "std", "mean_flip", "std_flip") if name in shard]
+    bad = ~torch.stack([shard[name].flatten(1).isfinite().all(1) for name in names]).all(0)  # (N,)
     if bad.any():
-        rows = bad.nonzero().flatten().tolist()
-        start = int(shard["start"]) if "start" in shard else 0
-        raise ValueError(
-            f"{path.name} holds non-finite latents in rows {rows[:5]}{' ...' if len(rows) > 5 else ''} (samples "
-            f"{[start + r for r in rows[:5]]}): check those images and the VAE (e.g. encode in float32), then delete "
-            "the shard and rerun encode_latents.py to rebuild it."
-        )
+        raise _non_finite_error(path, bad.nonzero().flatten().tolist(), int(shard["start"]) if "start" in shard else 0)
+
+
+def read_header(path: str | Path) -> tuple[dict, int]:
+    """A safetensors file's header and the byte offset where its data begins, without reading the data.
+
+    Written by hand: safetensors' API reads tensors through a memory map, whose touched pages count in the process's
+    resident memory (growing towards the cache's size over an epoch); `LatentDataset` reads rows with `pread`
+    instead, so it needs the documented layout: a little-endian u64 header size, the JSON header
+    (`{name: {dtype, shape, data_offsets}}`, `__metadata__`), then the data. `ValueError` for a truncated file.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("no safetensors header")
+        (size,) = struct.unpack("<Q", head)
+        if size > 100_000_000:
+            raise ValueError("not a safetensors file")
+        try:
+            header = json.loads(f.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"unreadable header: {err}") from err
+        file_size = os.fstat(f.fileno()).st_size
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + size + end > file_size:
+        raise ValueError(f"the file has {file_size} bytes, its header describes {8 + size + end}")
+    return header, 8 + size
+
+
+def _pread_tensor(fd: int, header: dict, data_start: int, name: str, row: int | None = None) -> torch.Tensor:
+    """Tensor `name` (or its row `row`) of a safetensors file opened as `fd`, read with one `pread`."""
+    entry = header[name]
+    dtype = _ST_DTYPES[entry["dtype"]]
+    shape = entry["shape"] if row is None else entry["shape"][1:]
+    nbytes = math.prod(shape) * dtype.itemsize
+    offset = data_start + entry["data_offsets"][0] + (0 if row is None else row * nbytes)
+    buffer = bytearray(nbytes)
+    if os.preadv(fd, [buffer], offset) != nbytes:
+        raise ValueError("short read")
+    return torch.frombuffer(buffer, dtype=dtype).reshape(shape) if nbytes else torch.empty(shape, dtype=dtype)
+
+
+def _tensor_names(meta: dict) -> set[str]:
+    flips = {"mean_flip", "std_flip"} if meta.get("random_flip") else set()
+    return {"mean", "std", "label", "start", *flips}
 
 
 def _shard_meta(meta: dict) -> dict[str, str]:
-    return {key: str(meta[key]) for key in ("vae_fingerprint", "resolution", "grayscale")}
+    meta = {**_LEGACY, **meta}
+    return {key: str(meta[key]) for key in ("vae_fingerprint", "resolution", "grayscale", "dtype", "random_flip")}
 
 
-def _shard_ok(path: Path, meta: dict, start: int, count: int) -> bool:
-    """True if the shard loads and holds exactly rows [start, start + count); ValueError if it was made with another
-    VAE or resolution (a foreign cache is refused, never mixed or overwritten)."""
-    if not path.is_file():
-        return False
+def _shard_problem(path: Path, meta: dict, start: int, count: int) -> str | None:
+    """Why `path` does not hold exactly rows [start, start + count) of the cache described by `meta`, or None. Reads
+    the header and one number, not the latents; ValueError if the shard was made with another VAE, resolution, dtype
+    or flip setting (a foreign cache is refused, never mixed or overwritten)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            stored = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError):
-        return False  # partial or corrupt: re-encode
+        header, data_start = read_header(path)
+        stored = {**{k: str(v) for k, v in _LEGACY.items()}, **(header.get("__metadata__") or {})}
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stored_start = int(_pread_tensor(fd, header, data_start, "start")) if "start" in header else None
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, KeyError) as err:
+        return f"it is missing or truncated ({err})"
     if stored != _shard_meta(meta):
         raise ValueError(f"{path} was made with {stored}, this run has {_shard_meta(meta)}: refusing to mix caches.")
-    shape = (count, *meta["latent_shape"])
-    return (
-        set(tensors) == {"mean", "std", "label", "start"}
-        and int(tensors["start"]) == start
-        and tuple(tensors["mean"].shape) == shape
-        and tuple(tensors["std"].shape) == shape
-        and tuple(tensors["label"].shape) == (count,)
-    )
+    shape = [count, *meta["latent_shape"]]
+    names = set(header) - {"__metadata__"}
+    if names != _tensor_names(meta):  # e.g. a shard encoded with(out) flips
+        return f"it holds the tensors {sorted(names)}, expected {sorted(_tensor_names(meta))}"
+    if stored_start != start or header["label"]["shape"] != [count]:
+        return f"it holds {header['label']['shape'][0]} rows from {stored_start}, expected {count} from {start}"
+    for name in names - {"label", "start"}:
+        if header[name]["shape"] != shape or header[name]["dtype"] != _ST_NAMES[meta["dtype"]]:
+            return (f"it holds {name} as {header[name]['dtype']} {header[name]['shape']}, expected "
+                    f"{_ST_NAMES[meta['dtype']]} {shape}")
+    return None
+
+
+def write_shard(cache_dir: Path, index: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Writes shard `index` of the cache described by `meta` (its index dict): `tensors` holds "mean", "std"
+    (and "mean_flip", "std_flip") as (n, C, h, w) floats, cast here to the cache's dtype, and "label" (n,); refused
+    if any row is not finite (fp16 can overflow to inf); atomic: a shard is either complete or absent."""
+    tensors = {name: value.to(_TORCH_DTYPES[meta["dtype"]]).contiguous() for name, value in tensors.items()
+               if name != "label"} | {"label": tensors["label"].long(),
+                                      "start": torch.tensor(index * meta["shard_size"])}
+    check_finite_rows(tensors, shard_path(cache_dir, index))
+    with atomic_path(shard_path(cache_dir, index)) as tmp:
+        save_file(tensors, str(tmp), metadata=_shard_meta(meta))
+
+
+class _PreprocessedImages(Dataset):
+    """Rows of an image dataset as `{"pixels", "label"[, "flipped"]}`: images decoded and preprocessed here, i.e. in
+    the encoding DataLoader's workers, not in the process that runs the VAE."""
+
+    def __init__(self, dataset, resolution: int, grayscale: bool, random_flip: bool):
+        self.dataset, self.resolution, self.grayscale, self.random_flip = dataset, resolution, grayscale, random_flip
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.dataset[int(i)]
+        label = row.get("label")
+        out = {"pixels": preprocess_image(row["image"], self.resolution, self.grayscale),  # (C, res, res)
+               "label": -1 if label is None else int(label)}
+        if self.random_flip:  # DiT flips the image, then encodes it: a mirrored latent grid is not the same
+            out["flipped"] = preprocess_image(row["image"], self.resolution, self.grayscale, flip=True)
+        return out
 
 
 def encode_to_cache(
@@ -96,11 +207,17 @@ def encode_to_cache(
     process_index: int = 0,
     num_processes: int = 1,
     progress: bool = True,
+    dtype: str = "fp32",
+    random_flip: bool = False,
+    num_workers: int = 0,
 ) -> dict:
     """Encodes `dataset` (`image` and optional `label` columns) into `cache_dir`; returns the index dict.
 
     Each process encodes the shards `i` with `i % num_processes == process_index`; the index is written by process 0
     only once every shard is present (call again after all processes finish, or use `training/encode_latents.py`).
+    `dtype` (`fp32`, `bf16`, `fp16`) is the storage precision of mean and std; `random_flip` also encodes every
+    image mirrored left-right (`LatentDataset(random_flip=True)` then picks one per sample and epoch); images are
+    decoded and preprocessed in `num_workers` DataLoader workers (0: in this process).
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +228,8 @@ def encode_to_cache(
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if resolution % factor:
         raise ValueError(f"resolution {resolution} is not divisible by the VAE's downsampling factor {factor}.")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
     names = getattr(dataset.features.get("label"), "names", None)
     meta = {
         "vae": vae_id,
@@ -124,44 +243,52 @@ def encode_to_cache(
         "shard_size": shard_size,
         "num_shards": (len(dataset) + shard_size - 1) // shard_size,
         "class_names": names,
+        "dtype": storage_dtype(dtype),
+        "random_flip": random_flip,
     }
     index_path = cache_dir / INDEX
     if index_path.exists():
-        old = json.loads(index_path.read_text())
-        for key in ("vae_fingerprint", "resolution", "grayscale", "num_samples", "shard_size", "latent_shape"):
+        old = {"dtype": "float32", "random_flip": False, **json.loads(index_path.read_text())}
+        for key in ("vae_fingerprint", "resolution", "grayscale", "num_samples", "shard_size", "latent_shape",
+                    "dtype", "random_flip"):
             if old.get(key) != meta[key]:
                 raise ValueError(
                     f"{cache_dir} holds a cache made with {key}={old.get(key)!r}, this run has {meta[key]!r} "
                     f"(VAE {old.get('vae')!r} vs {vae_id!r}). Use another folder or delete it."
                 )
 
+    def rows(i: int) -> tuple[int, int]:
+        return i * shard_size, min((i + 1) * shard_size, len(dataset))
+
     mine = [i for i in range(meta["num_shards"]) if i % num_processes == process_index]
-    todo = [i for i in mine if not _shard_ok(shard_path(cache_dir, i), meta, i * shard_size,
-                                             min(shard_size, len(dataset) - i * shard_size))]
+    todo = [i for i in mine if _shard_problem(shard_path(cache_dir, i), meta, rows(i)[0], rows(i)[1] - rows(i)[0])]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="encoding shards", disable=not progress)
-    for i in todo:
-        start, stop = i * shard_size, min((i + 1) * shard_size, len(dataset))
-        means, stds, labels = [], [], []
-        for b in range(start, stop, batch_size):
-            rows = dataset[b:min(b + batch_size, stop)]
-            pixels = torch.stack([preprocess_image(img, resolution, grayscale) for img in rows["image"]])
-            with torch.no_grad():
-                dist = vae.encode(pixels.to(device=device, dtype=vae.dtype)).latent_dist
-            means.append(dist.mean.float().cpu().contiguous())
-            stds.append(dist.std.float().cpu().contiguous())
-            labels.extend(rows["label"] if "label" in rows else [-1] * len(pixels))
-        tensors = {"mean": torch.cat(means), "std": torch.cat(stds), "label": torch.tensor(labels, dtype=torch.long),
-                   "start": torch.tensor(start)}
-        check_finite_rows(tensors, shard_path(cache_dir, i))  # before it is written
-        with atomic_path(shard_path(cache_dir, i)) as tmp:  # a shard is either complete or absent
-            save_file(tensors, str(tmp), metadata=_shard_meta(meta))
+    # batches never cross a shard: the loader yields them in order, and a shard is written once its last batch is in
+    batches = [list(range(b, min(b + batch_size, rows(i)[1]))) for i in todo for b in range(*rows(i), batch_size)]
+    loader = DataLoader(_PreprocessedImages(dataset, resolution, grayscale, random_flip), batch_sampler=batches,
+                        num_workers=num_workers) if batches else []
+    parts: dict[str, list[torch.Tensor]] = {}
+    for indices, batch in zip(batches, loader):
+        with torch.no_grad():
+            dists = {"": vae.encode(batch["pixels"].to(device=device, dtype=vae.dtype)).latent_dist}
+            if random_flip:
+                dists["_flip"] = vae.encode(batch["flipped"].to(device=device, dtype=vae.dtype)).latent_dist
+        for suffix, dist in dists.items():
+            parts.setdefault(f"mean{suffix}", []).append(dist.mean.float().cpu())  # (B, C, h, w)
+            parts.setdefault(f"std{suffix}", []).append(dist.std.float().cpu())
+        parts.setdefault("label", []).append(batch["label"].long())
+        i = indices[0] // shard_size
+        if indices[-1] + 1 < rows(i)[1]:
+            continue
+        write_shard(cache_dir, i, {name: torch.cat(values) for name, values in parts.items()}, meta)
+        parts = {}
         bar.update(1)
     bar.close()
 
-    complete = all(_shard_ok(shard_path(cache_dir, i), meta, i * shard_size,
-                             min(shard_size, len(dataset) - i * shard_size)) for i in range(meta["num_shards"]))
+    complete = not any(_shard_problem(shard_path(cache_dir, i), meta, rows(i)[0], rows(i)[1] - rows(i)[0])
+                       for i in range(meta["num_shards"]))
     if process_index == 0 and complete:
         atomic_write_json(index_path, meta)
     return meta
@@ -169,29 +296,33 @@ def encode_to_cache(
 
 def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, resolution: int,
                    grayscale: bool = False, split: str = "train", image_column: str = "image",
-                   label_column: str = "label", vae_subfolder: str | None = None, shard_size: int = 1024,
-                   batch_size: int = 64) -> dict:
+                   label_column: str | None = "label", vae_subfolder: str | None = None, shard_size: int = 1024,
+                   batch_size: int = 64, dtype: str = "fp32", random_flip: bool = False,
+                   num_workers: int = 0) -> dict:
     """`encode_to_cache` across accelerate processes: every process encodes its shards, then the main process
     verifies them all and writes the index. Returns the cache's index."""
     from diffusers import AutoencoderKL
 
+    storage_dtype(dtype)  # a bad --dtype is named before the VAE loads
     if vae_subfolder is None and (Path(vae_path) / "model_index.json").is_file():
         raise ValueError(f"{vae_path} is a pipeline folder, not a VAE: pass --vae-subfolder vae (or --vae "
                          f"{Path(vae_path) / 'vae'}).")
-    vae = AutoencoderKL.from_pretrained(vae_path, subfolder=vae_subfolder).to(accelerator.device).eval()
     data = load_image_dataset(dataset, split, image_column, label_column)
+    vae = AutoencoderKL.from_pretrained(vae_path, subfolder=vae_subfolder).to(accelerator.device).eval()
     # a local VAE is recorded by its absolute path: training from another folder finds the same one
     vae_id = str(Path(vae_path).resolve()) if Path(vae_path).is_dir() else vae_path
-    kwargs = dict(vae_id=vae_id, vae_subfolder=vae_subfolder, shard_size=shard_size, batch_size=batch_size)
+    kwargs = dict(vae_id=vae_id, vae_subfolder=vae_subfolder, shard_size=shard_size, batch_size=batch_size,
+                  dtype=dtype, random_flip=random_flip)
     with torch.no_grad():
         meta = encode_to_cache(vae, data, out, resolution, grayscale, process_index=accelerator.process_index,
                                num_processes=accelerator.num_processes, progress=accelerator.is_local_main_process,
-                               **kwargs)
+                               num_workers=num_workers, **kwargs)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:  # every shard is there now: verify them all and write the index
             meta = encode_to_cache(vae, data, out, resolution, grayscale, progress=False, **kwargs)
-            print(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} "
-                  f"in {meta['num_shards']} shards, scaling factor {meta['scaling_factor']}")
+            print(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} ({meta['dtype']}"
+                  f"{', and of the mirrored images' if random_flip else ''}) in {meta['num_shards']} shards, "
+                  f"scaling factor {meta['scaling_factor']}")
     accelerator.wait_for_everyone()
     return meta
 
@@ -218,12 +349,20 @@ def load_cache_vae(meta: dict, vae: str | None = None):
 
 
 class LatentDataset(Dataset):
-    """Rows of a latent cache as `(latents * scaling_factor, label)`.
+    """Rows of a latent cache as `(latents * scaling_factor, label)`, read lazily from the shards.
+
+    Opening a cache reads the shards' headers and labels only; each access reads that row's mean and std (a few KB)
+    with `pread`: no memory map, so a process's resident memory holds its batches and not the cache, whatever its
+    size; the operating system's page cache, shared by every process of a node, keeps hot shards in memory. The
+    dataset holds no open file, so it pickles cheaply into DataLoader workers. Rows of a half-precision cache are
+    returned in float32.
 
     With `resample=True` each access draws `mean + std * noise` from the stored distribution (a fresh sample per
-    epoch, as training on images would); `random_flip` flips the latent grid horizontally with probability 1/2.
-    With a `seed`, that randomness is a function of (seed, epoch, index) alone (call `set_epoch`), never of the
-    global RNG: batches are then the same whatever the order of fetching (prefetching, workers, a resumed run).
+    epoch, as training on images would); `random_flip` picks, with probability 1/2, the encoding of the mirrored
+    image (the cache must have been encoded with `random_flip`: DiT flips images before the VAE, and a mirrored
+    latent grid is not the latent of the mirrored image). With a `seed`, that randomness is a function of
+    (seed, epoch, index) alone (call `set_epoch`), never of the global RNG: batches are then the same whatever the
+    order of fetching (prefetching, workers, a resumed run).
     """
 
     def __init__(self, cache_dir: str | Path, resample: bool = True, random_flip: bool = False,
@@ -233,28 +372,45 @@ class LatentDataset(Dataset):
             raise FileNotFoundError(f"{cache_dir} has no {INDEX}: the cache is missing or incomplete.")
         rebuild = "rebuild it with training/encode_latents.py (complete shards are kept)"
         try:
-            self.meta = json.loads((cache_dir / INDEX).read_text())
+            self.meta = {**_LEGACY, **json.loads((cache_dir / INDEX).read_text())}
         except json.JSONDecodeError as err:
             raise ValueError(f"{cache_dir / INDEX} is corrupt ({err}): delete it and {rebuild}.") from err
-        shards = []
+        if random_flip and not self.meta["random_flip"]:
+            raise ValueError(
+                f"{cache_dir} holds no latents of mirrored images, so --random-flip cannot flip: DiT flips the image "
+                "before the VAE, which mirroring the latent grid does not reproduce. Encode the dataset again with "
+                "encode_latents.py --random-flip (both orientations are stored), or train without --random-flip."
+            )
+        shape, dtype = list(self.meta["latent_shape"]), self.meta["dtype"]
+        self.shards: list[tuple[str, dict, int]] = []  # (path, safetensors header, data offset) per shard
+        labels = []
         for i in range(self.meta["num_shards"]):
             path = shard_path(cache_dir, i)
             try:
-                shards.append(load_file(str(path)))
-            except (OSError, SafetensorError) as err:
+                header, data_start = read_header(path)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    labels.append(_pread_tensor(fd, header, data_start, "label"))  # (n,)
+                finally:
+                    os.close(fd)
+            except (OSError, ValueError, KeyError) as err:
                 raise ValueError(f"{path} is missing or truncated ({err}): delete it and {rebuild}.") from err
-            shape = tuple(shards[-1]["mean"].shape[1:])
-            if shape != tuple(self.meta["latent_shape"]) or shards[-1]["mean"].dtype != torch.float32:
-                raise ValueError(f"{path.name} holds {shards[-1]['mean'].dtype} latents of shape {shape}; "
-                                 f"{INDEX} says float32 {self.meta['latent_shape']}: the index was edited or belongs "
-                                 f"to another cache; {rebuild}.")
-            check_finite_rows(shards[-1], path)
-        self.mean = torch.cat([s["mean"] for s in shards])  # (N, C, h, w)
-        self.std = torch.cat([s["std"] for s in shards])
-        self.labels = torch.cat([s["label"] for s in shards])  # (N,)
-        if len(self.mean) != self.meta["num_samples"]:
+            for name in ("mean", "std", "mean_flip", "std_flip")[: 4 if random_flip else 2]:
+                entry = header.get(name, {"dtype": "none", "shape": [0]})
+                if entry["shape"][1:] != shape or entry["dtype"] != _ST_NAMES[dtype] or \
+                        entry["shape"][0] != len(labels[-1]):
+                    raise ValueError(
+                        f"{path.name} holds {_ST_DTYPES.get(entry['dtype'], entry['dtype'])} latents of shape "
+                        f"{tuple(entry['shape'][1:])}; {INDEX} says {dtype} {shape}: the index was edited or belongs "
+                        f"to another cache; {rebuild}.")
+            if i < self.meta["num_shards"] - 1 and len(labels[-1]) != self.meta["shard_size"]:
+                raise ValueError(f"{path.name} holds {len(labels[-1])} rows, {INDEX} says {self.meta['shard_size']} "
+                                 f"per shard; {rebuild}.")
+            self.shards.append((str(path), header, data_start))
+        self.labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)  # (N,)
+        if len(self.labels) != self.meta["num_samples"]:
             raise ValueError(
-                f"{cache_dir}: shards hold {len(self.mean)} rows, the index says {self.meta['num_samples']}."
+                f"{cache_dir}: shards hold {len(self.labels)} rows, the index says {self.meta['num_samples']}."
             )
         self.scaling_factor = self.meta["scaling_factor"]
         self.resample, self.random_flip = resample, random_flip
@@ -272,15 +428,47 @@ class LatentDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.mean)
+        return len(self.labels)
+
+    def read_row(self, i: int, flipped: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored latent mean and std of row `i` (of the mirrored image where `flipped`), (C, h, w) each, in
+        float32; `ValueError` naming the shard and row if they are not finite."""
+        shard, row = divmod(i, self.meta["shard_size"])
+        path, header, data_start = self.shards[shard]
+        suffix = "_flip" if flipped else ""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            mean = _pread_tensor(fd, header, data_start, f"mean{suffix}", row).float()
+            std = _pread_tensor(fd, header, data_start, f"std{suffix}", row).float()
+        finally:
+            os.close(fd)
+        if not (mean.isfinite().all() and std.isfinite().all()):
+            raise _non_finite_error(Path(path), [row], shard * self.meta["shard_size"])
+        return mean, std
+
+    def read_all(self, name: str = "mean") -> torch.Tensor:
+        """Tensor `name` ("mean", "std", "mean_flip", "std_flip") of every row, (N, C, h, w) in the stored dtype:
+        the whole cache in memory, for small caches and tests."""
+        parts = []
+        for path, header, data_start in self.shards:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                parts.append(_pread_tensor(fd, header, data_start, name))
+            finally:
+                os.close(fd)
+        return torch.cat(parts)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"row {i} of a cache of {len(self)}")
+        i = i % len(self)
         generator = None
         if self.seed is not None:
             generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
-        latent = self.mean[i]
-        if self.resample:
-            latent = latent + self.std[i] * torch.randn(latent.shape, generator=generator)
-        if self.random_flip and torch.rand((), generator=generator) < 0.5:
-            latent = latent.flip(-1)
+        # the draws in a fixed order (noise, then the orientation): a row's randomness is f(seed, epoch, index)
+        noise = torch.randn(self.latent_shape, generator=generator) if self.resample else None
+        flipped = bool(self.random_flip and torch.rand((), generator=generator) < 0.5)
+        latent, std = self.read_row(i, flipped)  # (C, h, w)
+        if noise is not None:
+            latent = latent + std * noise
         return latent * self.scaling_factor, int(self.labels[i])

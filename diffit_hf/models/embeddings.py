@@ -25,11 +25,14 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: tuple[int, int], device: 
     return get_2d_sincos_pos_embed_from_grid(embed_dim, grid).float()  # (grid_h * grid_w, D)
 
 
-def positional_table(stored: torch.Tensor, stored_grid: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
-    """(1, T, D) table for a token grid: the model's stored buffer, or one computed for another input size."""
+def positional_table(stored: torch.Tensor, stored_grid: tuple[int, int], grid: tuple[int, int],
+                     dtype: torch.dtype) -> torch.Tensor:
+    """(1, T, D) table for a token grid in `dtype` (the model's parameters' dtype: the buffer is not cast by
+    `from_pretrained(torch_dtype=...)`, being no weight): the model's stored buffer, or one computed for another
+    input size."""
     if tuple(grid) == tuple(stored_grid):
-        return stored[None]
-    return get_2d_sincos_pos_embed(stored.shape[-1], grid, device=stored.device).to(stored.dtype)[None]
+        return stored[None].to(dtype)
+    return get_2d_sincos_pos_embed(stored.shape[-1], grid, device=stored.device).to(dtype)[None]
 
 
 #################################################################################

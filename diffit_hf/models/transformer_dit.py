@@ -216,7 +216,7 @@ class DiTModel(ModelMixin, ConfigMixin):
         block_type = self.config.block_type
 
         # 1. Input
-        pos = positional_table(self.pos_embed, self.grid_size, grid_size)  # (1, T, D)
+        pos = positional_table(self.pos_embed, self.grid_size, grid_size, self.dtype)  # (1, T, D)
         x = self.patch_embed(hidden_states) + pos  # (N, T, D)
         time_emb, label_emb = self.cond_embed(timestep, class_labels, dtype=x.dtype)  # (N, D), (N, D) | None
         cond_tokens = [time_emb] if label_emb is None else [time_emb, label_emb]

@@ -141,18 +141,22 @@ def finite_checkpoint(folder: str | Path, part: str = "transformer") -> Path | N
     return None
 
 
-def check_finite_loss(loss: float, step: int, folder: str | Path, part: str = "transformer") -> None:
-    """Raises `FloatingPointError` before the update of `step` when the loss is NaN or infinite: resuming would repeat
-    it (every step's randomness is fixed), so the message says what to change and names the newest checkpoint in
-    `folder` whose weights are finite."""
+def check_finite_loss(loss: float, step: int, folder: str | Path, part: str = "transformer",
+                      checked_at: int | None = None) -> None:
+    """Raises `FloatingPointError` when the loss of `step` (seen at the check of step `checked_at`: losses are
+    checked on logging steps and before every checkpoint) is NaN or infinite, before a checkpoint can hold the
+    weights it produced. Resuming would repeat it (every step's randomness is fixed), so the message says what to
+    change and names the newest checkpoint in `folder` whose weights are finite."""
     if math.isfinite(loss):
         return
     good = finite_checkpoint(folder, part)
     where = (f"The newest checkpoint with finite weights is {good}: resume from it with --resume-from-checkpoint "
              f"{good} after the change." if good else "No checkpoint with finite weights exists: start again.")
+    seen = f" (found at the check of step {checked_at})" if checked_at not in (None, step) else ""
     raise FloatingPointError(
-        f"Loss is {loss} at step {step}; stopping before the update. Resuming as is repeats it (each step's "
-        "randomness is fixed): lower --learning-rate, set --max-grad-norm (e.g. 1.0), or check the data. " + where
+        f"Loss is {loss} at step {step}{seen}; stopping before a checkpoint holds its weights. Resuming as is "
+        "repeats it (each step's randomness is fixed): lower --learning-rate, set --max-grad-norm (e.g. 1.0), or "
+        "check the data. " + where
     )
 
 

@@ -58,6 +58,36 @@ class LossHistory:
             plot_curve(self.column("step"), self.column(column), path, "step", column)
 
 
+class PendingLosses:
+    """The losses of the optimiser steps since the last check, kept on the device: `collect` reduces them over the
+    processes and copies them to the host in one go, on logging steps and before checkpoints. The loop then makes no
+    host synchronisation on the other steps (a per-step `.tolist()` stalls the GPU's queue), and a NaN is still
+    named by its own step.
+
+    Args:
+        keys (`tuple[str, ...]`): the loss names, e.g. `("loss", "mse", "vb")`.
+    """
+
+    def __init__(self, keys: tuple[str, ...]):
+        self.keys = tuple(keys)
+        self.rows: list[tuple[int, torch.Tensor, float]] = []  # (step, (K,) device tensor, lr)
+
+    def add(self, step: int, micro_batches: list[dict[str, torch.Tensor]], lr: float) -> None:
+        """Step `step`'s losses: the mean over its micro-batches (gradient accumulation), not synchronised."""
+        values = torch.stack([torch.stack([m[k].detach().float() for k in self.keys]) for m in micro_batches])
+        self.rows.append((step, values.mean(0), lr))  # (K,)
+
+    def collect(self, accelerator) -> list[tuple[int, dict[str, float]]]:
+        """`(step, {key: mean over processes, "lr": lr})` for each pending step, oldest first; one reduction and one
+        host copy. Every process must call it at the same steps."""
+        if not self.rows:
+            return []
+        values = accelerator.reduce(torch.stack([v for _, v, _ in self.rows]), "mean").tolist()  # (S, K)
+        out = [(step, {**dict(zip(self.keys, row)), "lr": lr}) for (step, _, lr), row in zip(self.rows, values)]
+        self.rows = []
+        return out
+
+
 def plot_curve(xs, ys, path: str | Path, xlabel: str, ylabel: str, log_x: bool = False) -> None:
     """A line plot saved as PNG (matplotlib, no display)."""
     import matplotlib

@@ -41,8 +41,8 @@ def test_cache_matches_direct_encoding_and_loader(images, tmp_path):
         dist = vae.encode(pixels).latent_dist
     ds = LatentDataset(tmp_path, resample=False)
     assert len(ds) == 10
-    torch.testing.assert_close(ds.mean, dist.mean, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ds.std, dist.std, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ds.read_all("mean"), dist.mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ds.read_all("std"), dist.std, atol=1e-5, rtol=1e-5)
     latent, label = ds[5]
     torch.testing.assert_close(latent, dist.mean[5] * 0.7, atol=1e-5, rtol=1e-5)
     assert label == 5 % 3
@@ -51,7 +51,7 @@ def test_cache_matches_direct_encoding_and_loader(images, tmp_path):
     assert not torch.equal(a, b)  # a fresh sample from the stored distribution each time
     draws = torch.stack([resampled[5][0] for _ in range(2000)])
     assert torch.allclose(draws.mean(0), latent, atol=0.1)  # mean * scale
-    assert torch.allclose(draws.std(0), ds.std[5] * 0.7, rtol=0.15)  # std * scale
+    assert torch.allclose(draws.std(0), ds.read_all("std")[5] * 0.7, rtol=0.15)  # std * scale
 
 
 def test_rerun_skips_complete_shards_and_redoes_partial_ones(images, tmp_path):
@@ -82,7 +82,8 @@ def test_two_processes_split_the_shards(images, tmp_path):
     assert (tmp_path / "index.json").exists()
     reference = tmp_path / "single"
     encode(vae, images, reference)
-    assert torch.equal(LatentDataset(tmp_path, resample=False).mean, LatentDataset(reference, resample=False).mean)
+    assert torch.equal(LatentDataset(tmp_path, resample=False).read_all(),
+                       LatentDataset(reference, resample=False).read_all())
 
 
 def test_other_vae_or_resolution_is_refused(images, tmp_path):
@@ -116,16 +117,109 @@ def test_encode_latents_script_two_processes(images, tmp_path):
     ds = LatentDataset(tmp_path / "cache", resample=False)
     reference = tmp_path / "single"
     encode(tiny_vae(), images, reference)
-    torch.testing.assert_close(ds.mean, LatentDataset(reference, resample=False).mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ds.read_all(), LatentDataset(reference, resample=False).read_all(), atol=1e-5,
+                               rtol=1e-5)
     assert ds.labels.tolist() == [i % 3 for i in range(10)]
 
 
 def test_latent_dataset_seeded_resampling_is_order_independent(images, tmp_path):
-    encode(tiny_vae(), images, tmp_path)
+    encode(tiny_vae(), images, tmp_path, random_flip=True)
     data = LatentDataset(tmp_path, resample=True, random_flip=True, seed=3)
     a = [data[i][0] for i in (5, 9, 5)]
-    assert torch.equal(a[0], a[2]) and not torch.equal(a[0], data.mean[5] * data.scaling_factor)
+    assert torch.equal(a[0], a[2]) and not torch.equal(a[0], data.read_all()[5] * data.scaling_factor)
     assert torch.equal(LatentDataset(tmp_path, resample=True, random_flip=True, seed=3)[5][0], a[0])
     assert not torch.equal(LatentDataset(tmp_path, resample=True, random_flip=True, seed=4)[5][0], a[0])
     data.set_epoch(1)
     assert not torch.equal(data[5][0], a[0])
+
+
+def test_random_flip_stores_the_encoding_of_the_mirrored_image(images, tmp_path):
+    from diffit_hf.data import preprocess_image
+
+    vae = tiny_vae()
+    meta = encode(vae, images, tmp_path, random_flip=True)
+    assert meta["random_flip"] is True and json.loads((tmp_path / "index.json").read_text())["random_flip"] is True
+    mirrored = torch.stack([preprocess_image(img, 8, grayscale=True, flip=True) for img in images["image"]])
+    with torch.no_grad():
+        dist = vae.encode(mirrored).latent_dist
+    ds = LatentDataset(tmp_path, resample=False, random_flip=True, seed=0)
+    torch.testing.assert_close(ds.read_all("mean_flip"), dist.mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ds.read_all("std_flip"), dist.std, atol=1e-5, rtol=1e-5)
+    # the VAE is not equivariant: the mirrored image's latent is not the mirrored latent grid
+    assert (ds.read_all("mean_flip") - ds.read_all("mean").flip(-1)).abs().max() > 1e-3
+    plain, flipped = ds.read_all("mean") * 0.7, ds.read_all("mean_flip") * 0.7
+    picks = {}
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            latent = ds[i][0]
+            assert torch.equal(latent, ds[i][0])  # deterministic per (seed, epoch, index)
+            is_plain, is_flipped = torch.equal(latent, plain[i]), torch.equal(latent, flipped[i])
+            assert is_plain != is_flipped
+            picks[epoch, i] = is_flipped
+    assert 0.3 < sum(picks.values()) / len(picks) < 0.7  # both orientations occur, about half each
+    assert any(picks[0, i] != picks[1, i] for i in range(len(ds)))  # and change with the epoch
+    assert all(not torch.equal(LatentDataset(tmp_path, resample=False)[i][0], flipped[i]) for i in range(10))
+    with pytest.raises(ValueError, match="holds no latents of mirrored images.*--random-flip"):
+        LatentDataset(encode(vae, images, tmp_path / "plain") and tmp_path / "plain", random_flip=True)
+    with pytest.raises(ValueError, match="random_flip=True, this run has False"):
+        encode(vae, images, tmp_path)  # one cache, one setting
+
+
+def test_half_precision_storage_is_recorded_and_checked(images, tmp_path):
+    vae = tiny_vae()
+    encode(vae, images, tmp_path / "fp32")
+    meta = encode(vae, images, tmp_path / "bf16", dtype="bf16")
+    assert meta["dtype"] == "bfloat16" and json.loads((tmp_path / "bf16" / "index.json").read_text())["dtype"] == \
+        "bfloat16"
+    full, half = LatentDataset(tmp_path / "fp32", resample=False), LatentDataset(tmp_path / "bf16", resample=False)
+    assert half.read_all().dtype == torch.bfloat16
+    assert torch.equal(half.read_all(), full.read_all().to(torch.bfloat16))  # stored = rounded fp32 encoding
+    assert half[3][0].dtype == torch.float32 and torch.equal(half[3][0], half.read_all()[3].float() * 0.7)
+    size = {name: shard_path(tmp_path / name, 0).stat().st_size for name in ("fp32", "bf16")}
+    assert size["bf16"] < 0.6 * size["fp32"]
+    with pytest.raises(ValueError, match="dtype='bfloat16', this run has 'float32'"):
+        encode(vae, images, tmp_path / "bf16")
+    with pytest.raises(ValueError, match="Unknown latent storage dtype 'fp8'; choose one of fp32, bf16, fp16"):
+        encode(vae, images, tmp_path / "fp8", dtype="fp8")
+    index = json.loads((tmp_path / "bf16" / "index.json").read_text())
+    (tmp_path / "bf16" / "index.json").write_text(json.dumps({**index, "dtype": "float32"}))
+    with pytest.raises(ValueError, match="holds torch.bfloat16 latents .* index.json says float32"):
+        LatentDataset(tmp_path / "bf16")
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1]) * 1024
+
+
+def test_opening_a_cache_and_reading_a_batch_does_not_load_the_cache(tmp_path):
+    import gc
+
+    from torch.utils.data import DataLoader
+
+    from diffit_hf.data.latent_cache import write_shard
+
+    # a cache of 4,096 rows of 4x32x32 float32 means and stds: 128 MiB, written directly (no VAE needed)
+    shape, shard_size, num_shards = [4, 32, 32], 512, 8
+    meta = {"vae": "synthetic", "vae_fingerprint": "0", "scaling_factor": 0.5, "resolution": 256, "grayscale": False,
+            "latent_shape": shape, "num_samples": shard_size * num_shards, "shard_size": shard_size,
+            "num_shards": num_shards, "class_names": None, "dtype": "float32", "random_flip": False}
+    for i in range(num_shards):
+        write_shard(tmp_path, i, {"mean": torch.randn(shard_size, *shape), "std": torch.rand(shard_size, *shape),
+                                  "label": torch.zeros(shard_size, dtype=torch.long)}, meta)
+    (tmp_path / "index.json").write_text(json.dumps(meta))
+    cache_bytes = sum(p.stat().st_size for p in tmp_path.glob("shard-*"))
+    assert cache_bytes > 128 * 2**20
+    gc.collect()
+    before = resident_bytes()
+    data = LatentDataset(tmp_path, resample=True, seed=0)
+    latents, _ = next(iter(DataLoader(data, batch_size=64, shuffle=True)))
+    growth = resident_bytes() - before
+    assert len(data) == 4096 and latents.shape == (64, 4, 32, 32) and latents.isfinite().all()
+    print(f"resident memory growth {growth / 2**20:.1f} MiB for a {cache_bytes / 2**20:.0f} MiB cache")
+    assert growth < cache_bytes / 10, (growth, cache_bytes)
+    # the control: the measurement does see a loaded cache
+    loaded = [data.read_all("mean"), data.read_all("std")]
+    assert resident_bytes() - before > 0.5 * cache_bytes, (resident_bytes() - before, cache_bytes)
+    del loaded

@@ -96,9 +96,20 @@ def test_loss_history_survives_a_crash_and_keeps_exactly_the_resumed_rows(train_
     assert loss_steps(out) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("every, seen, reductions", [(1, "", 4), (3, " (found at the check of step 6)", 2)])
 def test_nan_loss_names_what_to_change_and_the_last_finite_checkpoint(train_latent, config, cache, tmp_path,
-                                                                      monkeypatch):
-    make = train_latent.make_objective
+                                                                      monkeypatch, every, seen, reductions):
+    """The losses are checked on logging steps and before every checkpoint (one reduction and host copy each, none
+    on the other steps): a NaN at step 4 is named by its step, and no checkpoint holds its weights."""
+    from accelerate import Accelerator
+
+    make, reduce, calls_to_reduce = train_latent.make_objective, Accelerator.reduce, []
+
+    def counted_reduce(self, *args, **kwargs):
+        calls_to_reduce.append(1)
+        return reduce(self, *args, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "reduce", counted_reduce)
 
     def nan_at_step_4(*args, **kwargs):  # a divergence at step 4 (the 4th batch), as a too-high lr gives
         objective, calls = make(*args, **kwargs), []
@@ -115,9 +126,10 @@ def test_nan_loss_names_what_to_change_and_the_last_finite_checkpoint(train_late
     monkeypatch.setattr(train_latent, "make_objective", nan_at_step_4)
     out = tmp_path / "nan"
     with pytest.raises(FloatingPointError) as err:
-        train_latent.main(config(cache, out, max_steps=8, checkpointing_steps=1))
+        train_latent.main(config(cache, out, max_steps=8, checkpointing_steps=every, log_every=every))
     message = str(err.value)
-    assert "Loss is nan at step 4; stopping before the update" in message
+    assert f"Loss is nan at step 4{seen}; stopping before a checkpoint holds its weights" in message
+    assert len(calls_to_reduce) == reductions  # steps 1-4 or steps 3 and 6: no reduction on other steps
     assert "lower --learning-rate, set --max-grad-norm" in message
     last = out / "checkpoints" / "checkpoint-0000003"
     assert f"newest checkpoint with finite weights is {last}" in message
@@ -135,9 +147,11 @@ def test_non_finite_latents_are_refused_naming_the_shard_and_row(cache, tmp_path
     with safe_open(str(cache / "shard-00001.safetensors"), framework="pt") as f:
         metadata = f.metadata()
     save_file(shard, str(bad / "shard-00001.safetensors"), metadata=metadata)
+    data = LatentDataset(bad, resample=False)  # rows are read (and checked) lazily, when fetched
+    assert torch.equal(data[132][0], LatentDataset(cache, resample=False)[132][0])
     with pytest.raises(ValueError, match=r"shard-00001.safetensors holds non-finite latents in rows \[5\] "
                                          r"\(samples \[133\]\)"):
-        LatentDataset(bad)
+        data[133]
 
 
 def test_command_line_mistakes_are_named_before_any_work(script, train_latent, config, cache, tmp_path):

@@ -1,0 +1,99 @@
+"""Fine-tuning: `init_from_pretrained` / `train_latent.py --init-from` from saved models, pipeline folders, official
+DiT checkpoints and Hub ids; another class count rebuilds the label table keeping the null row."""
+
+import pytest
+import torch
+
+from diffit_hf import DiffiTModel
+from diffit_hf.models.presets import create_model_for_data
+from diffit_hf.training.init_weights import LABEL_TABLE, init_from_pretrained
+from diffit_hf.training.objectives import make_objective
+from diffit_hf.utils import mix_seed
+
+from ..models.reference_dit import ReferenceDiT
+
+TINY = dict(num_layers=2, num_attention_heads=2, attention_head_dim=8)
+
+
+def trained(name="DiT-S/2", classes=10, seed=1):
+    """A tiny model whose weights are all non-trivial (zero-initialised layers perturbed), as after training."""
+    torch.manual_seed(seed)
+    model = create_model_for_data(name, (4, 8, 8), classes, **TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def batch(classes=10):
+    torch.manual_seed(0)
+    return torch.randn(6, 4, 8, 8), torch.randint(0, classes, (6,))
+
+
+def loss(model, x, y):
+    torch.manual_seed(mix_seed(0, 3))
+    return make_objective("epsilon", True).training_losses(model, x, y)["loss"]
+
+
+@pytest.mark.parametrize("name", ["DiT-S/2", "DiffiT-S/2"])
+def test_a_saved_model_or_pipeline_folder_reproduces_its_loss(name, tmp_path):
+    source = trained(name).eval()
+    source.save_pretrained(tmp_path / "model")
+    (tmp_path / "pipe").mkdir()
+    source.save_pretrained(tmp_path / "pipe" / "transformer")
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    x, y = batch()
+    for folder in ("model", "pipe"):
+        fresh = create_model_for_data(name, (4, 8, 8), 10, **TINY).eval()
+        assert not torch.equal(loss(fresh, x, y), loss(source, x, y))
+        assert init_from_pretrained(fresh, str(tmp_path / folder), log=lambda _: None) == []
+        assert torch.equal(loss(fresh, x, y), loss(source, x, y))
+
+
+def test_another_class_count_rebuilds_the_label_table_keeping_the_null_row(tmp_path):
+    source = trained(classes=10)
+    source.save_pretrained(tmp_path / "model")
+    messages = []
+    fresh = create_model_for_data("DiT-S/2", (4, 8, 8), 3, **TINY)
+    initial = fresh.state_dict()[LABEL_TABLE].clone()
+    assert init_from_pretrained(fresh, str(tmp_path / "model"), log=messages.append) == [LABEL_TABLE]
+    table, old = fresh.state_dict()[LABEL_TABLE], source.state_dict()[LABEL_TABLE]
+    assert table.shape == (4, 16) and torch.equal(table[3], old[10])  # the null row keeps its meaning
+    assert torch.equal(table[:3], initial[:3])  # the class rows are freshly initialised
+    assert "re-initialised: cond_embed.class_embedder.weight (rows 0-2 for 3 classes, the source had 10" in \
+        messages[0]
+    # the unconditional prediction (null label) is the source's, exactly
+    x, _ = batch()
+    t = torch.tensor([3, 50, 500, 999, 10, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x, t, torch.full((6,), 3)).sample,
+                                   source.eval()(x, t, torch.full((6,), 10)).sample, rtol=0, atol=0)
+    # an unconditional run drops the table, and says so
+    uncond = create_model_for_data("DiT-S/2", (4, 8, 8), 0, **TINY)
+    init_from_pretrained(uncond, str(tmp_path / "model"), log=messages.append)
+    assert "not used (unconditional run): cond_embed.class_embedder.weight" in messages[-1]
+
+
+def test_an_official_dit_checkpoint_loads_through_the_converter(tmp_path):
+    ref = ReferenceDiT(8, 2, 4, 16, 2, 2, 10, True).eval()
+    torch.save({"model": {}, "ema": ref.state_dict()}, tmp_path / "DiT-tiny.pt")
+    model = create_model_for_data("DiT-S/2", (4, 8, 8), 10, **TINY).eval()
+    init_from_pretrained(model, str(tmp_path / "DiT-tiny.pt"), log=lambda _: None)
+    x, y = batch()
+    t = torch.tensor([0, 17, 499, 999, 5, 6])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, y).sample, ref(x, t, y), atol=1e-5, rtol=1e-5)
+
+
+def test_another_architecture_and_missing_sources_are_refused(tmp_path):
+    trained().save_pretrained(tmp_path / "dit")
+    with pytest.raises(ValueError, match="holds another architecture: missing .*Pick the matching --model"):
+        init_from_pretrained(create_model_for_data("DiffiT-S/2", (4, 8, 8), 10, **TINY), str(tmp_path / "dit"))
+    with pytest.raises(ValueError, match="holds another architecture.*num_layers"):
+        init_from_pretrained(create_model_for_data("DiT-S/2", (4, 8, 8), 10, **{**TINY, "num_layers": 3}),
+                             str(tmp_path / "dit"))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        init_from_pretrained(trained(), str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="Hub has no such model reachable here"):  # offline in the tests
+        init_from_pretrained(trained(), "someone/no-such-dit")
+    assert isinstance(trained("DiffiT-S/2"), DiffiTModel)
