@@ -1,11 +1,18 @@
-"""Convert DiT weights to a diffit_hf `DiTModel` folder (config.json + safetensors).
+"""Convert DiT or DiffiT weights to a runnable diffit_hf pipeline folder (transformer, SD VAE, scheduler, class names).
 
     # official facebookresearch/DiT checkpoint (256 px -> 32x32 latents; use --latent-size 64 for 512 px)
     python pipelines/convert_dit.py --official DiT-XL-2-256x256.pt --preset DiT-XL/2 --out dit-xl-2-256
+    # NVIDIA's latent DiffiT release (.safetensors or .pt; 256 or 512 px, read from the checkpoint)
+    python pipelines/convert_dit.py --official-diffit diffit_256.safetensors --out diffit-256
     # diffusers DiT (a local folder or Hub id holding a `transformer` subfolder)
     python pipelines/convert_dit.py --diffusers facebook/DiT-XL-2-256 --out dit-xl-2-256
+    # then sample as the paper does
+    python pipelines/generate.py --model diffit-256 --labels "golden retriever" --preset diffit-paper
 
-Here `--config` is a DiTModel config.json (a field of `ConvertConfig`), not a file of flag values.
+The folder holds the converted transformer, the VAE (`--vae`: `stabilityai/sd-vae-ft-ema`, as both papers, or a
+local AutoencoderKL folder; `none` writes the transformer folder alone), the DDPM scheduler our training saves, and
+the ImageNet-1k class names as `id2label` for 1000-class models. Here `--config` is a model config.json (a field of
+`ConvertConfig`), not a file of flag values.
 """
 
 from __future__ import annotations
@@ -15,49 +22,92 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from diffit_hf import convert_diffusers_dit, convert_official_dit, list_presets
+from diffit_hf import convert_diffusers_dit, convert_official_diffit, convert_official_dit, list_presets
 from diffit_hf.models.presets import preset_config
+from diffit_hf.pipelines.converted import SD_VAE, converted_pipeline, load_vae
 from diffit_hf.training.config import parse_config
+
+DIT_PRESETS = [n for n in list_presets() if n.startswith("DiT-")]
+DIFFIT_PRESETS = [n for n in list_presets() if n.startswith("DiffiT-") and n.endswith("/2")]
 
 
 @dataclass
 class ConvertConfig:
-    """Convert an official or a diffusers DiT checkpoint to a DiTModel folder (see pipelines/convert_dit.py)."""
+    """Convert an official DiT / DiffiT or a diffusers DiT checkpoint to a pipeline folder (see convert_dit.py)."""
 
     official: str | None = field(default=None, metadata={
-        "help": "path to an official .pt checkpoint (loaded with weights_only=True)"})
+        "help": "path to an official facebookresearch/DiT checkpoint (.pt, loaded with weights_only=True)"})
+    official_diffit: str | None = field(default=None, metadata={
+        "help": "path to an NVlabs/DiffiT latent checkpoint (.safetensors, or .pt loaded with weights_only=True)"})
     diffusers: str | None = field(default=None, metadata={"help": "diffusers DiT pipeline folder or Hub id"})
-    preset: str = field(default="DiT-XL/2", metadata={"choices": [n for n in list_presets() if n.startswith("DiT-")],
-                                                      "help": "the architecture of an official checkpoint"})
+    preset: str | None = field(default=None, metadata={
+        "choices": DIT_PRESETS + DIFFIT_PRESETS,
+        "help": "an official checkpoint's architecture (default: DiT-XL/2, or DiffiT-XL/2 for --official-diffit)"})
     config: str | None = field(default=None, metadata={
-        "help": "a DiTModel config.json to use instead of --preset (custom architectures)"})
-    latent_size: int = field(default=32, metadata={"help": "latent side: image size / 8"})
+        "help": "a model config.json to use instead of --preset (custom architectures)"})
+    latent_size: int | None = field(default=None, metadata={
+        "help": "latent side, image size / 8 (default: 32 for DiT; read from a DiffiT checkpoint)"})
     num_classes: int = field(default=1000, metadata={"help": "classes of an official checkpoint"})
-    out: str | None = field(default=None, metadata={"help": "the DiTModel folder to write (required)"})
+    vae: str = field(default=SD_VAE, metadata={
+        "help": "the VAE to ship: Hub id or local AutoencoderKL folder; 'none' writes the transformer folder alone"})
+    out: str | None = field(default=None, metadata={"help": "the pipeline folder to write (required, new)"})
 
     def __post_init__(self):
-        if (self.official is None) == (self.diffusers is None):
-            raise ValueError("Pass exactly one of --official or --diffusers.")
+        sources = [x for x in (self.official, self.official_diffit, self.diffusers) if x is not None]
+        if len(sources) != 1:
+            raise ValueError("Pass exactly one of --official, --official-diffit or --diffusers.")
         if self.out is None:
-            raise ValueError("--out is required: the DiTModel folder to write.")
+            raise ValueError("--out is required: the pipeline folder to write.")
+        if Path(self.out).exists() and any(Path(self.out).iterdir()):
+            raise ValueError(f"--out {self.out} exists and is not empty; choose a new folder.")
+        for path in (self.official, self.official_diffit):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"No checkpoint file {path}.")
+        valid = DIFFIT_PRESETS if self.official_diffit else DIT_PRESETS
+        if self.preset is not None and self.preset not in valid:
+            raise ValueError(f"--preset {self.preset} does not describe this checkpoint; valid choices are "
+                             f"{', '.join(valid)}.")
+        self.preset = self.preset or ("DiffiT-XL/2" if self.official_diffit else "DiT-XL/2")
+
+
+def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from a torch pickle restricted to tensors (`weights_only=True`)."""
+    if path.endswith(".safetensors"):
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def model_config(cfg: ConvertConfig) -> dict | str:
+    """The config of an official checkpoint: --config, or --preset with --latent-size / --num-classes (a DiffiT
+    preset without --latent-size stays a name, so the converter reads the latent size from the checkpoint)."""
+    if cfg.config:
+        config = json.loads(Path(cfg.config).read_text())
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+    if cfg.official_diffit and cfg.latent_size is None and cfg.num_classes == 1000:
+        return cfg.preset
+    _, config = preset_config(cfg.preset, sample_size=cfg.latent_size or 32, num_classes=cfg.num_classes)
+    return config
 
 
 def main(cfg: ConvertConfig) -> None:
+    vae = None if cfg.vae.lower() == "none" else load_vae(cfg.vae)  # before the conversion: fail fast offline
     if cfg.official:
-        state_dict = torch.load(cfg.official, map_location="cpu", weights_only=True)
-        if cfg.config:
-            config = json.loads(Path(cfg.config).read_text())
-            config = {k: v for k, v in config.items() if not k.startswith("_")}
-        else:
-            _, config = preset_config(cfg.preset, sample_size=cfg.latent_size, num_classes=cfg.num_classes)
-        model = convert_official_dit(state_dict, config)
+        model = convert_official_dit(load_checkpoint(cfg.official), model_config(cfg))
+    elif cfg.official_diffit:
+        model = convert_official_diffit(load_checkpoint(cfg.official_diffit), model_config(cfg))
     else:
         from diffusers import DiTTransformer2DModel
 
         model = convert_diffusers_dit(DiTTransformer2DModel.from_pretrained(cfg.diffusers, subfolder="transformer"))
-    model.save_pretrained(cfg.out)
-    print(f"wrote {cfg.out}: {sum(p.numel() for p in model.parameters()):,} parameters")
+    params = f"{sum(p.numel() for p in model.parameters()):,} parameters"
+    if vae is None:
+        model.save_pretrained(cfg.out)
+        print(f"wrote {cfg.out}: the transformer alone ({params}); not a runnable pipeline (--vae none)")
+        return
+    converted_pipeline(model, vae).save_pretrained(cfg.out)
+    print(f"wrote {cfg.out}: pipeline with a {type(model).__name__} ({params}), VAE {cfg.vae}")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
     python pipelines/generate.py --model PATH_OR_REPO --labels Sneaker Bag "Ankle boot" --guidance-scale 4 \
         --steps 50 --scheduler dpm --seed 0 --num-per-label 4 --out grid.png
 
-One column per label (ids or names), `--num-per-label` rows; the label name is written under each column. Every flag
+One column per label (ids or names), `--num-per-label` rows; the label name is written under each column.
+`--preset dit-paper|diffit-paper` samples as the paper does (`SAMPLING_PRESETS`: scheduler, steps, guidance scale,
+schedule and channels), e.g. `--model diffit-256 --labels "golden retriever" --preset diffit-paper`. Every flag
 is a field of `GenerateConfig` (`--num-per-label` or `--num_per_label`, or a key of `--config file.yaml`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ from PIL import Image
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.pipelines.grid import labelled_grid
-from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SCHEDULERS
+from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS, sampling_preset
 from diffit_hf.training.config import parse_config
 
 
@@ -37,12 +40,22 @@ class GenerateConfig:
     scheduler: str | None = field(default=None, metadata={"choices": sorted(SCHEDULERS),
                                                           "help": "default: the saved one"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling noise"})
+    preset: str | None = field(default=None, metadata={
+        "choices": list(SAMPLING_PRESETS),
+        "help": "sample as a paper does: sets the scheduler, steps and guidance (scale, schedule, first 3 channels)"})
     device: str | None = field(default=None, metadata={"help": "default: cuda if available, else cpu"})
     out: str = field(default="grid.png", metadata={"help": "the grid image to write"})
 
     def __post_init__(self):
         if self.model is None:
             raise ValueError("--model is required: a saved pipeline folder or Hub repo id.")
+        if self.preset is not None:  # the preset owns the sampling settings: refuse a flag it would silently override
+            owned = ("steps", "scheduler", "guidance_scale", "guidance_schedule")
+            changed = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(self)
+                       if f.name in owned and getattr(self, f.name) != f.default]
+            if changed:
+                raise ValueError(f"--preset {self.preset} sets the sampling settings; drop {', '.join(changed)} or "
+                                 "the preset.")
         out = Path(self.out)
         if not out.parent.is_dir():
             raise ValueError(f"--out {out}: the folder {out.parent} does not exist.")
@@ -58,16 +71,21 @@ class GenerateConfig:
 def main(cfg: GenerateConfig) -> None:
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = DiffiTPipeline.from_pretrained(cfg.model).to(device)
-    if cfg.scheduler:
+    sampling = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                    guidance_schedule=cfg.guidance_schedule)
+    scheduler = cfg.scheduler
+    if cfg.preset:
+        sampling = sampling_preset(cfg.preset, pipe.transformer.config.sample_size)
+        scheduler = sampling.pop("scheduler")
+        print(f"preset {cfg.preset}: scheduler {scheduler}, " + ", ".join(f"{k} {v}" for k, v in sampling.items()))
+    if scheduler:
         # only DDPM samples with the learned variance; the others take epsilon alone
-        pipe.use_scheduler(cfg.scheduler)
+        pipe.use_scheduler(scheduler)
     labels = None
     if cfg.labels:
         labels = [int(x) if x.isdigit() else x for x in cfg.labels]
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    images = pipe(labels, num_images_per_label=cfg.num_per_label, guidance_scale=cfg.guidance_scale,
-                  guidance_schedule=cfg.guidance_schedule, num_inference_steps=cfg.steps,
-                  generator=generator).images
+    images = pipe(labels, num_images_per_label=cfg.num_per_label, generator=generator, **sampling).images
     if labels is None:
         captions = ["unconditional"]
     else:

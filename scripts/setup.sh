@@ -33,5 +33,9 @@ fi
 # 4. The package with its test and dev extras (editable).
 "$VENV/bin/python" -m pip install -q -e ".[test,dev]"
 
+# 5. clean-fid for Inception FID, without its dependencies: its metadata asks for torchvision (which would pull
+#    another torch), but the TorchScript Inception loader we use (cleanfid.inception_torchscript) does not import it.
+"$VENV/bin/python" -m pip install -q --no-deps "clean-fid==0.1.35"
+
 "$VENV/bin/python" -c "import torch, diffusers, diffit_hf; print('setup ok: torch', torch.__version__, \
 'diffusers', diffusers.__version__, 'diffit_hf', diffit_hf.__version__)"

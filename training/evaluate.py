@@ -2,13 +2,19 @@
 
     # offline: FID-FMNIST with the project's classifier (python training/train_classifier.py first)
     accelerate launch training/evaluate.py --pipeline outputs/dit-fmnist --num-samples 10000
-    # the standard: Inception FID (pytorch-fid weights) against a reference split
+    # the standard: Inception FID against a reference split
     accelerate launch training/evaluate.py --pipeline you/dit-repo --extractor inception --dataset imagenet-1k \
-        --reference-split validation --resolution 256 --no-grayscale
+        --inception-weights inception-2015-12-05.pt --reference-split validation --resolution 256 --no-grayscale
+    # as DiT and DiffiT report: against ADM's reference batch statistics, 50K samples, the paper's sampler
+    accelerate launch training/evaluate.py --pipeline diffit-256 --extractor inception --classifier none \
+        --inception-weights inception-2015-12-05.pt --reference-stats VIRTUAL_imagenet256_labeled.npz \
+        --num-samples 50000 --preset diffit-paper --floor-split none
 
 Samples are balanced over classes (sample i has class i % num_classes) and sample i's noise comes from seed
-(seed, i) alone, so the samples are the same for any number of processes. The floor is the same metric between
-`--num-samples` real training images and the reference split. Reference features are cached on disk, keyed by
+(seed, i) alone, so the samples are the same for any number of processes. Samples are rounded to uint8 before any
+feature extractor sees them, as the ADM evaluator reads saved samples. The floor is the same metric between
+`--num-samples` real training images and the reference (split, or `--reference-stats`: FID only). With
+`--extractor inception` the Inception Score comes too. Reference features are cached on disk, keyed by
 extractor weights, dataset, split, resolution and count. Writes eval.json and eval_samples.png.
 """
 
@@ -32,12 +38,16 @@ from diffit_hf.evaluation import (
     class_consistency,
     feature_stats,
     frechet_distance,
+    inception_score,
     kernel_inception_distance,
     load_extractor,
+    load_reference_stats,
     precision_recall,
+    quantize,
 )
+from diffit_hf.evaluation.extractors import DEFAULT_INCEPTION_WEIGHTS, INCEPTION_FILE
 from diffit_hf.pipelines.grid import labelled_grid
-from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SCHEDULERS
+from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS, sampling_preset
 from diffit_hf.training.config import parse_config
 from diffit_hf.training.runtime import set_cpu_threads
 from diffit_hf.utils import atomic_path, atomic_write_json, mix_seed
@@ -58,8 +68,15 @@ class EvalConfig:
     guidance_scale: float = field(default=1.5, metadata={"help": "classifier-free guidance scale"})
     guidance_schedule: str = field(default="constant", metadata={"choices": list(GUIDANCE_SCHEDULES),
                                                                  "help": "guidance scale over the sampling steps"})
+    preset: str | None = field(default=None, metadata={
+        "choices": list(SAMPLING_PRESETS),
+        "help": "sample as a paper does (replaces the scheduler, steps and guidance settings)"})
     extractor: str = field(default="outputs/classifier-fmnist", metadata={
-        "help": "a FashionClassifier folder (FID-FMNIST) or 'inception'"})
+        "help": "a FashionClassifier folder (FID-FMNIST) or 'inception' (Inception-v3 FID)"})
+    inception_weights: str | None = field(default=None, metadata={
+        "help": f"the FID Inception file {INCEPTION_FILE} (default: {DEFAULT_INCEPTION_WEIGHTS})"})
+    reference_stats: str | None = field(default=None, metadata={
+        "help": "an ADM reference batch .npz (mu, sigma), e.g. VIRTUAL_imagenet256_labeled.npz, instead of a split"})
     classifier: str | None = field(default="outputs/classifier-fmnist", metadata={
         "help": "FashionClassifier for class consistency (None: skip)"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "the real images: a dataset name, folder or id"})
@@ -67,13 +84,23 @@ class EvalConfig:
     label_column: str = field(default="label", metadata={"help": "the dataset's label column; 'none': unlabelled"})
     reference_split: str = field(default="test", metadata={"help": "the split the samples are compared with"})
     reference_limit: int | None = field(default=None, metadata={"help": "first N reference images (None: all)"})
-    floor_split: str = field(default="train", metadata={"help": "real images compared with the reference: the floor"})
+    floor_split: str | None = field(default="train", metadata={
+        "help": "real images compared with the reference: the floor (none: skip)"})
     resolution: int = field(default=32, metadata={"help": "real images are resized to it"})
     grayscale: bool = field(default=True, metadata={"help": "real images as 1 channel"})
     cache_dir: str = field(default="outputs/fid-stats", metadata={"help": "cache of reference features"})
     output: str | None = field(default=None, metadata={"help": "eval.json path (default: in the pipeline folder)"})
     seed: int = field(default=0, metadata={"help": "sample i's noise comes from (seed, i)"})
     cpu_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (None: cores/procs)"})
+
+    def __post_init__(self):
+        if self.preset is not None:  # the preset owns the sampling settings: refuse a flag it would silently override
+            owned = ("num_inference_steps", "scheduler", "guidance_scale", "guidance_schedule")
+            changed = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(self)
+                       if f.name in owned and getattr(self, f.name) != f.default]
+            if changed:
+                raise ValueError(f"--preset {self.preset} sets the sampling settings; drop {', '.join(changed)} or "
+                                 "the preset.")
 
 
 def in_batches(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
@@ -107,8 +134,9 @@ def compare(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
-def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress: bool) -> tuple[torch.Tensor, ...]:
-    """Images (N, C, H, W) in [-1, 1] and requested labels for the given sample indices."""
+def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress: bool, sampling: dict
+             ) -> tuple[torch.Tensor, ...]:
+    """Images (N, C, H, W) in [-1, 1] on the uint8 grid and requested labels for the given sample indices."""
     num_classes = pipe.num_classes
     images, labels = [], []
     for start in tqdm(range(0, len(indices), cfg.batch_size), desc="sampling", disable=not progress):
@@ -117,11 +145,10 @@ def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress
         generators = [torch.Generator(pipe.device).manual_seed(mix_seed(cfg.seed, i)) for i in chunk]
         if ids is None:  # unconditional: one "label" slot, one image per generator
             out = pipe(None, num_images_per_label=len(chunk), generator=generators,
-                       num_inference_steps=cfg.num_inference_steps, output_type="pt").images
+                       num_inference_steps=sampling["num_inference_steps"], output_type="pt").images
         else:
-            out = pipe(ids, guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule,
-                       num_inference_steps=cfg.num_inference_steps, generator=generators, output_type="pt").images
-        images.append(out.cpu() * 2 - 1)
+            out = pipe(ids, generator=generators, output_type="pt", **sampling).images
+        images.append(quantize(out.cpu() * 2 - 1))  # as saved samples: uint8, like the ADM evaluator reads them
         labels.extend(ids or [-1] * len(chunk))
     return torch.cat(images), torch.tensor(labels)
 
@@ -132,19 +159,33 @@ def main(cfg: EvalConfig) -> dict:
     start_time = time.time()
     pipe = DiffiTPipeline.from_pretrained(cfg.pipeline).to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
-    if cfg.scheduler:
-        pipe.use_scheduler(cfg.scheduler)
-    extractor = load_extractor(cfg.extractor, accelerator.device)
+    sampling = dict(num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+                    guidance_schedule=cfg.guidance_schedule)
+    scheduler = cfg.scheduler
+    if cfg.preset:
+        sampling = sampling_preset(cfg.preset, pipe.transformer.config.sample_size)
+        scheduler = sampling.pop("scheduler")
+    if scheduler:
+        pipe.use_scheduler(scheduler)
+    extractor = load_extractor(cfg.extractor, accelerator.device, cfg.inception_weights)
     classifier = load_extractor(cfg.classifier, accelerator.device) if cfg.classifier else None
+    reference_stats = load_reference_stats(cfg.reference_stats) if cfg.reference_stats else None
+    if reference_stats is not None:  # before sampling: statistics of another extractor are useless
+        dim = extractor(torch.zeros(1, 3, 32, 32)).shape[1]
+        if len(reference_stats[0]) != dim:
+            raise ValueError(f"{cfg.reference_stats} holds {len(reference_stats[0])}-d statistics, the extractor "
+                             f"{extractor.name} gives {dim}-d features: use the extractor they were made with.")
 
     # 1. Samples: each process its share of the indices; gathered on every process
     mine = list(range(accelerator.process_index, cfg.num_samples, accelerator.num_processes))
-    images, labels = generate(cfg, pipe, mine, accelerator.is_local_main_process)
+    images, labels = generate(cfg, pipe, mine, accelerator.is_local_main_process, sampling)
     in_grid = [k for k, i in enumerate(mine) if i < GRID_PER_CLASS * max(pipe.num_classes, 1)]
     local = {"features": in_batches(extractor, images), "labels": labels, "index": torch.tensor(mine),
              "grid": images[in_grid], "grid_index": torch.tensor([mine[k] for k in in_grid], dtype=torch.long)}
     if classifier is not None:
         local["logits"] = in_batches(classifier.logits, images)
+    if hasattr(extractor, "class_probabilities"):  # Inception: the Inception Score
+        local["probs"] = in_batches(extractor.class_probabilities, images)
     parts = accelerator.gather_for_metrics([local], use_gather_object=True)
     order = torch.cat([p["index"] for p in parts]).argsort()
     fake = torch.cat([p["features"] for p in parts])[order]
@@ -153,12 +194,22 @@ def main(cfg: EvalConfig) -> dict:
 
     result: dict = {}
     if accelerator.is_main_process:
-        # 2. Metrics against the reference split, and the real-data floor with the same extractor and count
-        real = reference_features(cfg, extractor, cfg.reference_split, cfg.reference_limit)
-        floor_real = reference_features(cfg, extractor, cfg.floor_split, cfg.num_samples)
-        model = compare(real, fake)
-        floor = compare(real, floor_real)
-        result = {**model, **{f"floor_{k}": v for k, v in floor.items()}}
+        # 2. Metrics against the reference (a split's features, or a reference batch's statistics: FID only), and
+        #    the real-data floor with the same extractor and count
+        if reference_stats is not None:
+            result = {"fid": frechet_distance(*reference_stats, *feature_stats(fake))}
+            if cfg.floor_split:
+                floor_real = reference_features(cfg, extractor, cfg.floor_split, cfg.num_samples)
+                result["floor_fid"] = frechet_distance(*reference_stats, *feature_stats(floor_real))
+        else:
+            real = reference_features(cfg, extractor, cfg.reference_split, cfg.reference_limit)
+            result = compare(real, fake)
+            if cfg.floor_split:
+                floor_real = reference_features(cfg, extractor, cfg.floor_split, cfg.num_samples)
+                result.update({f"floor_{k}": v for k, v in compare(real, floor_real).items()})
+        if "probs" in parts[0]:
+            probs = torch.cat([p["probs"] for p in parts])[order]
+            result["inception_score"], result["inception_score_std"] = inception_score(probs)
         if classifier is not None and pipe.num_classes:
             logits = torch.cat([p["logits"] for p in parts])[order]
             result["class_consistency"] = class_consistency(logits, requested)
@@ -168,8 +219,10 @@ def main(cfg: EvalConfig) -> dict:
             ref_logits = in_batches(classifier.logits, ref_images)
             result["floor_class_consistency"] = class_consistency(ref_logits, ref_labels)
         result.update(extractor=extractor.name, extractor_fingerprint=extractor.fingerprint,
-                      num_samples=cfg.num_samples, reference=f"{cfg.dataset}:{cfg.reference_split}",
-                      floor=f"{cfg.dataset}:{cfg.floor_split}[:{cfg.num_samples}] vs reference",
+                      num_samples=cfg.num_samples,
+                      reference=cfg.reference_stats or f"{cfg.dataset}:{cfg.reference_split}",
+                      floor=f"{cfg.dataset}:{cfg.floor_split}[:{cfg.num_samples}] vs reference" if cfg.floor_split
+                      else None, sampling={"scheduler": pipe.scheduler.__class__.__name__, **sampling},
                       sampling_seconds=sample_seconds, total_seconds=time.time() - start_time,
                       num_processes=accelerator.num_processes, device=str(accelerator.device),
                       config=dataclasses.asdict(cfg))
@@ -189,7 +242,7 @@ def main(cfg: EvalConfig) -> dict:
         if per:
             labelled_grid(pil, captions, per, rows=True).save(out.with_name(f"{out.stem}_samples.png"))
         summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("fid", "floor_fid", "kid", "precision", "recall",
-                                                             "class_consistency") if k in result)
+                                                             "inception_score", "class_consistency") if k in result)
         print(f"{extractor.name}: {summary}; wrote {out}")
     accelerator.wait_for_everyone()
     return result

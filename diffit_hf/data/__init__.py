@@ -1,4 +1,5 @@
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
+from .imagenet import imagenet_id2label
 from .images import center_crop_resize, image_transform, load_image_dataset, load_image_tensors, preprocess_image
 from .latent_cache import LatentDataset, encode_dataset, encode_to_cache, load_cache_vae
 from .training_data import TrainingData, load_training_data
@@ -11,6 +12,7 @@ __all__ = [
     "encode_to_cache",
     "center_crop_resize",
     "image_transform",
+    "imagenet_id2label",
     "load_fashion_mnist",
     "load_image_dataset",
     "load_cache_vae",

@@ -1,10 +1,12 @@
 from .classifier import FashionClassifier
-from .extractors import ClassifierFeatures, FeatureExtractor, InceptionFeatures, load_extractor
+from .extractors import ClassifierFeatures, FeatureExtractor, InceptionFeatures, load_extractor, quantize, to_uint8
 from .metrics import (
     class_consistency,
     feature_stats,
     frechet_distance,
+    inception_score,
     kernel_inception_distance,
+    load_reference_stats,
     precision_recall,
     trace_sqrt_product,
 )
@@ -17,8 +19,12 @@ __all__ = [
     "class_consistency",
     "feature_stats",
     "frechet_distance",
+    "inception_score",
     "kernel_inception_distance",
     "load_extractor",
+    "load_reference_stats",
     "precision_recall",
+    "quantize",
+    "to_uint8",
     "trace_sqrt_product",
 ]

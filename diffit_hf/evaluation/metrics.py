@@ -1,4 +1,4 @@
-"""Sample-quality metrics on feature vectors: FID, KID, precision/recall, class consistency.
+"""Sample-quality metrics on feature vectors: FID, KID, precision/recall, Inception Score, class consistency.
 
 Written here because the reference implementations (pytorch-fid, torch-fidelity, clean-fid) pull in torchvision or
 fixed extractors; these take any (N, D) features. FID's matrix square root uses a float64 eigendecomposition of the
@@ -7,6 +7,9 @@ symmetric form sqrt(S1) S2 sqrt(S1), whose trace-sqrt equals that of S1 S2 (test
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 
 
@@ -73,6 +76,33 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, max_sam
         return float(inside.float().mean())
 
     return coverage(real, radii(real), fake), coverage(fake, radii(fake), real)
+
+
+def inception_score(probs: torch.Tensor, splits: int = 10) -> tuple[float, float]:
+    """Inception Score (Salimans et al. 2016) as the TF and ADM evaluators compute it: per split,
+    `exp(mean_x KL(p(y|x) || p(y)))` with p(y) the split's mean; mean and std over `splits` consecutive splits."""
+    p = probs.double()
+    scores = []
+    for part in p.chunk(splits):
+        kl = (part * (part.clamp(min=1e-30).log() - part.mean(0, keepdim=True).clamp(min=1e-30).log())).sum(1)
+        scores.append(float(kl.mean().exp()))
+    t = torch.tensor(scores, dtype=torch.float64)
+    return float(t.mean()), float(t.std(unbiased=False))
+
+
+def load_reference_stats(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, sigma) float64 from a reference batch `.npz` in the ADM evaluator's layout
+    (`VIRTUAL_imagenet256_labeled.npz`: `mu` (2048,), `sigma` (2048, 2048), the Inception pool features' mean and
+    covariance over the real images), the reference DiT and DiffiT report FID against."""
+    with np.load(path) as data:
+        missing = [k for k in ("mu", "sigma") if k not in data.files]
+        if missing:
+            raise ValueError(f"{path} has no {' or '.join(missing)} array (it has {', '.join(data.files)}); a "
+                             "reference batch .npz holds the real images' feature mean 'mu' and covariance 'sigma'.")
+        mu, sigma = torch.from_numpy(data["mu"]).double(), torch.from_numpy(data["sigma"]).double()
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise ValueError(f"{path}: mu {tuple(mu.shape)} and sigma {tuple(sigma.shape)} are not (D,) and (D, D).")
+    return mu, sigma
 
 
 def class_consistency(logits: torch.Tensor, requested: torch.Tensor) -> float:

@@ -1,4 +1,4 @@
-from .conversion import convert_diffusers_dit, convert_official_dit
+from .conversion import convert_diffusers_dit, convert_official_diffit, convert_official_dit
 from .presets import count_macs, count_parameters, create_model, list_presets, preset_table
 from .transformer_diffit import DiffiTModel
 from .transformer_dit import DiTModel
@@ -9,6 +9,7 @@ __all__ = [
     "DiffiTModel",
     "DiffiTUNetModel",
     "convert_diffusers_dit",
+    "convert_official_diffit",
     "convert_official_dit",
     "count_macs",
     "count_parameters",

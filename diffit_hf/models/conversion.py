@@ -1,11 +1,15 @@
-"""Load existing DiT weights into `DiTModel`: official facebookresearch/DiT checkpoints and diffusers' DiT.
+"""Load existing weights: official facebookresearch/DiT checkpoints and diffusers' DiT into `DiTModel`, and NVIDIA's
+released latent DiffiT checkpoints (NVlabs/DiffiT, 256 px and 512 px) into `DiffiTModel`.
 
-Both conversions are pure key renames (plus concatenating diffusers' separate q/k/v); our model keeps the original
-DiT computation, so an official checkpoint gives the original's outputs exactly.
+All conversions are pure key renames (plus concatenating diffusers' separate q/k/v); our models keep the original
+computations, so an official checkpoint gives the original's outputs exactly. Frozen tables stored in the official
+checkpoints (the sin-cos `pos_embed`, DiffiT's `relative_position_index`) are checked against the ones our models
+compute, then dropped.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +18,7 @@ import torch
 
 from .embeddings import get_2d_sincos_pos_embed
 from .presets import preset_config
+from .transformer_diffit import DiffiTModel, relative_position_index
 from .transformer_dit import DiTModel
 
 # official key (regex) -> our key
@@ -31,7 +36,47 @@ _OFFICIAL_RENAMES = [
 ]
 
 
-def _load_strict(model: DiTModel, state_dict: dict[str, torch.Tensor], source: str) -> DiTModel:
+# NVlabs/DiffiT latent model: official key (regex) -> our key. Same embedders and final Linear names as DiT; per
+# block `attn.qkv` (x_s -> q, k, v), `attn.qkv_temb` (x_t -> q, k, v), `attn.proj`, the relative position bias table
+# ((2w-1)^2, heads) with w = the token grid side, and a timm `Mlp` (fc1, fc2). The final layer has no adaLN.
+_OFFICIAL_DIFFIT_RENAMES = [
+    (r"^x_embedder\.proj\.", "patch_embed.proj."),
+    (r"^t_embedder\.mlp\.0\.", "cond_embed.timestep_embedder.linear_1."),
+    (r"^t_embedder\.mlp\.2\.", "cond_embed.timestep_embedder.linear_2."),
+    (r"^y_embedder\.embedding_table\.", "cond_embed.class_embedder."),
+    (r"^blocks\.(\d+)\.attn\.qkv\.", r"transformer_blocks.\1.attn.to_qkv."),
+    (r"^blocks\.(\d+)\.attn\.qkv_temb\.", r"transformer_blocks.\1.attn.to_qkv_time."),
+    (r"^blocks\.(\d+)\.attn\.proj\.", r"transformer_blocks.\1.attn.to_out."),
+    (r"^blocks\.(\d+)\.attn\.relative_position_bias_table$", r"transformer_blocks.\1.attn.rel_pos_bias.table"),
+    (r"^blocks\.(\d+)\.mlp\.fc(\d)\.", r"transformer_blocks.\1.ff.fc\2."),
+    (r"^final_layer\.linear\.", "final_layer.proj_out."),
+]
+
+
+def _rename(key: str, renames: list[tuple[str, str]]) -> str:
+    for pattern, repl in renames:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def _check_pos_embed(tensor: torch.Tensor, model: DiTModel | DiffiTModel) -> None:
+    """The official checkpoints store the frozen sin-cos table: it must be the one our model computes."""
+    ours = get_2d_sincos_pos_embed(tensor.shape[-1], model.grid_size)
+    if tensor.numel() != ours.numel() or tensor.reshape(ours.shape).sub(ours).abs().max() > 1e-4:
+        raise ValueError(
+            f"Official pos_embed of shape {tuple(tensor.shape)} is not the 2D sin-cos table for "
+            f"sample_size={model.config.sample_size}, patch_size={model.config.patch_size}."
+        )
+
+
+def _with_null_row(converted: dict[str, torch.Tensor], num_classes: int) -> None:
+    table = converted.get("cond_embed.class_embedder.weight")
+    if table is not None and table.shape[0] == num_classes:
+        # Trained without label dropout: no null row; add a zero row so the model keeps one (CFG then = a no-op).
+        converted["cond_embed.class_embedder.weight"] = torch.cat([table, table.new_zeros(1, table.shape[1])])
+
+
+def _load_strict(model: DiTModel | DiffiTModel, state_dict: dict[str, torch.Tensor], source: str) -> DiTModel:
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
     if missing or unexpected:
@@ -73,22 +118,77 @@ def convert_official_dit(
     converted = {}
     for key, tensor in state_dict.items():
         if key == "pos_embed":  # frozen table: check it is the one we compute, then drop it
-            ours = get_2d_sincos_pos_embed(tensor.shape[-1], model.grid_size)
-            if tensor.numel() != ours.numel() or tensor.reshape(ours.shape).sub(ours).abs().max() > 1e-4:
+            _check_pos_embed(tensor, model)
+            continue
+        converted[_rename(key, _OFFICIAL_RENAMES)] = tensor
+    _with_null_row(converted, model.config.num_classes)
+    return _load_strict(model, converted, "Official DiT")
+
+
+def convert_official_diffit(
+    state_dict: Mapping[str, torch.Tensor], preset_or_config: str | dict[str, Any] = "DiffiT-XL/2"
+) -> DiffiTModel:
+    """Builds a `DiffiTModel` from an NVlabs/DiffiT latent checkpoint (ImageNet 256 px: 32x32x4 latents, 512 px:
+    64x64x4; the released `Diffit` model: 28 blocks, width 1152, 16 heads, patch 2, learned sigma).
+
+    Their attention spans the whole token grid (window = latent size / patch size), with one relative position bias
+    table per block: our `window_size=None` (global attention). With a preset name the latent size is read from the
+    checkpoint's `pos_embed` (or bias table), so one preset converts both resolutions.
+
+    Args:
+        state_dict (`Mapping[str, torch.Tensor]`): The official state dict; one holding `"ema"` (and `"model"`)
+            entries uses the EMA weights.
+        preset_or_config (`str` or `dict`, defaults to `"DiffiT-XL/2"`): Preset name (see `list_presets()`) or a full
+            `DiffiTModel` config matching the checkpoint (with `window_size=None`).
+
+    Returns:
+        `DiffiTModel` in eval mode.
+    """
+    if "ema" in state_dict:
+        state_dict = state_dict["ema"]
+    if isinstance(preset_or_config, str):
+        model_class, config = preset_config(preset_or_config)
+        if model_class is not DiffiTModel:
+            raise ValueError(f"Preset {preset_or_config!r} is not a latent DiffiT model; use a 'DiffiT-*/2' preset.")
+        tokens = _official_token_count(state_dict)
+        if tokens is not None:
+            config["sample_size"] = math.isqrt(tokens) * config["patch_size"]
+    else:
+        config = dict(preset_or_config)
+    if config.get("window_size") is not None:
+        raise ValueError(f"Official DiffiT attends over the whole token grid; use window_size=None, not "
+                         f"{config['window_size']}.")
+    model = DiffiTModel(**config)
+    grid = model.grid_size
+
+    converted = {}
+    for key, tensor in state_dict.items():
+        if key == "pos_embed":
+            _check_pos_embed(tensor, model)
+            continue
+        if key.endswith(".attn.relative_position_index"):  # frozen index: must be ours for the same window
+            ours = relative_position_index(grid, grid)
+            if tensor.shape != ours.shape or not torch.equal(tensor.long(), ours):
                 raise ValueError(
-                    f"Official pos_embed of shape {tuple(tensor.shape)} is not the 2D sin-cos table for "
-                    f"sample_size={model.config.sample_size}, patch_size={model.config.patch_size}."
+                    f"Official {key} of shape {tuple(tensor.shape)} is not the relative position index of a "
+                    f"{grid[0]}x{grid[1]} token grid (sample_size={model.config.sample_size}, "
+                    f"patch_size={model.config.patch_size})."
                 )
             continue
-        new_key = key
-        for pattern, repl in _OFFICIAL_RENAMES:
-            new_key = re.sub(pattern, repl, new_key)
-        converted[new_key] = tensor
-    table = converted.get("cond_embed.class_embedder.weight")
-    if table is not None and table.shape[0] == model.config.num_classes:
-        # Trained without label dropout: no null row; add a zero row so the model keeps one (CFG then = a no-op).
-        converted["cond_embed.class_embedder.weight"] = torch.cat([table, table.new_zeros(1, table.shape[1])])
-    return _load_strict(model, converted, "Official DiT")
+        converted[_rename(key, _OFFICIAL_DIFFIT_RENAMES)] = tensor
+    _with_null_row(converted, model.config.num_classes)
+    return _load_strict(model, converted, "Official DiffiT")
+
+
+def _official_token_count(state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    """Tokens T of the official model's grid: from `pos_embed` (1, T, D), else a bias table ((2w-1)^2, heads)."""
+    if "pos_embed" in state_dict:
+        return state_dict["pos_embed"].shape[-2]
+    table = state_dict.get("blocks.0.attn.relative_position_bias_table")
+    if table is None:
+        return None
+    side = (math.isqrt(table.shape[0]) + 1) // 2
+    return side * side
 
 
 def convert_diffusers_dit(model: torch.nn.Module) -> DiTModel:

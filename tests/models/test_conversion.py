@@ -2,9 +2,11 @@ import pytest
 import torch
 from diffusers import DiTTransformer2DModel
 
-from diffit_hf import DiTModel, convert_diffusers_dit, convert_official_dit
+import diffit_hf.models.presets as presets
+from diffit_hf import DiffiTModel, DiTModel, convert_diffusers_dit, convert_official_diffit, convert_official_dit
 from diffit_hf.models.embeddings import get_2d_sincos_pos_embed
 
+from .reference_diffit import ReferenceDiffiT
 from .reference_dit import ReferenceDiT, mae_pos_embed
 
 CONFIGS = [  # (sample_size, patch, depth, heads, head_dim, classes, learn_sigma)
@@ -115,3 +117,76 @@ def test_diffusers_untied_embedders_are_refused():
         model.transformer_blocks[1].norm1.emb.timestep_embedder.linear_1.weight.add_(1.0)
     with pytest.raises(ValueError, match="embedder"):
         convert_diffusers_dit(model)
+
+
+# ---- NVIDIA's latent DiffiT release ----
+
+DIFFIT_CONFIGS = [  # (latent size, depth, heads, head_dim, classes, learn_sigma): 4x4 and 8x8 token grids
+    (8, 2, 2, 16, 10, True),
+    (16, 1, 4, 8, 7, False),
+]
+
+
+def _diffit_config(size, depth, heads, head_dim, classes, learn_sigma):
+    return dict(sample_size=size, patch_size=2, in_channels=4, num_layers=depth, num_attention_heads=heads,
+                attention_head_dim=head_dim, num_classes=classes, learn_sigma=learn_sigma)
+
+
+def test_official_diffit_key_layout_is_the_released_one():
+    # the key names and shapes of NVlabs/DiffiT `diffit/diffit.py` (DiffiT-XL/2 at 256 px: 16x16 tokens)
+    ref = ReferenceDiffiT(8, 2, 4, 32, 1, 2, 10, True)
+    keys = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert keys["blocks.0.attn.relative_position_bias_table"] == (49, 2)  # (2 * 4 - 1)^2, heads
+    assert keys["blocks.0.attn.relative_position_index"] == (16, 16)
+    assert keys["blocks.0.attn.qkv_temb.weight"] == (96, 32)
+    assert keys["y_embedder.embedding_table.weight"] == (11, 32)
+    assert keys["pos_embed"] == (1, 16, 32)
+    assert "final_layer.linear.weight" in keys and not any("adaLN" in k for k in keys)
+
+
+@pytest.mark.parametrize("cfg", DIFFIT_CONFIGS)
+def test_official_diffit_parity(cfg):
+    size, depth, heads, head_dim, classes, learn_sigma = cfg
+    ref = ReferenceDiffiT(size, 2, 4, heads * head_dim, depth, heads, classes, learn_sigma).eval()
+    model = convert_official_diffit(ref.state_dict(), _diffit_config(*cfg))
+    x, t, y = _inputs(size, 4, classes)
+    with torch.no_grad():
+        expected = ref(x, t, y)
+        actual = model(x, t, y).sample
+    assert actual.shape == expected.shape
+    assert expected.abs().max() > 0.1  # non-trivial output
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    # the relative position bias reaches the output: perturbing one table entry changes it
+    with torch.no_grad():
+        model.transformer_blocks[0].attn.rel_pos_bias.table[0, 0] += 1.0
+        assert not torch.allclose(model(x, t, y).sample, expected, atol=1e-4)
+
+
+def test_official_diffit_preset_reads_the_latent_size_from_the_checkpoint(monkeypatch):
+    # a preset name converts both resolutions: the latent size comes from pos_embed (or else the bias table)
+    tiny = dict(presets.DIT_DEFAULTS, num_layers=1, num_attention_heads=2, attention_head_dim=16, patch_size=2)
+    monkeypatch.setitem(presets.PRESETS, "DiffiT-tiny/2", (DiffiTModel, tiny))
+    for size in (8, 16):
+        state_dict = ReferenceDiffiT(size, 2, 4, 32, 1, 2, 1000, True).state_dict()
+        assert convert_official_diffit(state_dict, "DiffiT-tiny/2").config.sample_size == size
+        del state_dict["pos_embed"]
+        assert convert_official_diffit(state_dict, "DiffiT-tiny/2").config.sample_size == size
+
+
+def test_official_diffit_refuses_mismatches():
+    ref = ReferenceDiffiT(8, 2, 4, 32, 1, 2, 10, True)
+    config = _diffit_config(8, 1, 2, 16, 10, True)
+    model = convert_official_diffit({"model": {}, "ema": ref.state_dict()}, config)
+    assert torch.equal(model.transformer_blocks[0].attn.to_qkv_time.weight, ref.blocks[0].attn.qkv_temb.weight)
+    with pytest.raises(ValueError, match="window_size=None"):
+        convert_official_diffit(ref.state_dict(), {**config, "window_size": 2})
+    with pytest.raises(ValueError, match="pos_embed"):
+        convert_official_diffit(ref.state_dict(), {**config, "sample_size": 16})
+    bad = dict(ref.state_dict())
+    bad["blocks.0.attn.relative_position_index"] = bad["blocks.0.attn.relative_position_index"].T.flip(0)
+    with pytest.raises(ValueError, match="relative position index"):
+        convert_official_diffit(bad, config)
+    with pytest.raises(ValueError, match="missing"):
+        convert_official_diffit(ref.state_dict(), {**config, "num_layers": 2})
+    with pytest.raises(ValueError, match="not a latent DiffiT"):
+        convert_official_diffit(ref.state_dict(), "DiT-S/2")

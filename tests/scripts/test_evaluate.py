@@ -2,13 +2,22 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
 
 from diffit_hf import DiffiTPipeline, DiTModel
-from diffit_hf.evaluation import FashionClassifier
+from diffit_hf.evaluation import (
+    FashionClassifier,
+    feature_stats,
+    inception_score,
+    load_extractor,
+    quantize,
+)
 from diffit_hf.training.config import make_config
+
+from ..evaluation.tiny_inception import save_tiny_inception
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +50,67 @@ def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path, evalu
     again = evaluate.main(cfg)
     assert [p.stat().st_mtime_ns for p in cached] == mtimes  # reused, not recomputed
     assert again["fid"] == result["fid"]  # fixed seeds per sample: the same samples
+
+
+@pytest.mark.parametrize("kind", ["fmnist", "inception"])
+def test_evaluate_against_reference_stats(tmp_path, evaluate, perturb, fmnist_names, kind, monkeypatch):
+    """One code path for FID-FMNIST and Inception FID: samples rounded to uint8, features, FID against an ADM-style
+    reference .npz (mu, sigma); Inception also gives the Inception Score. The Frechet distance itself is tested
+    against scipy in tests/evaluation; here a recorder takes its place (a 2048-d eigh takes a minute on a busy CPU)
+    and the test checks what it was given."""
+    calls = []
+
+    def record(*stats):
+        calls.append([torch.as_tensor(x, dtype=torch.float64) for x in stats])
+        return 100.0 + len(calls)
+
+    monkeypatch.setattr(evaluate, "frechet_distance", record)
+    torch.manual_seed(0)
+    model = perturb(DiTModel(sample_size=32, patch_size=8, in_channels=1, num_layers=1, num_attention_heads=2,
+                             attention_head_dim=8, num_classes=10, learn_sigma=False))
+    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(
+        tmp_path / "pipe")
+    if kind == "fmnist":
+        FashionClassifier().save_pretrained(tmp_path / "clf")
+        extractor, weights = str(tmp_path / "clf"), None
+    else:
+        extractor, weights = "inception", str(save_tiny_inception(tmp_path))
+    features = load_extractor(extractor, inception_weights=weights)
+    torch.manual_seed(1)
+    reference = features(torch.rand(64, 1, 32, 32) * 2 - 1)  # stand-in "real" statistics
+    mu, sigma = feature_stats(reference)
+    np.savez(tmp_path / "ref.npz", mu=mu.numpy(), sigma=sigma.numpy())
+    values = dict(pipeline=str(tmp_path / "pipe"), num_samples=30, batch_size=15, num_inference_steps=2,
+                  scheduler="ddim", extractor=extractor, inception_weights=weights, classifier=None,
+                  reference_stats=str(tmp_path / "ref.npz"), floor_split="train" if kind == "fmnist" else None,
+                  cache_dir=str(tmp_path / "stats"), output=str(tmp_path / "eval.json"))
+    result = evaluate.main(make_config(evaluate.EvalConfig, values))
+
+    cfg = make_config(evaluate.EvalConfig, values)
+    pipe = DiffiTPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.use_scheduler("ddim")
+    sampling = dict(num_inference_steps=2, guidance_scale=cfg.guidance_scale, guidance_schedule="constant")
+    images, _ = evaluate.generate(cfg, pipe, list(range(30)), False, sampling)
+    assert torch.equal(quantize(images), images)  # what the extractors saw lies on the uint8 grid
+    assert result["fid"] == 101.0  # the first Frechet distance: samples vs the reference statistics
+    ref_mu, ref_sigma, fake_mu, fake_sigma = calls[0]
+    assert torch.equal(ref_mu, mu) and torch.equal(ref_sigma, sigma)
+    expected_mu, expected_sigma = feature_stats(features(images))
+    torch.testing.assert_close(fake_mu, expected_mu)
+    torch.testing.assert_close(fake_sigma, expected_sigma)
+    assert result["reference"] == str(tmp_path / "ref.npz")
+    assert "kid" not in result  # statistics alone give FID only
+    if kind == "fmnist":
+        assert result["floor_fid"] == 102.0 and "inception_score" not in result
+    else:
+        assert "floor_fid" not in result
+        assert result["inception_score"] == pytest.approx(inception_score(features.class_probabilities(images))[0])
+
+    np.savez(tmp_path / "wrong.npz", mu=np.zeros(5), sigma=np.eye(5))  # another extractor's statistics
+    with pytest.raises(ValueError, match="5-d statistics"):
+        evaluate.main(make_config(evaluate.EvalConfig, {**values, "reference_stats": str(tmp_path / "wrong.npz")}))
+
+
+def test_evaluate_preset_refuses_overridden_flags(evaluate):
+    with pytest.raises(ValueError, match="--preset dit-paper sets the sampling settings; drop --guidance-scale"):
+        make_config(evaluate.EvalConfig, dict(preset="dit-paper", guidance_scale=3.0))
