@@ -7,8 +7,7 @@ from diffusers.models import AutoencoderKL
 from torch import nn
 
 from ..data.imagenet import imagenet_id2label
-from ..training.objectives import DDPMObjective
-from .pipeline_diffit import DiffiTPipeline
+from .pipeline_diffit import DiffiTPipeline, dit_scheduler
 
 # The VAE of DiT's and DiffiT's ImageNet results (both sample.py scripts default to the "ema" fine-tune).
 SD_VAE = "stabilityai/sd-vae-ft-ema"
@@ -28,13 +27,13 @@ def load_vae(name_or_path: str = SD_VAE) -> AutoencoderKL:
 
 def converted_pipeline(transformer: nn.Module, vae: AutoencoderKL, id2label: dict[int, str] | None = None
                        ) -> DiffiTPipeline:
-    """A `DiffiTPipeline` for a converted latent ImageNet model: DDPM with the learned variance as our training
-    saves it (`DDPMObjective.pipeline_scheduler`), and the ImageNet-1k class names when the model has 1000 classes
-    (unless `id2label` is given)."""
+    """A `DiffiTPipeline` for a converted latent ImageNet model: DiT's own sampling (`dit_scheduler`: DDPM with
+    the learned variance, DiT's timesteps, no clipping; also what our training saves), and the ImageNet-1k class
+    names when the model has 1000 classes (unless `id2label` is given)."""
     if vae.config.latent_channels != transformer.config.in_channels:
         raise ValueError(f"The VAE has {vae.config.latent_channels} latent channels, the transformer takes "
                          f"{transformer.config.in_channels}.")
     if id2label is None and transformer.config.num_classes == 1000:
         id2label = imagenet_id2label()
-    scheduler = DDPMObjective("epsilon", learn_sigma=transformer.config.learn_sigma).pipeline_scheduler()
+    scheduler = dit_scheduler(learn_sigma=transformer.config.learn_sigma)
     return DiffiTPipeline(transformer=transformer.eval(), scheduler=scheduler, vae=vae, id2label=id2label)

@@ -45,7 +45,7 @@ SAMPLING_PRESETS: dict[str, dict[int | None, dict]] = {
     # latent DiffiT (Hatamizadeh et al. 2024; NVlabs/DiffiT sample.py): FID 1.73 at 256 px, 2.67 at 512 px
     "diffit-paper": {
         32: dict(scheduler="ddpm", num_inference_steps=250, guidance_scale=4.4, guidance_schedule="power_cosine",
-                 guidance_channels=3),
+                 guidance_scale_pow=4.0, guidance_channels=3),
         64: dict(scheduler="ddpm", num_inference_steps=250, guidance_scale=1.49, guidance_schedule="constant",
                  guidance_channels=3),
     },
@@ -54,8 +54,8 @@ SAMPLING_PRESETS: dict[str, dict[int | None, dict]] = {
 
 def sampling_preset(name: str, latent_size: int | tuple[int, int]) -> dict:
     """The settings of a paper's sampler for a model with `latent_size` latents: `scheduler` (a `SCHEDULERS` short
-    name for `DiffiTPipeline.use_scheduler`) and the `__call__` arguments `num_inference_steps`, `guidance_scale`,
-    `guidance_schedule` and `guidance_channels`."""
+    name for `DiffiTPipeline.use_scheduler`) and `__call__` arguments (`num_inference_steps`, `guidance_scale`,
+    `guidance_schedule`, `guidance_channels`, and `guidance_scale_pow` with the power-cosine schedule)."""
     if name not in SAMPLING_PRESETS:
         raise ValueError(f"Unknown sampling preset {name!r}; valid choices are {', '.join(SAMPLING_PRESETS)}.")
     by_size = SAMPLING_PRESETS[name]

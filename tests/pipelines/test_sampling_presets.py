@@ -15,7 +15,8 @@ def test_dit_paper_preset_for_any_size():
 def test_diffit_paper_preset_depends_on_the_resolution():
     at_256 = sampling_preset("diffit-paper", 32)
     at_512 = sampling_preset("diffit-paper", (64, 64))
-    assert (at_256["guidance_scale"], at_256["guidance_schedule"]) == (4.4, "power_cosine")
+    assert (at_256["guidance_scale"], at_256["guidance_schedule"], at_256["guidance_scale_pow"]) == (
+        4.4, "power_cosine", 4.0)  # NVIDIA sample.py: --cfg-scale 4.4, --scale_pow 4
     assert (at_512["guidance_scale"], at_512["guidance_schedule"]) == (1.49, "constant")
     for preset in (at_256, at_512):
         assert (preset["scheduler"], preset["num_inference_steps"], preset["guidance_channels"]) == ("ddpm", 250, 3)
