@@ -164,9 +164,9 @@ class DiffiTPipeline(DiffusionPipeline):
         hub.carry_provenance(self.transformer, save_directory)
         if push_to_hub:
             repo_id = kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
-            return hub.push_to_hub(save_directory, repo_id, token=kwargs.pop("token", None),
-                                   private=bool(kwargs.pop("private", False)), exist_ok=kwargs.pop("exist_ok", True),
-                                   commit_message=kwargs.pop("commit_message", None), license=kwargs.pop("license", None))
+            options = {key: kwargs.pop(key) for key in ("token", "exist_ok", "commit_message", "license")
+                       if key in kwargs}
+            return hub.push_to_hub(save_directory, repo_id, private=bool(kwargs.pop("private", False)), **options)
 
     def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
                     token: str | None = None, create_pr: bool = False, safe_serialization: bool = True,
