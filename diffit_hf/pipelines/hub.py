@@ -204,7 +204,8 @@ CARD_TEMPLATE = """\
 
 A {{ "class-conditional" if classes else "unconditional" }} diffusion transformer ({{ model_class }}, {{ params }}
 parameters){% if source != "diffit_hf" %} converted from {{ source }}{% if base_model %}
-(`{{ base_model }}`){% endif %}{% else %} trained with diffit_hf{% endif %}{% if dataset %} on {{ dataset }}{% endif %}. It denoises
+(`{{ base_model }}`){% endif %}{% else %} trained with diffit_hf{% endif %}
+{% if dataset %} on {{ dataset }}{% endif %}. It denoises
 {{ space }} of shape {{ shape }}{% if vae %} decoded by the bundled `AutoencoderKL`{% endif %}.
 {% if classes %}The Hub tag is `unconditional-image-generation`: the Hub has no class-conditional image generation
 task, and this model also samples without a label (the null class of classifier-free guidance).
