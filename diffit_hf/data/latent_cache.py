@@ -96,8 +96,11 @@ def encode_to_cache(
     process_index: int = 0,
     num_processes: int = 1,
     progress: bool = True,
+    dataset_name: str | None = None,
+    split: str | None = None,
 ) -> dict:
     """Encodes `dataset` (`image` and optional `label` columns) into `cache_dir`; returns the index dict.
+    `dataset_name` and `split` (what was encoded: a name, folder or Hub id) are recorded in the index for model cards.
 
     Each process encodes the shards `i` with `i % num_processes == process_index`; the index is written by process 0
     only once every shard is present (call again after all processes finish, or use `training/encode_latents.py`).
@@ -124,6 +127,8 @@ def encode_to_cache(
         "shard_size": shard_size,
         "num_shards": (len(dataset) + shard_size - 1) // shard_size,
         "class_names": names,
+        "dataset": dataset_name,
+        "split": split,
     }
     index_path = cache_dir / INDEX
     if index_path.exists():
@@ -182,7 +187,8 @@ def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, re
     data = load_image_dataset(dataset, split, image_column, label_column)
     # a local VAE is recorded by its absolute path: training from another folder finds the same one
     vae_id = str(Path(vae_path).resolve()) if Path(vae_path).is_dir() else vae_path
-    kwargs = dict(vae_id=vae_id, vae_subfolder=vae_subfolder, shard_size=shard_size, batch_size=batch_size)
+    kwargs = dict(vae_id=vae_id, vae_subfolder=vae_subfolder, shard_size=shard_size, batch_size=batch_size,
+                  dataset_name=dataset, split=split)
     with torch.no_grad():
         meta = encode_to_cache(vae, data, out, resolution, grayscale, process_index=accelerator.process_index,
                                num_processes=accelerator.num_processes, progress=accelerator.is_local_main_process,

@@ -129,3 +129,17 @@ def test_latent_dataset_seeded_resampling_is_order_independent(images, tmp_path)
     assert not torch.equal(LatentDataset(tmp_path, resample=True, random_flip=True, seed=4)[5][0], a[0])
     data.set_epoch(1)
     assert not torch.equal(data[5][0], a[0])
+
+
+def test_encode_dataset_records_what_it_encoded(images, tmp_path):
+    """The index names the dataset and split (model cards list them as the training data)."""
+    from accelerate import Accelerator
+
+    from diffit_hf.data import encode_dataset
+
+    images.save_to_disk(str(tmp_path / "data"))
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    encode_dataset(Accelerator(cpu=True), str(tmp_path / "vae"), str(tmp_path / "data"), tmp_path / "cache", 8,
+                   grayscale=True, split="train")
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["dataset"] == str(tmp_path / "data") and index["split"] == "train"
