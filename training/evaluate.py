@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.data import load_image_tensors
@@ -38,9 +37,10 @@ from diffit_hf.evaluation import (
 )
 from diffit_hf.pipelines.grid import labelled_grid
 from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SCHEDULERS
+from diffit_hf.pipelines.sampling import sample_indices
 from diffit_hf.training.config import parse_config
 from diffit_hf.training.runtime import set_cpu_threads
-from diffit_hf.utils import atomic_path, atomic_write_json, mix_seed
+from diffit_hf.utils import atomic_path, atomic_write_json
 
 GRID_PER_CLASS = 8
 
@@ -103,26 +103,6 @@ def compare(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
             "precision": precision, "recall": recall}
 
 
-@torch.no_grad()
-def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress: bool) -> tuple[torch.Tensor, ...]:
-    """Images (N, C, H, W) in [-1, 1] and requested labels for the given sample indices."""
-    num_classes = pipe.num_classes
-    images, labels = [], []
-    for start in tqdm(range(0, len(indices), cfg.batch_size), desc="sampling", disable=not progress):
-        chunk = indices[start:start + cfg.batch_size]
-        ids = [i % num_classes for i in chunk] if num_classes else None
-        generators = [torch.Generator(pipe.device).manual_seed(mix_seed(cfg.seed, i)) for i in chunk]
-        if ids is None:  # unconditional: one "label" slot, one image per generator
-            out = pipe(None, num_images_per_label=len(chunk), generator=generators,
-                       num_inference_steps=cfg.num_inference_steps, output_type="pt").images
-        else:
-            out = pipe(ids, guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule,
-                       num_inference_steps=cfg.num_inference_steps, generator=generators, output_type="pt").images
-        images.append(out.cpu() * 2 - 1)
-        labels.extend(ids or [-1] * len(chunk))
-    return torch.cat(images), torch.tensor(labels)
-
-
 def main(cfg: EvalConfig) -> dict:
     accelerator = Accelerator()
     set_cpu_threads(accelerator, cfg.cpu_threads)
@@ -136,7 +116,11 @@ def main(cfg: EvalConfig) -> dict:
 
     # 1. Samples: each process its share of the indices; gathered on every process
     mine = list(range(accelerator.process_index, cfg.num_samples, accelerator.num_processes))
-    images, labels = generate(cfg, pipe, mine, accelerator.is_local_main_process)
+    images, labels = sample_indices(
+        pipe, mine, seed=cfg.seed, batch_size=cfg.batch_size, num_inference_steps=cfg.num_inference_steps,
+        guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule,
+        progress=accelerator.is_local_main_process)
+    images = images * 2 - 1  # (N, C, H, W) in [-1, 1], as the extractors take real images
     in_grid = [k for k, i in enumerate(mine) if i < GRID_PER_CLASS * max(pipe.num_classes, 1)]
     local = {"features": in_batches(extractor, images), "labels": labels, "index": torch.tensor(mine),
              "grid": images[in_grid], "grid_index": torch.tensor([mine[k] for k in in_grid], dtype=torch.long)}
