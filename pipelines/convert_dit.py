@@ -5,7 +5,9 @@
     # diffusers DiT (a local folder or Hub id holding a `transformer` subfolder)
     python pipelines/convert_dit.py --diffusers facebook/DiT-XL-2-256 --out dit-xl-2-256
 
-Here `--config` is a DiTModel config.json (a field of `ConvertConfig`), not a file of flag values.
+The folder also gets `provenance.json` (source facebookresearch/DiT, base model): model cards of pipelines built from
+it carry the weights' CC BY-NC 4.0 license and never apache-2.0. Here `--config` is a DiTModel config.json (a field of
+`ConvertConfig`), not a file of flag values.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from diffusers.utils.logging import get_logger
 
 from diffit_hf import convert_diffusers_dit, convert_official_dit, list_presets
 from diffit_hf.models.presets import preset_config
+from diffit_hf.pipelines.hub import PROVENANCE
 from diffit_hf.training.config import parse_config
+from diffit_hf.utils import atomic_write_json
+
+logger = get_logger("diffit_hf.convert_dit")  # shown by parse_config (show_library_logs)
 
 
 @dataclass
@@ -57,7 +64,15 @@ def main(cfg: ConvertConfig) -> None:
 
         model = convert_diffusers_dit(DiTTransformer2DModel.from_pretrained(cfg.diffusers, subfolder="transformer"))
     model.save_pretrained(cfg.out)
-    print(f"wrote {cfg.out}: {sum(p.numel() for p in model.parameters()):,} parameters")
+    # where the weights come from: pipelines built from this folder keep the source's license in their model card
+    if cfg.official:
+        hub_twin = {32: "facebook/DiT-XL-2-256", 64: "facebook/DiT-XL-2-512"}.get(cfg.latent_size)
+        base_model = hub_twin if cfg.preset == "DiT-XL/2" and not cfg.config else None
+    else:
+        base_model = None if Path(cfg.diffusers).exists() else cfg.diffusers
+    atomic_write_json(Path(cfg.out) / PROVENANCE, {"source": "facebookresearch/DiT", "base_model": base_model,
+                                                   "converted_from": cfg.official or cfg.diffusers})
+    logger.info(f"wrote {cfg.out}: {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ key of `--config file.yaml`).
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from diffit_hf.pipelines.sampling import sample_indices, to_uint8_nhwc
 from diffit_hf.training.config import parse_config
 from diffit_hf.utils import atomic_path, atomic_write_json
 
-logger = get_logger("diffit_hf.generate")
+logger = get_logger("diffit_hf.generate")  # shown by parse_config (show_library_logs)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEDULER_NAMES = sorted({*SCHEDULERS, *FLOW_SCHEDULERS, *EDM_SCHEDULERS})  # the pipeline checks the model's kind
 
@@ -186,5 +185,4 @@ def main(cfg: GenerateConfig) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(message)s", level=logging.INFO)  # this script's and diffit_hf's messages
     main(parse_config(GenerateConfig))

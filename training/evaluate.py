@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from diffusers.utils.logging import get_logger
 from safetensors.torch import load_file, save_file
 
 from diffit_hf import DiffiTPipeline
@@ -41,6 +42,8 @@ from diffit_hf.pipelines.sampling import sample_indices
 from diffit_hf.training.config import parse_config
 from diffit_hf.training.runtime import set_cpu_threads
 from diffit_hf.utils import atomic_path, atomic_write_json
+
+logger = get_logger("diffit_hf.evaluate")  # shown by parse_config (show_library_logs)
 
 GRID_PER_CLASS = 8
 
@@ -170,7 +173,7 @@ def main(cfg: EvalConfig) -> dict:
             labelled_grid(pil, captions, per, rows=True).save(out.with_name(f"{out.stem}_samples.png"))
         summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("fid", "floor_fid", "kid", "precision", "recall",
                                                              "class_consistency") if k in result)
-        print(f"{extractor.name}: {summary}; wrote {out}")
+        logger.info(f"{extractor.name}: {summary}; wrote {out}")
     accelerator.wait_for_everyone()
     return result
 

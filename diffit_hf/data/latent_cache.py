@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -23,6 +24,8 @@ from torch.utils.data import Dataset
 
 from ..utils import atomic_path, atomic_write_json, mix_seed
 from .images import load_image_dataset, preprocess_image
+
+logger = logging.getLogger(__name__)
 
 INDEX = "index.json"
 
@@ -196,8 +199,8 @@ def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, re
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:  # every shard is there now: verify them all and write the index
             meta = encode_to_cache(vae, data, out, resolution, grayscale, progress=False, **kwargs)
-            print(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} "
-                  f"in {meta['num_shards']} shards, scaling factor {meta['scaling_factor']}")
+            logger.info(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} "
+                        f"in {meta['num_shards']} shards, scaling factor {meta['scaling_factor']}")
     accelerator.wait_for_everyone()
     return meta
 
