@@ -396,6 +396,28 @@ class DiffiTPipeline(DiffusionPipeline):
 
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the generated images.
+
+        Examples:
+
+        ```py
+        >>> import torch
+        >>> from diffusers import DDPMScheduler
+        >>> from diffit_hf import DiffiTPipeline, create_model
+
+        >>> # a trained pipeline: DiffiTPipeline.from_pretrained("you/dit-fashion-mnist"); here an untrained tiny one
+        >>> transformer = create_model("DiT-S/4", sample_size=8, in_channels=1, num_classes=10, num_layers=1)
+        >>> pipe = DiffiTPipeline(transformer, DDPMScheduler(variance_type="learned_range"),
+        ...                       id2label={0: "T-shirt/top", 8: "Bag"})
+        >>> pipe.set_progress_bar_config(disable=True)
+        >>> images = pipe(["Bag", 0], num_images_per_label=2, guidance_scale=4.0, num_inference_steps=10,
+        ...               generator=torch.Generator().manual_seed(0)).images
+        >>> len(images), images[0].size  # 2 images of each label, as PIL images
+        (4, (8, 8))
+        >>> pipe.use_scheduler("dpm")  # DPM-Solver++ 2M: good images in ~25 steps
+        >>> pipe(8, num_inference_steps=25, output_type="np").images.shape
+        (1, 8, 8, 1)
+
+        ```
         """
         # 1. Check inputs
         self.check_inputs(class_labels, num_images_per_label, guidance_scale, guidance_schedule, guidance_channels,
