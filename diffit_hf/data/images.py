@@ -17,7 +17,8 @@ def load_image_dataset(source: str, split: str = "train", image_column: str = "i
     """One split of an image dataset, with columns renamed to `image` and `label`.
 
     `source` is `"fashion-mnist"` (offline, Debian package), a directory saved with `Dataset.save_to_disk`, a local
-    image folder (one sub-folder per class, loaded with `imagefolder`), or a Hub dataset id (needs the Hub).
+    image folder (one sub-folder per class, loaded with `imagefolder`; images directly in it: no label column, an
+    unconditional dataset), or a Hub dataset id (needs the Hub).
     """
     path = Path(source)
     if source == "fashion-mnist":
@@ -34,6 +35,8 @@ def load_image_dataset(source: str, split: str = "train", image_column: str = "i
         if split not in data:
             raise ValueError(f"{source} has no split {split!r}; available: {', '.join(data)}.")
         data = data[split]
+    if label_column == "label" and "label" not in data.column_names and path.is_dir():
+        label_column = None  # a folder of images without class sub-folders: unconditional data
     for wanted, role in ((image_column, "image"), (label_column, "label")):
         if wanted is not None and wanted not in data.column_names:
             raise ValueError(f"{source} has no {role} column {wanted!r}; columns are {', '.join(data.column_names)}.")

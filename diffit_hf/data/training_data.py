@@ -25,7 +25,7 @@ class TrainingData:
 
 
 def _collate_pixels(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([r["pixel_values"] for r in rows]), torch.tensor([r["label"] for r in rows])
+    return torch.stack([r["pixel_values"] for r in rows]), torch.tensor([r.get("label", -1) for r in rows])
 
 
 def load_training_data(latents: str | None = None, dataset: str | None = None, resolution: int = 32,

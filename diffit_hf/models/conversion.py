@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,13 @@ def _load_strict(model: DiTModel, state_dict: dict[str, torch.Tensor], source: s
             )
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
+
+
+def _with_provenance(model: DiTModel, base_model: str | None = None) -> DiTModel:
+    """Marks converted weights with their source: pipelines saved with them keep its CC BY-NC 4.0 license in their
+    model card (`diffit_hf.pipelines.hub.carry_provenance`)."""
+    model.provenance = {"source": "facebookresearch/DiT", "base_model": base_model}
+    return model
 
 
 def convert_official_dit(
@@ -88,7 +96,7 @@ def convert_official_dit(
     if table is not None and table.shape[0] == model.config.num_classes:
         # Trained without label dropout: no null row; add a zero row so the model keeps one (CFG then = a no-op).
         converted["cond_embed.class_embedder.weight"] = torch.cat([table, table.new_zeros(1, table.shape[1])])
-    return _load_strict(model, converted, "Official DiT")
+    return _with_provenance(_load_strict(model, converted, "Official DiT"))
 
 
 def convert_diffusers_dit(model: torch.nn.Module) -> DiTModel:
@@ -159,4 +167,6 @@ def convert_diffusers_dit(model: torch.nn.Module) -> DiTModel:
             converted[f"{dst}adaln_linear.{kind}"] = sd[f"{src}norm1.linear.{kind}"]
             converted[f"{dst}ff.fc1.{kind}"] = sd[f"{src}ff.net.0.proj.{kind}"]
             converted[f"{dst}ff.fc2.{kind}"] = sd[f"{src}ff.net.2.{kind}"]
-    return _load_strict(ours, converted, "diffusers DiT")
+    origin = str(model.config.get("_name_or_path") or "")  # a Hub id when loaded from one
+    base_model = origin if re.fullmatch(r"[\w.-]+/[\w.-]+", origin) and not Path(origin).exists() else None
+    return _with_provenance(_load_strict(ours, converted, "diffusers DiT"), base_model)

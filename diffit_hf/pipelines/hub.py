@@ -104,11 +104,15 @@ def add_remote_code(folder: str | Path) -> Path:
 
 
 def carry_provenance(transformer, folder: str | Path) -> None:
-    """Copies the `provenance.json` of the folder `transformer` was loaded from (converted weights) into the pipeline
-    folder, so that its card keeps the source's license and base model."""
+    """Writes where converted weights come from into the pipeline folder, so that its card keeps the source's license
+    and base model: the `provenance` a converter set on `transformer` (`convert_official_dit`,
+    `convert_diffusers_dit`), or the `provenance.json` of the folder it was loaded from (pipelines/convert_dit.py)."""
+    provenance = getattr(transformer, "provenance", None)
     origin = Path(str(transformer.config.get("_name_or_path") or ""))
-    if origin.name and (origin / PROVENANCE).is_file() and origin.resolve() != Path(folder).resolve():
-        shutil.copyfile(origin / PROVENANCE, Path(folder) / PROVENANCE)
+    if provenance is None and origin.name and (origin / PROVENANCE).is_file():
+        provenance = json.loads((origin / PROVENANCE).read_text())
+    if provenance is not None:
+        atomic_write_json(Path(folder) / PROVENANCE, provenance)
 
 
 def stage_for_hub(folder: str | Path, staging: str | Path, repo_id: str | None = None, **card_kwargs: Any) -> Path:

@@ -251,6 +251,17 @@ def test_converted_weights_keep_their_license(pipeline_dir, tmp_path):
     pipe = DiffiTPipeline.from_pretrained(pipeline_dir, transformer=DiTModel.from_pretrained(converted))
     pipe.save_pretrained(tmp_path / "from-converted")
     assert card_meta(write_model_card(tmp_path / "from-converted"))["license"] == "cc-by-nc-4.0"
+    # and so do weights converted in memory (convert_diffusers_dit / convert_official_dit mark their result)
+    from diffusers import DiTTransformer2DModel
+
+    from diffit_hf import convert_diffusers_dit
+
+    diffusers_dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                          num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    pipe = DiffiTPipeline(transformer=convert_diffusers_dit(diffusers_dit), scheduler=pipe.scheduler, vae=pipe.vae)
+    pipe.save_pretrained(tmp_path / "converted-in-memory")
+    meta = card_meta(write_model_card(tmp_path / "converted-in-memory"))
+    assert meta["license"] == "cc-by-nc-4.0" and "base_model" not in meta
 
 
 def test_pipeline_push_to_hub_and_save_pretrained_push_load_with_plain_diffusers(hub, pipeline_dir, tmp_path):
