@@ -10,8 +10,10 @@
     python pipelines/generate.py --model diffit-256 --labels "golden retriever" --preset diffit-paper
 
 The folder holds the converted transformer, the VAE (`--vae`: `stabilityai/sd-vae-ft-ema`, as both papers, or a
-local AutoencoderKL folder; `none` writes the transformer folder alone), the DDPM scheduler our training saves, and
-the ImageNet-1k class names as `id2label` for 1000-class models. Here `--config` is a model config.json (a field of
+local AutoencoderKL folder; `none` writes the transformer folder alone), DiT's DDPM scheduler (`dit_scheduler`), the
+ImageNet-1k class names as `id2label` for 1000-class models, and `provenance.json` (source, base model): model cards
+of pipelines built from it carry the weights' non-commercial license (CC BY-NC 4.0 for facebookresearch/DiT,
+NVIDIA's for NVlabs/DiffiT), never apache-2.0. Here `--config` is a model config.json (a field of
 `ConvertConfig`), not a file of flag values.
 """
 
@@ -22,12 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from diffusers.utils.logging import get_logger
 from safetensors.torch import load_file
 
 from diffit_hf import convert_diffusers_dit, convert_official_diffit, convert_official_dit, list_presets
 from diffit_hf.models.presets import preset_config
 from diffit_hf.pipelines.converted import SD_VAE, converted_pipeline, load_vae
+from diffit_hf.pipelines.hub import PROVENANCE
 from diffit_hf.training.config import parse_config
+from diffit_hf.utils import atomic_write_json
+
+logger = get_logger("diffit_hf.convert_dit")  # shown by parse_config (show_library_logs)
 
 DIT_PRESETS = [n for n in list_presets() if n.startswith("DiT-")]
 DIFFIT_PRESETS = [n for n in list_presets() if n.startswith("DiffiT-") and n.endswith("/2")]
@@ -101,13 +108,19 @@ def main(cfg: ConvertConfig) -> None:
         from diffusers import DiTTransformer2DModel
 
         model = convert_diffusers_dit(DiTTransformer2DModel.from_pretrained(cfg.diffusers, subfolder="transformer"))
+    # where the weights come from: the folder's model card keeps the source's license and names the base model
+    if cfg.official:
+        hub_twin = {32: "facebook/DiT-XL-2-256", 64: "facebook/DiT-XL-2-512"}.get(cfg.latent_size or 32)
+        model.provenance["base_model"] = hub_twin if cfg.preset == "DiT-XL/2" and not cfg.config else None
+    model.provenance["converted_from"] = cfg.official or cfg.official_diffit or cfg.diffusers
     params = f"{sum(p.numel() for p in model.parameters()):,} parameters"
     if vae is None:
         model.save_pretrained(cfg.out)
-        print(f"wrote {cfg.out}: the transformer alone ({params}); not a runnable pipeline (--vae none)")
+        atomic_write_json(Path(cfg.out) / PROVENANCE, model.provenance)
+        logger.info(f"wrote {cfg.out}: the transformer alone ({params}); not a runnable pipeline (--vae none)")
         return
-    converted_pipeline(model, vae).save_pretrained(cfg.out)
-    print(f"wrote {cfg.out}: pipeline with a {type(model).__name__} ({params}), VAE {cfg.vae}")
+    converted_pipeline(model, vae).save_pretrained(cfg.out)  # writes provenance.json (hub.carry_provenance)
+    logger.info(f"wrote {cfg.out}: pipeline with a {type(model).__name__} ({params}), VAE {cfg.vae}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Push a saved DiffiTPipeline folder to the Hub, with a generated model card and the remote code plain diffusers
 needs (the local folder is only read).
 
-    python pipelines/push_to_hub.py --folder outputs/dit-fmnist --repo-id you/dit-fashion-mnist [--private]
+    python pipelines/push_to_hub.py --folder outputs/dit-fmnist --repo-id you/dit-fashion-mnist [--private] \
+        [--license mit] [--source-url https://github.com/you/diffit_hf]
 
 Afterwards both load: `DiffiTPipeline.from_pretrained(repo_id)` (diffit_hf installed) and
 `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` (plain diffusers).
@@ -11,8 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from diffusers.utils.logging import get_logger
+
 from diffit_hf.pipelines.hub import push_to_hub
 from diffit_hf.training.config import parse_config
+
+logger = get_logger("diffit_hf.push_to_hub")  # shown by parse_config (show_library_logs)
 
 
 @dataclass
@@ -25,6 +30,11 @@ class PushConfig:
     token: str | None = field(default=None, metadata={"help": "default: the token of `hf auth login`"})
     private: bool = field(default=False, metadata={"help": "create the repo private"})
     exist_ok: bool = field(default=True, metadata={"help": "push into an existing repo (--no-exist-ok: fail)"})
+    license: str | None = field(default=None, metadata={
+        "help": "the card's license; default by source: apache-2.0 for weights trained with diffit_hf, the "
+                "source's non-commercial license for converted weights (which cannot be changed)"})
+    base_model: str | None = field(default=None, metadata={"help": "the Hub model this one was fine-tuned from"})
+    source_url: str | None = field(default=None, metadata={"help": "git URL of diffit_hf for the card's install line"})
 
     def __post_init__(self):
         if self.folder is None:
@@ -34,8 +44,9 @@ class PushConfig:
 
 
 def main(cfg: PushConfig) -> str:
-    url = push_to_hub(cfg.folder, cfg.repo_id, token=cfg.token, private=cfg.private, exist_ok=cfg.exist_ok)
-    print(f"pushed {cfg.folder} to {url}")
+    url = push_to_hub(cfg.folder, cfg.repo_id, token=cfg.token, private=cfg.private, exist_ok=cfg.exist_ok,
+                      license=cfg.license, base_model=cfg.base_model, source_url=cfg.source_url)
+    logger.info(f"pushed {cfg.folder} to {url}")
     return url
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from diffusers.utils.logging import get_logger
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.data import load_image_tensors
@@ -48,9 +48,12 @@ from diffit_hf.evaluation import (
 from diffit_hf.evaluation.extractors import DEFAULT_INCEPTION_WEIGHTS, INCEPTION_FILE
 from diffit_hf.pipelines.grid import labelled_grid
 from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS, sampling_preset
+from diffit_hf.pipelines.sampling import sample_indices
 from diffit_hf.training.config import parse_config
 from diffit_hf.training.runtime import set_cpu_threads
-from diffit_hf.utils import atomic_path, atomic_write_json, mix_seed
+from diffit_hf.utils import atomic_path, atomic_write_json
+
+logger = get_logger("diffit_hf.evaluate")  # shown by parse_config (show_library_logs)
 
 GRID_PER_CLASS = 8
 
@@ -133,26 +136,6 @@ def compare(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
             "precision": precision, "recall": recall}
 
 
-@torch.no_grad()
-def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress: bool, sampling: dict
-             ) -> tuple[torch.Tensor, ...]:
-    """Images (N, C, H, W) in [-1, 1] on the uint8 grid and requested labels for the given sample indices."""
-    num_classes = pipe.num_classes
-    images, labels = [], []
-    for start in tqdm(range(0, len(indices), cfg.batch_size), desc="sampling", disable=not progress):
-        chunk = indices[start:start + cfg.batch_size]
-        ids = [i % num_classes for i in chunk] if num_classes else None
-        generators = [torch.Generator(pipe.device).manual_seed(mix_seed(cfg.seed, i)) for i in chunk]
-        if ids is None:  # unconditional: one "label" slot, one image per generator
-            out = pipe(None, num_images_per_label=len(chunk), generator=generators,
-                       num_inference_steps=sampling["num_inference_steps"], output_type="pt").images
-        else:
-            out = pipe(ids, generator=generators, output_type="pt", **sampling).images
-        images.append(quantize(out.cpu() * 2 - 1))  # as saved samples: uint8, like the ADM evaluator reads them
-        labels.extend(ids or [-1] * len(chunk))
-    return torch.cat(images), torch.tensor(labels)
-
-
 def main(cfg: EvalConfig) -> dict:
     accelerator = Accelerator()
     set_cpu_threads(accelerator, cfg.cpu_threads)
@@ -178,7 +161,9 @@ def main(cfg: EvalConfig) -> dict:
 
     # 1. Samples: each process its share of the indices; gathered on every process
     mine = list(range(accelerator.process_index, cfg.num_samples, accelerator.num_processes))
-    images, labels = generate(cfg, pipe, mine, accelerator.is_local_main_process, sampling)
+    images, labels = sample_indices(pipe, mine, seed=cfg.seed, batch_size=cfg.batch_size,
+                                    progress=accelerator.is_local_main_process, **sampling)
+    images = quantize(images * 2 - 1)  # (N, C, H, W) in [-1, 1] on the uint8 grid: what an evaluator of PNGs reads
     in_grid = [k for k, i in enumerate(mine) if i < GRID_PER_CLASS * max(pipe.num_classes, 1)]
     local = {"features": in_batches(extractor, images), "labels": labels, "index": torch.tensor(mine),
              "grid": images[in_grid], "grid_index": torch.tensor([mine[k] for k in in_grid], dtype=torch.long)}
@@ -243,7 +228,7 @@ def main(cfg: EvalConfig) -> dict:
             labelled_grid(pil, captions, per, rows=True).save(out.with_name(f"{out.stem}_samples.png"))
         summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("fid", "floor_fid", "kid", "precision", "recall",
                                                              "inception_score", "class_consistency") if k in result)
-        print(f"{extractor.name}: {summary}; wrote {out}")
+        logger.info(f"{extractor.name}: {summary}; wrote {out}")
     accelerator.wait_for_everyone()
     return result
 

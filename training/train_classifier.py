@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
+from diffusers.utils.logging import get_logger
 from tqdm.auto import tqdm
 
 from diffit_hf.data import load_image_tensors
@@ -25,6 +26,8 @@ from diffit_hf.evaluation import FashionClassifier
 from diffit_hf.training.config import parse_config, save_config
 from diffit_hf.training.runtime import set_cpu_threads
 from diffit_hf.utils import atomic_write_json
+
+logger = get_logger("diffit_hf.train_classifier")  # shown by parse_config (show_library_logs)
 
 
 @dataclass
@@ -93,7 +96,7 @@ def main(cfg: ClassifierConfig) -> dict:
         model.save_pretrained(out)
         save_config(cfg, out / "train_config.json")
         atomic_write_json(out / "metrics.json", metrics)
-        print(f"test accuracy {metrics['test_accuracy']:.4f}; saved {out}")
+        logger.info(f"test accuracy {metrics['test_accuracy']:.4f}; saved {out}")
     return metrics
 
 

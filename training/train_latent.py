@@ -60,7 +60,7 @@ RESUME_MAY_CHANGE = {  # everything else is restored from the checkpoint or chan
     "log_every", "report_to", "validation_steps", "validation_per_class", "validation_inference_steps",
     "validation_guidance_scale", "push_to_hub", "hub_repo_id", "hub_private", "num_workers", "cpu_threads",
     "compile", "allow_tf32", "gradient_checkpointing", "output_dir", "vae", "lr_finder", "lr_finder_min",
-    "lr_finder_max", "lr_finder_steps"}
+    "lr_finder_max", "lr_finder_steps", "tracker_project_name"}
 
 
 @dataclass
@@ -127,6 +127,7 @@ class TrainConfig:
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
     log_every: int = 50
     report_to: str | None = field(default=None, metadata={"help": "tensorboard, wandb, ... (accelerate trackers)"})
+    tracker_project_name: str = field(default="diffit_hf", metadata={"help": "the trackers' project (wandb project)"})
     # 6. Validation samples (EMA weights, fixed seed, one row per class)
     validation_steps: int = 500
     validation_per_class: int = 8
@@ -288,7 +289,7 @@ def main(cfg: TrainConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.json")
     if cfg.report_to:
-        accelerator.init_trackers("diffit_hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
+        accelerator.init_trackers(cfg.tracker_project_name, config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})
 
     # 6. Train

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import struct
@@ -32,6 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..utils import atomic_path, atomic_write_json, mix_seed
 from .images import load_image_dataset, preprocess_image
+
+logger = logging.getLogger(__name__)
 
 INDEX = "index.json"
 # --dtype spellings -> the storage dtype's name in the index -> torch dtype and safetensors' header name
@@ -210,8 +213,11 @@ def encode_to_cache(
     dtype: str = "fp32",
     random_flip: bool = False,
     num_workers: int = 0,
+    dataset_name: str | None = None,
+    split: str | None = None,
 ) -> dict:
     """Encodes `dataset` (`image` and optional `label` columns) into `cache_dir`; returns the index dict.
+    `dataset_name` and `split` (what was encoded: a name, folder or Hub id) are recorded in the index for model cards.
 
     Each process encodes the shards `i` with `i % num_processes == process_index`; the index is written by process 0
     only once every shard is present (call again after all processes finish, or use `training/encode_latents.py`).
@@ -245,6 +251,8 @@ def encode_to_cache(
         "class_names": names,
         "dtype": storage_dtype(dtype),
         "random_flip": random_flip,
+        "dataset": dataset_name,
+        "split": split,
     }
     index_path = cache_dir / INDEX
     if index_path.exists():
@@ -312,7 +320,7 @@ def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, re
     # a local VAE is recorded by its absolute path: training from another folder finds the same one
     vae_id = str(Path(vae_path).resolve()) if Path(vae_path).is_dir() else vae_path
     kwargs = dict(vae_id=vae_id, vae_subfolder=vae_subfolder, shard_size=shard_size, batch_size=batch_size,
-                  dtype=dtype, random_flip=random_flip)
+                  dtype=dtype, random_flip=random_flip, dataset_name=dataset, split=split)
     with torch.no_grad():
         meta = encode_to_cache(vae, data, out, resolution, grayscale, process_index=accelerator.process_index,
                                num_processes=accelerator.num_processes, progress=accelerator.is_local_main_process,
@@ -320,9 +328,9 @@ def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, re
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:  # every shard is there now: verify them all and write the index
             meta = encode_to_cache(vae, data, out, resolution, grayscale, progress=False, **kwargs)
-            print(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} ({meta['dtype']}"
-                  f"{', and of the mirrored images' if random_flip else ''}) in {meta['num_shards']} shards, "
-                  f"scaling factor {meta['scaling_factor']}")
+            logger.info(f"cache {out}: {meta['num_samples']} latents of shape {meta['latent_shape']} ({meta['dtype']}"
+                        f"{', and of the mirrored images' if random_flip else ''}) in {meta['num_shards']} shards, "
+                        f"scaling factor {meta['scaling_factor']}")
     accelerator.wait_for_everyone()
     return meta
 

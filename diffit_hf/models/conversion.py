@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,6 +94,15 @@ def _load_strict(model: DiTModel | DiffiTModel, state_dict: dict[str, torch.Tens
     return model.eval()
 
 
+def _with_provenance(model: DiTModel | DiffiTModel, source: str, base_model: str | None = None
+                     ) -> DiTModel | DiffiTModel:
+    """Marks converted weights with their source (`"facebookresearch/DiT"`: CC BY-NC 4.0, `"NVlabs/DiffiT"`: NVIDIA's
+    non-commercial license): pipelines saved with them keep that license in their model card
+    (`diffit_hf.pipelines.hub.carry_provenance`)."""
+    model.provenance = {"source": source, "base_model": base_model}
+    return model
+
+
 def convert_official_dit(
     state_dict: Mapping[str, torch.Tensor], preset_or_config: str | dict[str, Any] = "DiT-XL/2"
 ) -> DiTModel:
@@ -122,7 +132,7 @@ def convert_official_dit(
             continue
         converted[_rename(key, _OFFICIAL_RENAMES)] = tensor
     _with_null_row(converted, model.config.num_classes)
-    return _load_strict(model, converted, "Official DiT")
+    return _with_provenance(_load_strict(model, converted, "Official DiT"), "facebookresearch/DiT")
 
 
 def convert_official_diffit(
@@ -177,7 +187,7 @@ def convert_official_diffit(
             continue
         converted[_rename(key, _OFFICIAL_DIFFIT_RENAMES)] = tensor
     _with_null_row(converted, model.config.num_classes)
-    return _load_strict(model, converted, "Official DiffiT")
+    return _with_provenance(_load_strict(model, converted, "Official DiffiT"), "NVlabs/DiffiT")
 
 
 def _official_token_count(state_dict: Mapping[str, torch.Tensor]) -> int | None:
@@ -259,4 +269,6 @@ def convert_diffusers_dit(model: torch.nn.Module) -> DiTModel:
             converted[f"{dst}adaln_linear.{kind}"] = sd[f"{src}norm1.linear.{kind}"]
             converted[f"{dst}ff.fc1.{kind}"] = sd[f"{src}ff.net.0.proj.{kind}"]
             converted[f"{dst}ff.fc2.{kind}"] = sd[f"{src}ff.net.2.{kind}"]
-    return _load_strict(ours, converted, "diffusers DiT")
+    origin = str(model.config.get("_name_or_path") or "")  # a Hub id when loaded from one
+    base_model = origin if re.fullmatch(r"[\w.-]+/[\w.-]+", origin) and not Path(origin).exists() else None
+    return _with_provenance(_load_strict(ours, converted, "diffusers DiT"), "facebookresearch/DiT", base_model)

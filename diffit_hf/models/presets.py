@@ -68,7 +68,34 @@ def preset_config(name: str, **overrides) -> tuple[type[ModelMixin], dict[str, A
 
 
 def create_model(name: str, **overrides) -> ModelMixin:
-    """Builds a freshly initialised model from a preset name, e.g. `create_model("DiT-S/2", num_classes=10)`."""
+    r"""
+    Builds a freshly initialised model from a preset name (`list_presets()`, or `python -m diffit_hf presets`).
+
+    Args:
+        name (`str`):
+            A preset: `"DiT-S/2"` ... `"DiT-XL/8"`, `"DiffiT-S/2"` ... `"DiffiT-XL/2"`, `"DiffiT-CIFAR10"`, ...
+        overrides:
+            Config values replacing the preset's (`num_classes`, `sample_size`, `in_channels`, `num_layers`, ...);
+            unknown keys are refused, naming the valid ones.
+
+    Returns:
+        A `DiTModel`, `DiffiTModel` or `DiffiTUNetModel` (diffusers `ModelMixin`s) with the shared forward contract
+        `model(hidden_states, timestep, class_labels).sample`.
+
+    Examples:
+
+    ```py
+    >>> import torch
+    >>> from diffit_hf import create_model
+
+    >>> model = create_model("DiT-S/2", num_classes=10, num_layers=2)  # 2 of DiT-S's 12 blocks, for a quick look
+    >>> x = torch.randn(2, 4, 32, 32)  # (batch, latent channels, height, width)
+    >>> out = model(x, timestep=torch.tensor([10, 500]), class_labels=torch.tensor([3, 10])).sample  # 10: null class
+    >>> out.shape  # epsilon and the learned variance
+    torch.Size([2, 8, 32, 32])
+    >>> model.save_pretrained("dit-s2")  # doctest: +SKIP
+    ```
+    """
     cls, config = preset_config(name, **overrides)
     return cls(**config)
 

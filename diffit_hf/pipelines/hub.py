@@ -20,6 +20,7 @@ import ast
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import DiffiTModel, DiffiTUNetModel, DiTModel
+from ..utils import atomic_write_json, atomic_write_text
 
 REMOTE_PIPELINE_MODULE = "pipeline_diffit"
 REMOTE_MODEL_LIBRARY = "diffit_hf"
@@ -73,14 +75,16 @@ def remote_code_files() -> dict[str, str]:
     }
 
 
-def stage_for_hub(folder: str | Path, staging: str | Path, repo_id: str | None = None) -> Path:
-    """Copies a pipeline folder into `staging` with the remote code and a model card (regenerated for `repo_id`, from
-    the folder's train_config.json and eval.json when present); `folder` is only read."""
-    folder, staging = Path(folder), Path(staging)
-    if not (folder / "model_index.json").is_file():
+def add_remote_code(folder: str | Path) -> Path:
+    """Turns a `save_pretrained` pipeline folder, in place, into the format plain diffusers loads with
+    `trust_remote_code=True`: model_index.json names `["pipeline_diffit", "DiffiTPipeline"]` and
+    `["diffit_hf", <model class>]`, and the code files of `remote_code_files` are (re)written from this package.
+    Idempotent; `DiffiTPipeline.from_pretrained` reads the result back through `local_view`."""
+    folder = Path(folder)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
         raise FileNotFoundError(f"{folder} is not a saved pipeline (no model_index.json); run save_pretrained first.")
-    shutil.copytree(folder, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*EXCLUDED_FROM_PUSH))
-    index = json.loads((staging / "model_index.json").read_text())
+    index = json.loads(index_path.read_text())
     if index.get("_class_name") not in ("DiffiTPipeline", [REMOTE_PIPELINE_MODULE, "DiffiTPipeline"]):
         raise ValueError(f"{folder} holds a {index.get('_class_name')!r}, not a DiffiTPipeline.")
     index["_class_name"] = [REMOTE_PIPELINE_MODULE, "DiffiTPipeline"]
@@ -92,11 +96,35 @@ def stage_for_hub(folder: str | Path, staging: str | Path, repo_id: str | None =
                 raise ValueError(f"{entry[1]!r} is not one of the model classes that ship as code: "
                                  f"{', '.join(MODEL_CLASSES)}.")
             index[name] = [REMOTE_MODEL_LIBRARY, entry[1]]
-    (staging / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(index_path, index)
     for path, source in remote_code_files().items():
-        (staging / path).parent.mkdir(parents=True, exist_ok=True)
-        (staging / path).write_text(source)
-    write_model_card(staging, repo_id=repo_id)
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / path, source)
+    return folder
+
+
+def carry_provenance(transformer, folder: str | Path) -> None:
+    """Writes where converted weights come from into the pipeline folder, so that its card keeps the source's license
+    and base model: the `provenance` a converter set on `transformer` (`convert_official_dit`,
+    `convert_diffusers_dit`), or the `provenance.json` of the folder it was loaded from (pipelines/convert_dit.py)."""
+    provenance = getattr(transformer, "provenance", None)
+    origin = Path(str(transformer.config.get("_name_or_path") or ""))
+    if provenance is None and origin.name and (origin / PROVENANCE).is_file():
+        provenance = json.loads((origin / PROVENANCE).read_text())
+    if provenance is not None:
+        atomic_write_json(Path(folder) / PROVENANCE, provenance)
+
+
+def stage_for_hub(folder: str | Path, staging: str | Path, repo_id: str | None = None, **card_kwargs: Any) -> Path:
+    """Copies a pipeline folder into `staging` with the remote code (`add_remote_code`) and a model card
+    (`write_model_card(staging, repo_id, **card_kwargs)`, from the folder's train_config.json and eval.json when
+    present); `folder` is only read."""
+    folder, staging = Path(folder), Path(staging)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a saved pipeline (no model_index.json); run save_pretrained first.")
+    shutil.copytree(folder, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*EXCLUDED_FROM_PUSH))
+    add_remote_code(staging)
+    write_model_card(staging, repo_id=repo_id, **card_kwargs)
     return staging
 
 
@@ -156,6 +184,21 @@ def local_view(
 #                                   Model card                                  #
 #################################################################################
 
+# Where the weights come from -> the license fields of their card. Weights trained with diffit_hf are the user's
+# (apache-2.0 unless they choose otherwise); converted weights keep their source's non-commercial license.
+LICENSES = {
+    "diffit_hf": {"license": "apache-2.0"},
+    "facebookresearch/DiT": {"license": "cc-by-nc-4.0"},
+    "NVlabs/DiffiT": {"license": "other", "license_name": "nvidia-source-code-license-nc",
+                      "license_link": "https://github.com/NVlabs/DiffiT/blob/main/LICENSE"},
+}
+# written next to converted weights (pipelines/convert_dit.py) and carried into the pipeline folders made from them
+PROVENANCE = "provenance.json"
+# short dataset names of diffit_hf.data -> their Hub dataset ids (the card's `datasets` metadata)
+HUB_DATASET_IDS = {"fashion-mnist": "zalando-datasets/fashion_mnist"}
+SOURCE_INSTALL = "pip install 'diffit-hf @ git+{url}'"
+LOCAL_INSTALL = "git clone <the diffit_hf repository> diffit_hf && pip install ./diffit_hf"
+
 CARD_TEMPLATE = """\
 ---
 {{ card_data }}
@@ -163,25 +206,21 @@ CARD_TEMPLATE = """\
 
 # {{ title }}
 
-A class-conditional diffusion transformer ({{ model_class }}, {{ params }} parameters) trained with
-diffit_hf{% if dataset %} on {{ dataset }}{% endif %}. It denoises
+A {{ "class-conditional" if classes else "unconditional" }} diffusion transformer ({{ model_class }}, {{ params }}
+parameters){% if source != "diffit_hf" %} converted from {{ source }}{% if base_model %}
+(`{{ base_model }}`){% endif %}{% else %} trained with diffit_hf{% endif %}
+{% if dataset %} on {{ dataset }}{% endif %}. It denoises
 {{ space }} of shape {{ shape }}{% if vae %} decoded by the bundled `AutoencoderKL`{% endif %}.
-
+{% if classes %}The Hub tag is `unconditional-image-generation`: the Hub has no class-conditional image generation
+task, and this model also samples without a label (the null class of classifier-free guidance).
+{% endif %}
 {% if classes %}**Classes** ({{ classes | length }}): {{ classes | join(", ") }}.
-{% else %}Unconditional model.
 {% endif %}
 {% if grid %}![samples]({{ grid }})
 {% endif %}
+**License**: {{ license_text }}.
+
 ## Usage
-
-With diffit_hf installed (`pip install diffit-hf`):
-
-```python
-from diffit_hf import DiffiTPipeline
-
-pipe = DiffiTPipeline.from_pretrained("{{ repo_id }}")
-images = pipe({{ example_labels }}, guidance_scale=4.0, num_inference_steps=50).images
-```
 
 With plain diffusers (the repo ships its code):
 
@@ -189,7 +228,19 @@ With plain diffusers (the repo ships its code):
 from diffusers import DiffusionPipeline
 
 pipe = DiffusionPipeline.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-images = pipe({{ example_labels }}, guidance_scale=4.0, num_inference_steps=50).images
+images = pipe({{ example_labels }}, guidance_scale=4.0, num_inference_steps=25).images
+images[0].save("sample.png")
+```
+
+With diffit_hf (not on PyPI; install it from source: `{{ install }}`):
+
+```python
+from diffit_hf import DiffiTPipeline
+
+pipe = DiffiTPipeline.from_pretrained("{{ repo_id }}")
+pipe.use_scheduler("dpm")  # any of ddpm, ddim, dpm, euler, heun for what the model predicts
+images = pipe({{ example_labels }}, guidance_scale=4.0, num_inference_steps=25).images
+images[0].save("sample.png")
 ```
 
 ## Model
@@ -208,18 +259,98 @@ images = pipe({{ example_labels }}, guidance_scale=4.0, num_inference_steps=50).
 {% if eval_rows %}
 ## Evaluation
 
-| metric | value |
-|---|---:|
-{% for key, value in eval_rows %}| {{ key }} | {{ value }} |
+| metric | value | feature extractor | reference |
+|---|---:|---|---|
+{% for name, value, extractor, ref in eval_rows %}| {{ name }} | {{ value }} | {{ extractor }} | {{ ref }} |
 {% endfor %}{% endif %}
 ## Limitations
 
 {{ limitations }}
 """
 
-TRAIN_KEYS = ("model", "model_config", "latents", "dataset", "max_steps", "batch_size", "gradient_accumulation_steps",
-              "learning_rate", "lr_scheduler", "weight_decay", "mixed_precision", "ema_decay", "ema_warmup",
-              "class_dropout_prob", "seed")
+TRAIN_KEYS = ("model", "model_config", "objective", "latents", "dataset", "max_steps", "batch_size",
+              "gradient_accumulation_steps", "learning_rate", "lr_scheduler", "weight_decay", "mixed_precision",
+              "ema_decay", "ema_warmup", "class_dropout_prob", "seed")
+# eval.json keys -> (metric type, whether the value depends on the feature extractor)
+EVAL_METRICS = {"fid": ("fid", True), "kid": ("kid", True), "precision": ("precision", True),
+                "recall": ("recall", True), "class_consistency": ("accuracy", False)}
+EXTRACTOR_NAMES = {"fmnist-classifier": ("FID-FMNIST", "diffit_hf Fashion-MNIST classifier"),
+                   "inception-v3-fid": ("FID", "Inception-v3")}
+
+
+def read_provenance(folder: str | Path) -> dict[str, Any]:
+    """Where a pipeline's weights come from: `folder/provenance.json` or `folder/transformer/provenance.json`
+    (`{"source": ..., "base_model": ...}`); `{"source": "diffit_hf"}` when neither exists."""
+    for path in (Path(folder) / PROVENANCE, Path(folder) / "transformer" / PROVENANCE):
+        if path.is_file():
+            provenance = json.loads(path.read_text())
+            if provenance.get("source") not in LICENSES:
+                raise ValueError(f"{path} names the source {provenance.get('source')!r}; known sources are "
+                                 f"{', '.join(LICENSES)}.")
+            return provenance
+    return {"source": "diffit_hf"}
+
+
+def license_fields(source: str, license: str | None = None) -> dict[str, str]:
+    """The card's `license` (and `license_name` / `license_link`) for weights from `source` (a key of `LICENSES`).
+    `license` overrides the default only for weights trained with diffit_hf: converted weights keep their source's
+    license (a `ValueError` otherwise)."""
+    if source not in LICENSES:
+        raise ValueError(f"Unknown weights source {source!r}; valid choices are {', '.join(LICENSES)}.")
+    default = LICENSES[source]
+    if license is None or license == default["license"]:
+        return dict(default)
+    if source != "diffit_hf":
+        raise ValueError(f"Weights converted from {source} are under {default.get('license_name', default['license'])}"
+                         f" (non-commercial); they cannot be published as {license!r}.")
+    return {"license": license}
+
+
+def card_datasets(train_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The datasets a run trained on, as `{"id": Hub id or None, "name": ..., "split": ...}`: from the latent cache's
+    index (recorded at encode time) or the pixel-space `dataset` field of the training config."""
+    found = []
+    latents = train_config.get("latents")
+    index = Path(latents) / "index.json" if latents else None
+    if index is not None and index.is_file():
+        meta = json.loads(index.read_text())
+        if meta.get("dataset"):
+            found.append({"name": meta["dataset"], "split": meta.get("split", "train"),
+                          "id": meta.get("dataset_id") or HUB_DATASET_IDS.get(meta["dataset"])})
+    elif train_config.get("dataset"):
+        name = str(train_config["dataset"])
+        found.append({"name": name, "split": "train", "id": HUB_DATASET_IDS.get(name)})
+    for item in found:  # a local folder is named in the text, but only Hub ids go into the metadata
+        if item["id"] is None and re.fullmatch(r"[\w.-]+/[\w.-]+", item["name"]) and not Path(item["name"]).exists():
+            item["id"] = item["name"]
+    return found
+
+
+def card_eval_results(eval_results: dict[str, Any], model_name: str, dataset: dict[str, Any] | None):
+    """`huggingface_hub.EvalResult`s of an eval.json (training/evaluate.py), each metric named with its feature
+    extractor ("FID (Inception-v3)" vs "FID-FMNIST (diffit_hf Fashion-MNIST classifier)"), and table rows."""
+    from huggingface_hub import EvalResult
+
+    extractor = eval_results.get("extractor", "")
+    short, long = EXTRACTOR_NAMES.get(extractor, ("FID", extractor or "unknown extractor"))
+    reference = str(eval_results.get("reference", ""))
+    ref_name, _, ref_split = reference.partition(":")
+    ref_id = HUB_DATASET_IDS.get(ref_name, ref_name) or (dataset or {}).get("id") or "unknown"
+    results, rows = [], []
+    for key, (metric_type, by_extractor) in EVAL_METRICS.items():
+        if not isinstance(eval_results.get(key), (int, float)):
+            continue
+        label = {"fid": short, "kid": "KID", "precision": "Precision", "recall": "Recall",
+                 "class_consistency": "Class consistency"}[key]
+        classifier = (eval_results.get("config") or {}).get("classifier") or "classifier"
+        name = f"{label} ({long})" if by_extractor else f"{label} ({classifier})"
+        value = float(eval_results[key])
+        results.append(EvalResult(task_type="unconditional-image-generation", dataset_type=ref_id,
+                                  dataset_name=ref_name or ref_id, dataset_split=ref_split or None,
+                                  metric_type=metric_type, metric_name=name, metric_value=round(value, 6),
+                                  metric_config=f"{eval_results.get('num_samples', '?')} samples"))
+        rows.append((name, f"{value:.4g}", long if by_extractor else f"{classifier} logits", reference))
+    return results, rows
 
 
 def write_model_card(
@@ -229,12 +360,17 @@ def write_model_card(
     eval_results: dict[str, float] | None = None,
     base_model: str | None = None,
     datasets: list[str] | None = None,
-    license: str = "apache-2.0",
+    license: str | None = None,
+    source_url: str | None = None,
 ) -> Path:
     """Generates `folder/README.md` from the saved pipeline (and the training config / evaluation, if given).
 
-    `train_config` and `eval_results` default to `folder/train_config.json` and `folder/eval.json` when present; the
-    sample grid is `folder/samples.png` if present.
+    Metadata (`huggingface_hub.ModelCardData`): `library_name: diffusers`, `pipeline_tag`, tags, the license of the
+    weights' source (`read_provenance`; `license` may change it only for weights trained with diffit_hf), `datasets`
+    (from the latent cache index or the pixel-space dataset), `base_model` (converted weights; or given) and a
+    `model-index` of the evaluation (`EvalResult`s naming their feature extractor). `train_config` and
+    `eval_results` default to `folder/train_config.json` and `folder/eval.json`; the sample grid is
+    `folder/samples.png` if present. `source_url`: a git URL for the install line.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -244,15 +380,17 @@ def write_model_card(
     id2label = {int(k): v for k, v in (index.get("id2label") or {}).items()}
     classes = [id2label[k] for k in sorted(id2label)]
     if eval_results is None and (folder / "eval.json").exists():
-        eval_results = {k: v for k, v in json.loads((folder / "eval.json").read_text()).items()
-                        if isinstance(v, (int, float))}
+        eval_results = json.loads((folder / "eval.json").read_text())
     if train_config is None and (folder / "train_config.json").exists():
         train_config = json.loads((folder / "train_config.json").read_text())
     train_config = train_config or {}
+    provenance = read_provenance(folder)
+    source = provenance["source"]
+    licensing = license_fields(source, license)
+    base_model = base_model or provenance.get("base_model")
+    found = card_datasets(train_config)
     if datasets is None:
-        source = train_config.get("dataset") or ("fashion-mnist" if "fmnist" in str(train_config.get("latents")) else
-                                                 None)
-        datasets = ["zalando-datasets/fashion_mnist"] if source == "fashion-mnist" else ([source] if source else [])
+        datasets = [d["id"] for d in found if d["id"]]
     from safetensors import safe_open
 
     weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
@@ -263,28 +401,38 @@ def write_model_card(
     size = config.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else size
     shape = f"{config.get('in_channels')}x{height}x{width}"
+    title = repo_id.split("/")[-1] if repo_id else config.get("_class_name", "diffit_hf model")
+    evals, eval_rows = card_eval_results(eval_results or {}, title, found[0] if found else None)
     card_data = ModelCardData(
-        library_name="diffusers", license=license, base_model=base_model, datasets=datasets or None,
-        tags=["diffit", "dit", "diffusion-transformer", "class-conditional" if classes else "unconditional",
-              "diffit_hf"],
+        library_name="diffusers", pipeline_tag="unconditional-image-generation", base_model=base_model,
+        datasets=datasets or None, model_name=title if evals else None, eval_results=evals or None,
+        tags=["diffit_hf", "diffusion-transformer", "dit", "diffit", config.get("_class_name", "DiTModel"),
+              "class-conditional" if classes else "unconditional", "diffusers:DiffiTPipeline"],
+        **licensing,
     )
+    license_text = {"diffit_hf": f"{licensing['license']} (weights trained with diffit_hf)",
+                    "facebookresearch/DiT": "CC BY-NC 4.0, as the facebookresearch/DiT weights it was converted from "
+                                            "(non-commercial use only)",
+                    "NVlabs/DiffiT": "NVIDIA Source Code License-NC, as the NVlabs/DiffiT weights it was converted "
+                                     "from (non-commercial use only)"}[source]
+    dataset_text = ", ".join(f"{d['id'] or d['name']} ({d['split']})" for d in found) or ", ".join(datasets or [])
     card = ModelCard.from_template(
-        card_data, template_str=CARD_TEMPLATE,
-        title=repo_id.split("/")[-1] if repo_id else config.get("_class_name", "diffit_hf model"),
-        model_class=config.get("_class_name"), params=f"{params:,}", dataset=", ".join(datasets or []),
+        card_data, template_str=CARD_TEMPLATE, title=title, model_class=config.get("_class_name"),
+        params=f"{params:,}", dataset=dataset_text, source=source, base_model=base_model,
         space="VAE latents" if index.get("vae", [None])[0] else "pixels", shape=shape,
         vae=bool(index.get("vae", [None])[0]), classes=classes,
-        grid="samples.png" if (folder / "samples.png").exists() else None,
+        grid="samples.png" if (folder / "samples.png").exists() else None, license_text=license_text,
         repo_id=repo_id or str(folder), example_labels=repr(classes[:2]) if classes else "None",
+        install=SOURCE_INSTALL.format(url=source_url) if source_url else LOCAL_INSTALL,
         model_rows=[(k, v) for k, v in config.items() if not k.startswith("_")],
         train_rows=[(k, train_config[k]) for k in TRAIN_KEYS if train_config.get(k) is not None],
-        eval_rows=[(k, f"{v:.4g}") for k, v in (eval_results or {}).items()],
+        eval_rows=eval_rows,
         limitations=("A research checkpoint: it generates only its own classes, at its training resolution. "
                      "FID-FMNIST (when reported) uses the diffit_hf Fashion-MNIST classifier's features and is not "
                      "comparable with Inception FID."),
     )
     path = folder / "README.md"
-    card.save(str(path))
+    atomic_write_text(path, str(card))
     return path
 
 
@@ -327,25 +475,30 @@ def push_to_hub(
     token: str | None = None,
     private: bool = False,
     exist_ok: bool = True,
-    commit_message: str = "Upload DiffiTPipeline with diffit_hf",
+    commit_message: str | None = None,
+    license: str | None = None,
+    base_model: str | None = None,
+    source_url: str | None = None,
 ) -> str:
     """Uploads a saved pipeline folder (weights, configs, sample grid, model card, remote code); returns the URL.
 
     The folder is copied to a staging directory first, so a failed push never modifies or loses it, and the staged
     pipeline must load and sample (`verify_pipeline`) before anything is uploaded. Errors: a broken pipeline ->
     `ValueError`; an unreachable endpoint -> `ConnectionError`; 401/403 -> `PermissionError`; `exist_ok=False` and
-    an existing repo -> `FileExistsError`.
+    an existing repo -> `FileExistsError`. `license`, `base_model`, `source_url`: see `write_model_card`.
     """
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="diffit-push-") as tmp:
-        staging = stage_for_hub(folder, Path(tmp) / "repo", repo_id=repo_id)
+        staging = stage_for_hub(folder, Path(tmp) / "repo", repo_id=repo_id, license=license, base_model=base_model,
+                                source_url=source_url)
         verify_pipeline(staging)  # nothing is uploaded unless the staged pipeline loads and samples
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=exist_ok, repo_type="model")
-            api.upload_folder(repo_id=repo_id, folder_path=str(staging), commit_message=commit_message)
+            api.upload_folder(repo_id=repo_id, folder_path=str(staging),
+                              commit_message=commit_message or "Upload DiffiTPipeline with diffit_hf")
         except HfHubHTTPError as err:
             status = err.response.status_code if err.response is not None else None
             if status in (401, 403):

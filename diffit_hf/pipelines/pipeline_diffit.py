@@ -13,6 +13,7 @@ import inspect
 import math
 import numbers
 import os
+import tempfile
 
 import torch
 from diffusers.models import AutoencoderKL
@@ -189,6 +190,63 @@ class DiffiTPipeline(DiffusionPipeline):
         download = {key: kwargs.pop(key) for key in hub.DOWNLOAD_KWARGS if key in kwargs}
         with hub.local_view(pretrained_model_name_or_path, cls.__name__, **download) as folder:
             return super().from_pretrained(folder, **kwargs)
+
+    def _is_remote_code(self) -> bool:
+        """Whether this class runs as a pushed repo's code (plain diffusers, no diffit_hf installed)."""
+        return type(self).__module__.split(".")[0] != "diffit_hf"
+
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True,
+                        variant: str | None = None, max_shard_size: int | str | None = None, push_to_hub: bool = False,
+                        **kwargs):
+        r"""
+        Saves the pipeline as diffusers does, plus the remote code that lets plain diffusers load the folder
+        (`DiffusionPipeline.from_pretrained(save_directory, trust_remote_code=True)`), generated from this package
+        (see `diffit_hf.pipelines.hub.add_remote_code`). `push_to_hub=True` then pushes the folder with
+        `diffit_hf.pipelines.hub.push_to_hub` (model card, verification; `repo_id`, `token`, `private`,
+        `commit_message`, `license` and `exist_ok` are taken from `kwargs`), as `DiffiTPipeline.push_to_hub` does.
+        """
+        if self._is_remote_code():
+            return super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant,
+                                           max_shard_size=max_shard_size, push_to_hub=push_to_hub, **kwargs)
+        hub = importlib.import_module(".hub", __package__)
+        super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant,
+                                max_shard_size=max_shard_size)
+        hub.add_remote_code(save_directory)
+        hub.carry_provenance(self.transformer, save_directory)
+        if push_to_hub:
+            repo_id = kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
+            options = {key: kwargs.pop(key) for key in ("token", "exist_ok", "commit_message", "license")
+                       if key in kwargs}
+            return hub.push_to_hub(save_directory, repo_id, private=bool(kwargs.pop("private", False)), **options)
+
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
+                    token: str | None = None, create_pr: bool = False, safe_serialization: bool = True,
+                    variant: str | None = None, **kwargs) -> str:
+        r"""
+        Uploads the pipeline with its remote code and a generated model card, after checking that it loads and
+        samples (see `diffit_hf.pipelines.hub.push_to_hub`: the same staging and errors as
+        `pipelines/push_to_hub.py`). Returns the repo URL.
+
+        Examples:
+
+        ```py
+        >>> pipe.push_to_hub("you/dit-fashion-mnist", license="apache-2.0")  # doctest: +SKIP
+        >>> # then, anywhere with plain diffusers:
+        >>> from diffusers import DiffusionPipeline
+        >>> pipe = DiffusionPipeline.from_pretrained("you/dit-fashion-mnist", trust_remote_code=True)  # doctest: +SKIP
+        ```
+        """
+        if self._is_remote_code():
+            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
+                                       create_pr=create_pr, safe_serialization=safe_serialization, variant=variant)
+        if create_pr:
+            raise ValueError("create_pr=True is not supported by DiffiTPipeline.push_to_hub; push to a branch-free "
+                             "repo or open the pull request on the Hub.")
+        hub = importlib.import_module(".hub", __package__)
+        with tempfile.TemporaryDirectory(prefix="diffit-save-") as folder:
+            self.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant)
+            return hub.push_to_hub(folder, repo_id, token=token, private=bool(private), commit_message=commit_message,
+                                   **kwargs)
 
     def use_scheduler(self, name: str) -> None:
         """Swaps in another diffusers scheduler by short name, for what the model predicts: `SCHEDULERS` for
@@ -400,6 +458,28 @@ class DiffiTPipeline(DiffusionPipeline):
 
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the generated images.
+
+        Examples:
+
+        ```py
+        >>> import torch
+        >>> from diffusers import DDPMScheduler
+        >>> from diffit_hf import DiffiTPipeline, create_model
+
+        >>> # a trained pipeline: DiffiTPipeline.from_pretrained("you/dit-fashion-mnist"); here an untrained tiny one
+        >>> transformer = create_model("DiT-S/4", sample_size=8, in_channels=1, num_classes=10, num_layers=1)
+        >>> pipe = DiffiTPipeline(transformer, DDPMScheduler(variance_type="learned_range"),
+        ...                       id2label={0: "T-shirt/top", 8: "Bag"})
+        >>> pipe.set_progress_bar_config(disable=True)
+        >>> images = pipe(["Bag", 0], num_images_per_label=2, guidance_scale=4.0, num_inference_steps=10,
+        ...               generator=torch.Generator().manual_seed(0)).images
+        >>> len(images), images[0].size  # 2 images of each label, as PIL images
+        (4, (8, 8))
+        >>> pipe.use_scheduler("dpm")  # DPM-Solver++ 2M: good images in ~25 steps
+        >>> pipe(8, num_inference_steps=25, output_type="np").images.shape
+        (1, 8, 8, 1)
+
+        ```
         """
         # 1. Check inputs
         self.check_inputs(class_labels, num_images_per_label, guidance_scale, guidance_schedule, guidance_channels,

@@ -18,6 +18,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import logging
 import os
 import types
 import typing
@@ -88,12 +89,26 @@ def _field_default(field: dataclasses.Field) -> Any:
     return None if field.default is dataclasses.MISSING else field.default
 
 
+def show_library_logs(level: int = logging.INFO) -> None:
+    """Sends the `diffit_hf` loggers' messages at `level` and up to stderr, once (what scripts show; a library user
+    configures `logging.getLogger("diffit_hf")` as they like)."""
+    library = logging.getLogger("diffit_hf")
+    if not library.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        library.addHandler(handler)
+        library.setLevel(level)
+
+
 def parse_config(cls: type[T], argv: list[str] | None = None) -> T:
     """Builds `cls` from its defaults, then an optional `--config` file, then the flags in `argv` (default:
     `sys.argv[1:]`). Bad flags exit with argparse's usage error; bad file values raise `ValueError`.
 
-    A config class with a field of its own named `config` keeps `--config` for that field and takes no file.
+    A config class with a field of its own named `config` keeps `--config` for that field and takes no file. As the
+    entry point of every script, it also shows diffit_hf's `logging` messages (INFO and up) on stderr
+    (`show_library_logs`); library code never prints.
     """
+    show_library_logs()
     parser = _ConfigParser(cls, description=cls.__doc__)
     takes_file = "config" not in {f.name for f in dataclasses.fields(cls)}
     file_values: dict[str, Any] = {}

@@ -5,6 +5,7 @@ accelerate and diffusers have none."""
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -14,6 +15,8 @@ from tqdm.auto import tqdm
 
 from ..utils import atomic_path
 from .progress import plot_curve
+
+logger = logging.getLogger(__name__)
 
 
 def suggest_lr(rows: list[tuple[float, float, float]]) -> float:
@@ -83,5 +86,6 @@ def lr_range_test(
             writer.writerows(rows)
         plot_curve([r[0] for r in rows], [r[2] for r in rows], out / "lr_finder.png", "learning rate",
                    "smoothed loss", log_x=True)
-        print(f"lr finder: suggested learning rate {suggestion:.3g} (steepest descent); see {out / 'lr_finder.png'}")
+        logger.info(f"lr finder: suggested learning rate {suggestion:.3g} (steepest descent); see "
+                    f"{out / 'lr_finder.png'}")
     return {"suggested_lr": suggestion, "rows": rows}

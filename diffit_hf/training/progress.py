@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import time
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from PIL import Image
 
 from ..pipelines.grid import labelled_grid
 from ..utils import atomic_path
+
+logger = logging.getLogger(__name__)
+_WARNED_TRACKERS: set[str] = set()
 
 
 class LossHistory:
@@ -118,12 +122,26 @@ def validation_grid(pipe, per_class: int, num_inference_steps: int, guidance_sca
 
 
 def log_image(accelerator, name: str, image: Image.Image, step: int) -> None:
-    """Sends an image to the trackers that take images (tensorboard)."""
+    """Sends an image to every tracker of `accelerator`: tensorboard (`add_image`), wandb (`wandb.Image`), and any
+    other tracker with accelerate's `log_images` (aim, clearml, swanlab, custom `GeneralTracker`s); a tracker that
+    takes no images is named in a warning once."""
     import numpy as np
 
+    array = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
-            tracker.writer.add_image(name, np.asarray(image), step, dataformats="HWC")
+            tracker.writer.add_image(name, array, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({name: wandb.Image(image, caption=f"{name}, step {step}")}, step=step)
+        elif tracker.name == "aim":  # aim's log_images takes one image per key
+            tracker.log_images({name: image}, step=step)
+        elif hasattr(tracker, "log_images"):
+            tracker.log_images({name: [array]}, step=step)
+        elif tracker.name not in _WARNED_TRACKERS:
+            _WARNED_TRACKERS.add(tracker.name)
+            logger.warning(f"the {tracker.name} tracker takes no images: {name} is only saved to disk")
 
 
 def write_progress_gif(frames_dir: str | Path, path: str | Path, duration_ms: int = 500) -> list[Path]:

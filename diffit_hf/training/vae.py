@@ -5,6 +5,7 @@ diffusion's first stage. `training/train_vae.py` is its command line; the offlin
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -26,12 +27,15 @@ from ..data import image_transform, load_image_dataset
 from ..utils import atomic_write_json
 from .checkpoints import check_new_run, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
 from .config import check_unchanged, save_config
+from .progress import log_image
 from .runtime import set_cpu_threads
+
+logger = logging.getLogger(__name__)
 
 VAE_RUN_OUTPUTS = ("checkpoints", "train_config.json", "config.json", "diffusion_pytorch_model.safetensors")
 VAE_RESUME_MAY_CHANGE = {"max_steps", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
                          "overwrite_output_dir", "log_every", "num_workers", "cpu_threads", "output_dir",
-                         "eval_split", "eval_samples", "scaling_samples"}
+                         "eval_split", "eval_samples", "scaling_samples", "report_to", "tracker_project_name"}
 
 
 @dataclass
@@ -71,6 +75,9 @@ class VAETrainConfig:
     cpu_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (None: cores/procs)"})
     seed: int = 0
     log_every: int = 50
+    report_to: str | None = field(default=None, metadata={
+        "help": "tensorboard, wandb, ... (accelerate trackers): losses, lr, PSNR and the reconstructions"})
+    tracker_project_name: str = field(default="diffit_hf-vae", metadata={"help": "the trackers' project"})
 
 
 def build_vae(cfg: VAETrainConfig) -> AutoencoderKL:
@@ -149,7 +156,8 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     out, run_start = Path(cfg.output_dir), time.time()
     set_seed(cfg.seed)
     # seedable sampler: the shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.report_to,
+                              project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     set_cpu_threads(accelerator, cfg.cpu_threads)
     check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, VAE_RUN_OUTPUTS,
@@ -182,6 +190,9 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.json")
+    if cfg.report_to:
+        accelerator.init_trackers(cfg.tracker_project_name, config={
+            k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
 
     # 3. Train
     pixels_per_image = (1 if cfg.grayscale else 3) * cfg.resolution**2
@@ -207,6 +218,8 @@ def train_vae(cfg: VAETrainConfig) -> dict:
             bar.update(1)
             if step % cfg.log_every == 0:
                 bar.set_postfix(rec=f"{rec_loss.item():.4f}", kl=f"{kl.item():.3g}")
+                accelerator.log({"loss": loss.item(), "reconstruction": rec_loss.item(), "kl": kl.item(),
+                                 "lr": lr_scheduler.get_last_lr()[0]}, step=step)
             if step % cfg.checkpointing_steps == 0 or step == cfg.max_steps:
                 save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
             if step >= cfg.max_steps:
@@ -233,10 +246,12 @@ def train_vae(cfg: VAETrainConfig) -> dict:
             psnr, originals, recons = evaluate_psnr(vae, eval_loader, accelerator.device)
             save_grid(originals, recons, out / "reconstructions.png")
             metrics.update(psnr_db=psnr, eval_split=cfg.eval_split, eval_images=len(eval_loader.dataset))
-            print(f"{cfg.eval_split} PSNR: {psnr:.2f} dB over {len(eval_loader.dataset)} images")
+            accelerator.log({"psnr_db": psnr}, step=step)
+            log_image(accelerator, "reconstructions", Image.open(out / "reconstructions.png"), step)
+            logger.info(f"{cfg.eval_split} PSNR: {psnr:.2f} dB over {len(eval_loader.dataset)} images")
         metrics["seconds"] = time.time() - run_start  # training, scaling factor and PSNR
         atomic_write_json(out / "metrics.json", metrics)
-        print(f"saved {out} (scaling_factor {vae.config.scaling_factor:.4f})")
+        logger.info(f"saved {out} (scaling_factor {vae.config.scaling_factor:.4f})")
     accelerator.end_training()
     return metrics
 

@@ -223,3 +223,17 @@ def test_opening_a_cache_and_reading_a_batch_does_not_load_the_cache(tmp_path):
     loaded = [data.read_all("mean"), data.read_all("std")]
     assert resident_bytes() - before > 0.5 * cache_bytes, (resident_bytes() - before, cache_bytes)
     del loaded
+
+
+def test_encode_dataset_records_what_it_encoded(images, tmp_path):
+    """The index names the dataset and split (model cards list them as the training data)."""
+    from accelerate import Accelerator
+
+    from diffit_hf.data import encode_dataset
+
+    images.save_to_disk(str(tmp_path / "data"))
+    tiny_vae().save_pretrained(tmp_path / "vae")
+    encode_dataset(Accelerator(cpu=True), str(tmp_path / "vae"), str(tmp_path / "data"), tmp_path / "cache", 8,
+                   grayscale=True, split="train")
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["dataset"] == str(tmp_path / "data") and index["split"] == "train"

@@ -75,6 +75,7 @@ def run_against(endpoint: str, code: str, tmp_path: Path, block_diffit: bool = F
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
                HF_HUB_DISABLE_XET="1", DIFFUSERS_VERBOSITY="error")
     script = (BLOCK_DIFFIT if block_diffit else "") + textwrap.dedent(code) + (GENERATE if "OUT =" in code else "")
+    Path(tmp_path).mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -177,18 +178,147 @@ def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path
         assert f"alice/{name}" not in state.repos and folder_digest(broken) == kept
 
 
-def test_model_card_is_generated_from_the_pipeline(pipeline_dir):
-    card = write_model_card(pipeline_dir, repo_id="alice/tiny-dit", train_config={"model": "DiT-S/2",
-                                                                                  "max_steps": 100},
-                            eval_results={"fid_fmnist": 12.5})
+EVAL = {"fid": 12.5, "kid": 0.01, "precision": 0.8, "recall": 0.4, "class_consistency": 0.9,
+        "extractor": "fmnist-classifier", "reference": "fashion-mnist:test", "num_samples": 5000,
+        "config": {"classifier": "outputs/classifier-fmnist"}}
+
+
+def card_meta(path: Path) -> dict:
+    return yaml.safe_load(path.read_text().split("---")[1])
+
+
+def test_model_card_is_generated_from_the_pipeline(pipeline_dir, tmp_path):
+    cache = tmp_path / "latents"
+    cache.mkdir()
+    (cache / "index.json").write_text(json.dumps({"dataset": "fashion-mnist", "split": "train"}))
+    card = write_model_card(pipeline_dir, repo_id="alice/tiny-dit",
+                            train_config={"model": "DiT-S/2", "max_steps": 100, "latents": str(cache)},
+                            eval_results=EVAL)
     text = card.read_text()
-    meta = yaml.safe_load(text.split("---")[1])
+    meta = card_meta(card)
     assert meta["library_name"] == "diffusers" and meta["license"] == "apache-2.0"
-    assert {"diffit", "dit", "diffusion-transformer", "class-conditional"} <= set(meta["tags"])
+    assert meta["pipeline_tag"] == "unconditional-image-generation" and "class-conditional" in text
+    assert {"diffit", "dit", "diffusion-transformer", "class-conditional", "DiTModel"} <= set(meta["tags"])
+    assert meta["datasets"] == ["zalando-datasets/fashion_mnist"]  # from the cache index, not from a guess
+    assert "zalando-datasets/fashion_mnist (train)" in text
     assert "Ankle boot" in text and "DiTModel" in text
     assert 'DiffiTPipeline.from_pretrained("alice/tiny-dit")' in text
     assert 'DiffusionPipeline.from_pretrained("alice/tiny-dit", trust_remote_code=True)' in text
-    assert "| max_steps | 100 |" in text and "| fid_fmnist | 12.5 |" in text
+    assert "pip install diffit-hf" not in text and "not on PyPI" in text and "pip install ./diffit_hf" in text
+    assert "| max_steps | 100 |" in text
+    # model-index through huggingface_hub's EvalResult: every metric names its feature extractor
+    results = meta["model-index"][0]["results"]
+    names = {m["name"]: m["value"] for r in results for m in r["metrics"]}
+    assert names["FID-FMNIST (diffit_hf Fashion-MNIST classifier)"] == 12.5
+    assert names["Class consistency (outputs/classifier-fmnist)"] == 0.9
+    assert {r["dataset"]["type"] for r in results} == {"zalando-datasets/fashion_mnist"}
+    assert {r["dataset"]["split"] for r in results} == {"test"}
+    assert "| FID-FMNIST (diffit_hf Fashion-MNIST classifier) | 12.5 |" in text
+    inception = write_model_card(pipeline_dir, eval_results={**EVAL, "extractor": "inception-v3-fid"})
+    assert "FID (Inception-v3)" in {m["name"] for r in card_meta(inception)["model-index"][0]["results"]
+                                    for m in r["metrics"]}
+    # a pixel-space run on a local folder: named in the text, never in the metadata
+    card = write_model_card(pipeline_dir, train_config={"dataset": str(tmp_path)})
+    assert "datasets" not in card_meta(card) and str(tmp_path) in card.read_text()
+    card = write_model_card(pipeline_dir, train_config={"dataset": "me/my-images"}, license="mit",
+                            source_url="https://example.org/diffit_hf.git")
+    meta = card_meta(card)
+    assert meta["datasets"] == ["me/my-images"] and meta["license"] == "mit"  # our own weights: the user's choice
+    assert "pip install 'diffit-hf @ git+https://example.org/diffit_hf.git'" in card.read_text()
+
+
+def test_converted_weights_keep_their_license(pipeline_dir, tmp_path):
+    (pipeline_dir / "provenance.json").write_text(json.dumps({"source": "facebookresearch/DiT",
+                                                              "base_model": "facebook/DiT-XL-2-256"}))
+    meta = card_meta(write_model_card(pipeline_dir))
+    assert meta["license"] == "cc-by-nc-4.0" and meta["base_model"] == "facebook/DiT-XL-2-256"
+    with pytest.raises(ValueError, match="cannot be published as 'apache-2.0'"):
+        write_model_card(pipeline_dir, license="apache-2.0")
+    (pipeline_dir / "provenance.json").write_text(json.dumps({"source": "NVlabs/DiffiT"}))
+    meta = card_meta(write_model_card(pipeline_dir))
+    assert meta["license"] == "other" and meta["license_name"] == "nvidia-source-code-license-nc"
+    assert meta["license_link"].startswith("https://github.com/NVlabs/DiffiT")
+    (pipeline_dir / "provenance.json").write_text(json.dumps({"source": "somewhere"}))
+    with pytest.raises(ValueError, match="known sources are diffit_hf, facebookresearch/DiT, NVlabs/DiffiT"):
+        write_model_card(pipeline_dir)
+    (pipeline_dir / "provenance.json").unlink()
+
+    # a pipeline built from converted weights carries their provenance into its folder (and so into its card)
+    converted = tmp_path / "converted"
+    model = DiffiTPipeline.from_pretrained(pipeline_dir).transformer
+    model.save_pretrained(converted)
+    (converted / "provenance.json").write_text(json.dumps({"source": "facebookresearch/DiT"}))
+    pipe = DiffiTPipeline.from_pretrained(pipeline_dir, transformer=DiTModel.from_pretrained(converted))
+    pipe.save_pretrained(tmp_path / "from-converted")
+    assert card_meta(write_model_card(tmp_path / "from-converted"))["license"] == "cc-by-nc-4.0"
+    # and so do weights converted in memory (convert_diffusers_dit / convert_official_dit mark their result)
+    from diffusers import DiTTransformer2DModel
+
+    from diffit_hf import convert_diffusers_dit
+
+    diffusers_dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                          num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+    pipe = DiffiTPipeline(transformer=convert_diffusers_dit(diffusers_dit), scheduler=pipe.scheduler, vae=pipe.vae)
+    pipe.save_pretrained(tmp_path / "converted-in-memory")
+    meta = card_meta(write_model_card(tmp_path / "converted-in-memory"))
+    assert meta["license"] == "cc-by-nc-4.0" and "base_model" not in meta
+
+
+def test_pipeline_push_to_hub_and_save_pretrained_push_load_with_plain_diffusers(hub, pipeline_dir, tmp_path):
+    """diffusers' own spellings, `pipe.push_to_hub` and `save_pretrained(push_to_hub=True)`, go through the staging
+    (remote code, card, verification, errors); the pushed repos and a local save_pretrained folder load with plain
+    diffusers while diffit_hf cannot be imported, and the card's usage snippets run as written."""
+    endpoint, state = hub
+    expected = local_images(pipeline_dir)
+    (pipeline_dir / "eval.json").write_text(json.dumps(EVAL))
+    saved = tmp_path / "saved"
+    run_against(endpoint, f"""
+        import pytest
+        from diffit_hf import DiffiTPipeline
+        pipe = DiffiTPipeline.from_pretrained({str(pipeline_dir)!r})
+        with pytest.raises(PermissionError, match="refused"):
+            pipe.push_to_hub("alice/denied", token={READ_TOKEN!r})
+        print(pipe.push_to_hub("alice/by-method", token={WRITE_TOKEN!r}, license="mit"))
+        pipe.save_pretrained({str(saved)!r}, push_to_hub=True, repo_id="alice/by-save", token={WRITE_TOKEN!r})
+        with pytest.raises(FileExistsError, match="already exists"):
+            pipe.push_to_hub("alice/by-method", token={WRITE_TOKEN!r}, exist_ok=False)
+    """, tmp_path)
+    assert "alice/denied" not in state.repos
+    for repo in ("alice/by-method", "alice/by-save"):
+        files = state.repos[repo]["files"]
+        assert {"pipeline_diffit.py", "transformer/diffit_hf.py", "README.md"} <= set(files), sorted(files)
+        assert json.loads(files["model_index.json"])["_class_name"] == ["pipeline_diffit", "DiffiTPipeline"]
+        assert files["transformer/diffit_hf.py"].decode() == remote_code_files()["transformer/diffit_hf.py"]
+    assert card_meta_text(state.repos["alice/by-method"]["files"]["README.md"])["license"] == "mit"
+    # the local folder save_pretrained wrote holds the generated code too
+    for path, source in remote_code_files().items():
+        assert (saved / path).read_text() == source
+
+    plain_snippet, diffit_snippet = re.findall(r"```python\n(.*?)```",
+                                               state.repos["alice/by-save"]["files"]["README.md"].decode(), re.S)
+    assert "DiffusionPipeline" in plain_snippet and "DiffiTPipeline" in diffit_snippet
+    outputs = {name: str(tmp_path / f"{name}.npy") for name in ("by_method", "by_save", "local")}
+    run_against(endpoint, textwrap.dedent(f"""
+        import numpy as np, torch
+        from diffusers import DiffusionPipeline
+        for name, source in (("by_method", "alice/by-method"), ("by_save", "alice/by-save"),
+                             ("local", {str(saved)!r})):
+            pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
+            assert type(pipe).__name__ == "DiffiTPipeline" and not type(pipe).__module__.startswith("diffit_hf")
+            pipe.set_progress_bar_config(disable=True)
+            images = pipe([7, "Bag"], num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                          output_type="np").images
+            np.save({outputs!r}[name], images)
+    """) + "\n" + plain_snippet, tmp_path / "plain", block_diffit=True)
+    for name in outputs:
+        np.testing.assert_array_equal(np.load(outputs[name]), expected, err_msg=name)
+    assert (tmp_path / "plain" / "sample.png").is_file()  # the card's plain-diffusers snippet ran as written
+    run_against(endpoint, diffit_snippet, tmp_path / "diffit")
+    assert (tmp_path / "diffit" / "sample.png").is_file()  # and the diffit_hf one
+
+
+def card_meta_text(data: bytes) -> dict:
+    return yaml.safe_load(data.decode().split("---")[1])
 
 
 def load_bundle(source: str, tmp_path: Path, monkeypatch):

@@ -34,6 +34,8 @@ def test_convert_cli_official_checkpoint(tmp_path, script):
     subprocess.run(cli + ["--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "out"), "--vae", "none"],
                    check=True)
     model = DiTModel.from_pretrained(tmp_path / "out").eval()
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())  # its card: CC BY-NC, not ours
+    assert provenance["source"] == "facebookresearch/DiT" and provenance["base_model"] is None  # custom config
     x = torch.randn(4, 4, 16, 16)
     t = torch.tensor([0, 17, 499, 999])
     y = torch.tensor([0, 3, 10, 9])  # includes the null label

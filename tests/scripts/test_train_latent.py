@@ -33,7 +33,8 @@ def launch(args: list[str], nproc: int = 1, **popen):
 
 def test_run_writes_pipeline_samples_and_logs(train_latent, config, cache, tmp_path):
     out = tmp_path / "run"
-    result = train_latent.main(config(cache, out, validation_steps=3, report_to="tensorboard"))
+    result = train_latent.main(config(cache, out, validation_steps=3, report_to="tensorboard",
+                                      tracker_project_name="tiny-run"))
     assert result["steps"] == 6
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-0000003", "checkpoint-0000006"]
     ckpt = out / "checkpoints" / "checkpoint-0000006"
@@ -41,7 +42,12 @@ def test_run_writes_pipeline_samples_and_logs(train_latent, config, cache, tmp_p
     for name in ("samples/step-0000003.png", "samples/step-0000006.png", "training_progress.gif", "loss_curve.png",
                  "README.md", "train_config.json", "logs/loss.csv"):
         assert (out / name).exists(), name
-    assert list((out / "logs").rglob("events.out.tfevents*"))  # tensorboard through accelerate's tracker
+    # tensorboard through accelerate's tracker, in the --tracker-project-name run: losses and the validation grids
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "logs" / "tiny-run"))
+    events.Reload()
+    assert "loss" in events.Tags()["scalars"] and [e.step for e in events.Images("samples")] == [3, 6]
     # the exported pipeline holds the EMA weights and the class names, and samples
     torch.testing.assert_close(weights(out / "transformer"), weights(ckpt / "transformer_ema"), rtol=0, atol=0)
     pipe = DiffiTPipeline.from_pretrained(out)

@@ -110,3 +110,17 @@ def test_refusals_come_before_any_work_and_keep_the_old_run(train_vae, tiny_data
         train_vae.main(config(train_vae, tiny_data, tmp_path / "odd", resolution=9))
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
     assert not (tmp_path / "odd").exists()
+
+
+def test_report_to_tensorboard_gets_losses_psnr_and_reconstructions(train_vae, tiny_data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_vae.main(config(train_vae, tiny_data, tmp_path / "run", max_steps=2, checkpointing_steps=2,
+                          eval_split="test", report_to="tensorboard", tracker_project_name="vae-test"))
+    events_dir = tmp_path / "run" / "logs" / "vae-test"  # --tracker-project-name
+    assert list(events_dir.glob("events.out.tfevents*"))
+    events = EventAccumulator(str(events_dir))
+    events.Reload()
+    assert {"loss", "reconstruction", "kl", "lr", "psnr_db"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [1, 2]
+    assert events.Tags()["images"] == ["reconstructions"]

@@ -1,0 +1,110 @@
+"""pipelines/generate.py: --num-samples balanced over labels, the ADM .npz layout, PNG folders, and the same images
+for 1 and 2 processes (per-sample seeds)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from PIL import Image
+
+from diffit_hf import DiffiTPipeline, DiTModel
+from diffit_hf.training.config import make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "pipelines" / "generate.py"
+
+
+@pytest.fixture(scope="module")
+def pipe_dir(tmp_path_factory, perturb, fmnist_names):
+    torch.manual_seed(0)
+    model = perturb(DiTModel(sample_size=8, patch_size=4, in_channels=1, num_layers=1, num_attention_heads=2,
+                             attention_head_dim=8, num_classes=10, learn_sigma=False), std=0.3)
+    folder = tmp_path_factory.mktemp("gen") / "pipe"
+    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(folder)
+    return folder
+
+
+def run(args: list[str], nproc: int = 1, cwd=ROOT) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    cmd = [sys.executable, str(SCRIPT)]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *cmd[1:]]
+    proc = subprocess.run(cmd + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def test_npz_and_png_folder_are_the_same_samples_for_one_and_two_processes(pipe_dir, tmp_path):
+    common = ["--model", str(pipe_dir), "--num-samples", "7", "--batch-size", "2", "--steps", "3",
+              "--guidance-scale", "2", "--labels", "Bag", "Sneaker", "0", "--seed", "5"]
+    log = run([*common, "--out", str(tmp_path / "one.npz")])
+    assert "sampling" in log and "wrote" in log  # one bar over the job; messages through logging
+    run([*common, "--out", str(tmp_path / "two.npz")], nproc=2)
+    run([*common, "--out", str(tmp_path / "pngs") + "/"], nproc=2)
+
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    # ADM's evaluation layout: arr_0 uint8 NHWC RGB images, arr_1 labels
+    assert sorted(one.files) == ["arr_0", "arr_1"]
+    assert one["arr_0"].dtype == np.uint8 and one["arr_0"].shape == (7, 8, 8, 3)
+    assert np.array_equal(one["arr_0"][..., 0], one["arr_0"][..., 2])  # grayscale repeated to RGB
+    assert one["arr_1"].tolist() == [8, 7, 0, 8, 7, 0, 8]  # balanced over the given labels, in order
+    assert len({one["arr_0"][i].tobytes() for i in range(7)}) == 7  # every sample its own noise
+    np.testing.assert_array_equal(one["arr_0"], two["arr_0"])  # 1 and 2 processes: the same N images
+    np.testing.assert_array_equal(one["arr_1"], two["arr_1"])
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))
+    assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(7)]
+    np.testing.assert_array_equal(np.stack([np.asarray(Image.open(p)) for p in pngs]), one["arr_0"][..., 0])
+    labels = json.loads((tmp_path / "pngs" / "labels.json").read_text())
+    assert labels["000000.png"] == {"label": 8, "name": "Bag"}
+
+
+def test_in_process_sampling_options(script, pipe_dir, tmp_path):
+    generate = script("pipelines/generate.py")
+    for scheduler in ("ddim", "dpm", "euler", "heun", "ddpm"):  # every short name of an epsilon model
+        cfg = make_config(generate.GenerateConfig, {"model": str(pipe_dir), "num_samples": 3, "steps": 2,
+                                                    "scheduler": scheduler, "batch_size": 3,
+                                                    "out": str(tmp_path / f"{scheduler}.npz")})
+        generate.main(cfg)
+        images = np.load(tmp_path / f"{scheduler}.npz")["arr_0"]
+        assert images.shape == (3, 8, 8, 3) and images.std() > 0, scheduler
+    cfg = make_config(generate.GenerateConfig, {"model": str(pipe_dir), "scheduler": "euler", "out": str(
+        tmp_path / "grid.png"), "labels": ["Bag"], "num_per_label": 2, "steps": 2, "device": "cpu"})
+    generate.main(cfg)
+    assert Image.open(tmp_path / "grid.png").size[0] == 8
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="model side: DiTModel loaded with torch_dtype=bf16 "
+                   "keeps a float32 buffer (the bf16 loading fix of the models, another branch); remove this mark "
+                   "once it is merged")
+def test_bf16_sampling(script, pipe_dir, tmp_path):
+    generate = script("pipelines/generate.py")
+    generate.main(make_config(generate.GenerateConfig, {"model": str(pipe_dir), "num_samples": 2, "steps": 2,
+                                                        "dtype": "bf16", "out": str(tmp_path / "bf16.npz")}))
+    fp32 = tmp_path / "fp32.npz"
+    generate.main(make_config(generate.GenerateConfig, {"model": str(pipe_dir), "num_samples": 2, "steps": 2,
+                                                        "out": str(fp32)}))
+    diff = np.abs(np.load(tmp_path / "bf16.npz")["arr_0"].astype(int) - np.load(fp32)["arr_0"].astype(int))
+    assert diff.mean() < 8  # bf16 rounding, not another image
+
+
+def test_generate_refuses_what_it_cannot_write(script, pipe_dir, tmp_path):
+    generate = script("pipelines/generate.py")
+    base = {"model": str(pipe_dir)}
+    with pytest.raises(ValueError, match="--num-samples writes an .npz or a folder of PNGs"):
+        make_config(generate.GenerateConfig, {**base, "num_samples": 4, "out": str(tmp_path / "g.png")})
+    with pytest.raises(ValueError, match="needs --num-samples N"):
+        make_config(generate.GenerateConfig, {**base, "out": str(tmp_path / "s.npz")})
+    with pytest.raises(ValueError, match="needs --num-samples N"):
+        make_config(generate.GenerateConfig, {**base, "out": str(tmp_path) + "/"})
+    with pytest.raises(ValueError, match="--dtype fp16 needs a GPU"):
+        make_config(generate.GenerateConfig, {**base, "dtype": "fp16", "device": "cpu"})
+    with pytest.raises(ValueError, match="--batch-size must be >= 1"):
+        make_config(generate.GenerateConfig, {**base, "batch_size": 0})
+    with pytest.raises(ValueError, match="not one of fp32, bf16, fp16"):
+        make_config(generate.GenerateConfig, {**base, "dtype": "fp8"})
