@@ -136,6 +136,15 @@ def compare(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
             "precision": precision, "recall": recall}
 
 
+def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress: bool, sampling: dict
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images `(N, C, H, W)` in [-1, 1] on the uint8 grid (what an evaluator of saved PNGs reads, as ADM's) and their
+    labels, for the given sample indices (`sample_indices`: the same images for any number of processes)."""
+    images, labels = sample_indices(pipe, indices, seed=cfg.seed, batch_size=cfg.batch_size, progress=progress,
+                                    **sampling)
+    return quantize(images * 2 - 1), labels
+
+
 def main(cfg: EvalConfig) -> dict:
     accelerator = Accelerator()
     set_cpu_threads(accelerator, cfg.cpu_threads)
@@ -161,9 +170,7 @@ def main(cfg: EvalConfig) -> dict:
 
     # 1. Samples: each process its share of the indices; gathered on every process
     mine = list(range(accelerator.process_index, cfg.num_samples, accelerator.num_processes))
-    images, labels = sample_indices(pipe, mine, seed=cfg.seed, batch_size=cfg.batch_size,
-                                    progress=accelerator.is_local_main_process, **sampling)
-    images = quantize(images * 2 - 1)  # (N, C, H, W) in [-1, 1] on the uint8 grid: what an evaluator of PNGs reads
+    images, labels = generate(cfg, pipe, mine, accelerator.is_local_main_process, sampling)
     in_grid = [k for k, i in enumerate(mine) if i < GRID_PER_CLASS * max(pipe.num_classes, 1)]
     local = {"features": in_batches(extractor, images), "labels": labels, "index": torch.tensor(mine),
              "grid": images[in_grid], "grid_index": torch.tensor([mine[k] for k in in_grid], dtype=torch.long)}
