@@ -237,3 +237,29 @@ def test_encode_dataset_records_what_it_encoded(images, tmp_path):
                    grayscale=True, split="train")
     index = json.loads((tmp_path / "cache" / "index.json").read_text())
     assert index["dataset"] == str(tmp_path / "data") and index["split"] == "train"
+
+
+def test_encoding_in_dataloader_workers_gives_the_same_cache(images, tmp_path, monkeypatch):
+    import os
+
+    from diffit_hf.data import latent_cache
+
+    vae = tiny_vae()
+    encode(vae, images, tmp_path / "main", random_flip=True)
+    preprocess, pids = latent_cache.preprocess_image, tmp_path / "pids.txt"
+
+    def recorded(*args, **kwargs):  # which process decodes and resizes the images
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return preprocess(*args, **kwargs)
+
+    monkeypatch.setattr(latent_cache, "preprocess_image", recorded)
+    encode(vae, images, tmp_path / "workers", random_flip=True, num_workers=2)
+    workers = set(pids.read_text().split())
+    assert len(workers) == 2 and str(os.getpid()) not in workers  # in the two workers, not in this process
+    for name in ("mean", "std", "mean_flip", "std_flip"):
+        assert torch.equal(LatentDataset(tmp_path / "main", resample=False).read_all(name),
+                           LatentDataset(tmp_path / "workers", resample=False).read_all(name))
+    assert LatentDataset(tmp_path / "workers").labels.tolist() == [i % 3 for i in range(10)]
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        encode(vae, images, tmp_path / "bad", num_workers=-1)
