@@ -62,9 +62,6 @@ class ConvertConfig:
             raise ValueError("--out is required: the pipeline folder to write.")
         if Path(self.out).exists() and any(Path(self.out).iterdir()):
             raise ValueError(f"--out {self.out} exists and is not empty; choose a new folder.")
-        for path in (self.official, self.official_diffit):
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"No checkpoint file {path}.")
         valid = DIFFIT_PRESETS if self.official_diffit else DIT_PRESETS
         if self.preset is not None and self.preset not in valid:
             raise ValueError(f"--preset {self.preset} does not describe this checkpoint; valid choices are "
@@ -92,6 +89,9 @@ def model_config(cfg: ConvertConfig) -> dict | str:
 
 
 def main(cfg: ConvertConfig) -> None:
+    for path in (cfg.official, cfg.official_diffit):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"No checkpoint file {path}.")
     vae = None if cfg.vae.lower() == "none" else load_vae(cfg.vae)  # before the conversion: fail fast offline
     if cfg.official:
         model = convert_official_dit(load_checkpoint(cfg.official), model_config(cfg))
