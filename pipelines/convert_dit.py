@@ -18,6 +18,8 @@ the ImageNet-1k class names as `id2label` for 1000-class models. Here `--config`
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,12 +104,19 @@ def main(cfg: ConvertConfig) -> None:
 
         model = convert_diffusers_dit(DiTTransformer2DModel.from_pretrained(cfg.diffusers, subfolder="transformer"))
     params = f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    if vae is None:
-        model.save_pretrained(cfg.out)
-        print(f"wrote {cfg.out}: the transformer alone ({params}); not a runnable pipeline (--vae none)")
-        return
-    converted_pipeline(model, vae).save_pretrained(cfg.out)
-    print(f"wrote {cfg.out}: pipeline with a {type(model).__name__} ({params}), VAE {cfg.vae}")
+    out = Path(cfg.out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # written beside --out, renamed when complete
+    try:
+        if vae is None:
+            model.save_pretrained(tmp)
+            what = f"the transformer alone ({params}); not a runnable pipeline (--vae none)"
+        else:
+            converted_pipeline(model, vae).save_pretrained(tmp)
+            what = f"pipeline with a {type(model).__name__} ({params}), VAE {cfg.vae}"
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {out}: {what}")
 
 
 if __name__ == "__main__":
