@@ -20,6 +20,8 @@ NVIDIA's for NVlabs/DiffiT), never apache-2.0. Here `--config` is a model config
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,9 +71,6 @@ class ConvertConfig:
             raise ValueError("--out is required: the pipeline folder to write.")
         if Path(self.out).exists() and any(Path(self.out).iterdir()):
             raise ValueError(f"--out {self.out} exists and is not empty; choose a new folder.")
-        for path in (self.official, self.official_diffit):
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"No checkpoint file {path}.")
         valid = DIFFIT_PRESETS if self.official_diffit else DIT_PRESETS
         if self.preset is not None and self.preset not in valid:
             raise ValueError(f"--preset {self.preset} does not describe this checkpoint; valid choices are "
@@ -99,6 +98,9 @@ def model_config(cfg: ConvertConfig) -> dict | str:
 
 
 def main(cfg: ConvertConfig) -> None:
+    for path in (cfg.official, cfg.official_diffit):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"No checkpoint file {path}.")
     vae = None if cfg.vae.lower() == "none" else load_vae(cfg.vae)  # before the conversion: fail fast offline
     if cfg.official:
         model = convert_official_dit(load_checkpoint(cfg.official), model_config(cfg))
@@ -114,13 +116,20 @@ def main(cfg: ConvertConfig) -> None:
         model.provenance["base_model"] = hub_twin if cfg.preset == "DiT-XL/2" and not cfg.config else None
     model.provenance["converted_from"] = cfg.official or cfg.official_diffit or cfg.diffusers
     params = f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    if vae is None:
-        model.save_pretrained(cfg.out)
-        atomic_write_json(Path(cfg.out) / PROVENANCE, model.provenance)
-        logger.info(f"wrote {cfg.out}: the transformer alone ({params}); not a runnable pipeline (--vae none)")
-        return
-    converted_pipeline(model, vae).save_pretrained(cfg.out)  # writes provenance.json (hub.carry_provenance)
-    logger.info(f"wrote {cfg.out}: pipeline with a {type(model).__name__} ({params}), VAE {cfg.vae}")
+    out = Path(cfg.out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # written beside --out, renamed when complete
+    try:
+        if vae is None:
+            model.save_pretrained(tmp)
+            atomic_write_json(tmp / PROVENANCE, model.provenance)
+            what = f"the transformer alone ({params}); not a runnable pipeline (--vae none)"
+        else:
+            converted_pipeline(model, vae).save_pretrained(tmp)  # writes provenance.json (hub.carry_provenance)
+            what = f"pipeline with a {type(model).__name__} ({params}), VAE {cfg.vae}"
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info(f"wrote {out}: {what}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ key of `--config file.yaml`).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from diffit_hf.pipelines.pipeline_diffit import (
     sampling_preset,
 )
 from diffit_hf.pipelines.sampling import sample_indices, to_uint8_nhwc
-from diffit_hf.training.config import parse_config
+from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.utils import atomic_path, atomic_write_json
 
 logger = get_logger("diffit_hf.generate")  # shown by parse_config (show_library_logs)
@@ -85,13 +84,7 @@ class GenerateConfig:
     def __post_init__(self):
         if self.model is None:
             raise ValueError("--model is required: a saved pipeline folder or Hub repo id.")
-        if self.preset is not None:  # the preset owns the sampling settings: refuse a flag it would silently override
-            owned = ("steps", "scheduler", "guidance_scale", "guidance_schedule")
-            changed = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(self)
-                       if f.name in owned and getattr(self, f.name) != f.default]
-            if changed:
-                raise ValueError(f"--preset {self.preset} sets the sampling settings; drop {', '.join(changed)} or "
-                                 "the preset.")
+        refuse_preset_overrides(self, self.preset, ("steps", "scheduler", "guidance_scale", "guidance_schedule"))
         out = Path(self.out)
         if not out.parent.is_dir():
             raise ValueError(f"--out {out}: the folder {out.parent} does not exist.")

@@ -49,7 +49,7 @@ from diffit_hf.evaluation.extractors import DEFAULT_INCEPTION_WEIGHTS, INCEPTION
 from diffit_hf.pipelines.grid import labelled_grid
 from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS, sampling_preset
 from diffit_hf.pipelines.sampling import sample_indices
-from diffit_hf.training.config import parse_config
+from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.training.runtime import set_cpu_threads
 from diffit_hf.utils import atomic_path, atomic_write_json
 
@@ -97,13 +97,8 @@ class EvalConfig:
     cpu_threads: int | None = field(default=None, metadata={"help": "CPU threads per process (None: cores/procs)"})
 
     def __post_init__(self):
-        if self.preset is not None:  # the preset owns the sampling settings: refuse a flag it would silently override
-            owned = ("num_inference_steps", "scheduler", "guidance_scale", "guidance_schedule")
-            changed = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(self)
-                       if f.name in owned and getattr(self, f.name) != f.default]
-            if changed:
-                raise ValueError(f"--preset {self.preset} sets the sampling settings; drop {', '.join(changed)} or "
-                                 "the preset.")
+        refuse_preset_overrides(self, self.preset,
+                                ("num_inference_steps", "scheduler", "guidance_scale", "guidance_schedule"))
 
 
 def in_batches(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:

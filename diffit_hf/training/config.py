@@ -242,3 +242,14 @@ def _convert_scalar(value: Any, tp: Any) -> Any:
 
 def _type_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint)
+
+
+def refuse_preset_overrides(config: Any, preset: str | None, owned: tuple[str, ...]) -> None:
+    """A sampling preset owns the fields `owned`: refuse a config that also changes one from its default (the preset
+    would silently override it), naming the flags."""
+    if preset is None:
+        return
+    changed = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(config)
+               if f.name in owned and getattr(config, f.name) != f.default]
+    if changed:
+        raise ValueError(f"--preset {preset} sets the sampling settings; drop {', '.join(changed)} or the preset.")

@@ -66,7 +66,9 @@ def test_convert_needs_exactly_one_source(script, tmp_path):
     with pytest.raises(ValueError, match="valid choices are DiffiT-S/2"):
         parse_config(convert.ConvertConfig, ["--official-diffit", str(ckpt), "--preset", "DiT-XL/2", "--out", "x"])
     with pytest.raises(ValueError, match="No checkpoint file"):
-        parse_config(convert.ConvertConfig, ["--official-diffit", str(tmp_path / "missing.pt"), "--out", "x"])
+        convert.main(parse_config(convert.ConvertConfig, ["--official-diffit", str(tmp_path / "missing.pt"),
+                                                          "--out", str(tmp_path / "x")]))
+    assert not (tmp_path / "x").exists()
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "model_index.json").write_text("{}")
     with pytest.raises(ValueError, match="not empty"):
