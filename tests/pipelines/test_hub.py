@@ -261,8 +261,11 @@ def test_converted_weights_keep_their_license(pipeline_dir, tmp_path):
                                           num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
     pipe = DiffiTPipeline(transformer=convert_diffusers_dit(diffusers_dit), scheduler=pipe.scheduler, vae=pipe.vae)
     pipe.save_pretrained(tmp_path / "converted-in-memory")
-    meta = card_meta(write_model_card(tmp_path / "converted-in-memory"))
+    card = write_model_card(tmp_path / "converted-in-memory")
+    meta = card_meta(card)
     assert meta["license"] == "cc-by-nc-4.0" and "base_model" not in meta
+    # class-conditional without class names: the snippets ask for ids
+    assert "class-conditional" in meta["tags"] and "pipe([0, 1], guidance_scale=4.0" in card.read_text()
 
 
 def test_pipeline_push_to_hub_and_save_pretrained_push_load_with_plain_diffusers(hub, pipeline_dir, tmp_path):
