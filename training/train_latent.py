@@ -365,7 +365,8 @@ def main(cfg: TrainConfig) -> dict:
     if accelerator.is_main_process:
         history.flush()
         history.plot(out / "loss_curve.png")
-        export_pipeline(out, transformer, ema, objective.pipeline_scheduler(), vae, id2label, dataclasses.asdict(cfg))
+        export_pipeline(out, transformer, ema, objective.pipeline_scheduler(), vae, id2label,
+                        {**dataclasses.asdict(cfg), "latents": latents})  # the demo's cache too
         result.update(final_loss=history.rows[-1][1] if history.rows else None, output_dir=str(out),
                       model=cfg.model, total_seconds=time.time() - run_start)
         atomic_write_json(out / "train_results.json", result)

@@ -206,15 +206,16 @@ CARD_TEMPLATE = """\
 
 # {{ title }}
 
-A {{ "class-conditional" if classes else "unconditional" }} diffusion transformer ({{ model_class }}, {{ params }}
-parameters){% if source != "diffit_hf" %} converted from {{ source }}{% if base_model %}
+{{ "A class-conditional" if conditional else "An unconditional" }} diffusion transformer ({{ model_class }},
+{{ params }} parameters){% if source != "diffit_hf" %} converted from {{ source }}{% if base_model %}
 (`{{ base_model }}`){% endif %}{% else %} trained with diffit_hf{% endif %}
 {% if dataset %} on {{ dataset }}{% endif %}. It denoises
 {{ space }} of shape {{ shape }}{% if vae %} decoded by the bundled `AutoencoderKL`{% endif %}.
-{% if classes %}The Hub tag is `unconditional-image-generation`: the Hub has no class-conditional image generation
-task, and this model also samples without a label (the null class of classifier-free guidance).
+{% if conditional %}It is tagged `unconditional-image-generation` because the Hub has no class-conditional image
+generation task, the closest one; it generates the classes you ask for.
 {% endif %}
 {% if classes %}**Classes** ({{ classes | length }}): {{ classes | join(", ") }}.
+{% elif conditional %}**Classes**: {{ num_classes }} (ids 0 to {{ num_classes - 1 }}; no class names were saved).
 {% endif %}
 {% if grid %}![samples]({{ grid }})
 {% endif %}
@@ -379,6 +380,8 @@ def write_model_card(
     config = json.loads((folder / "transformer" / "config.json").read_text())
     id2label = {int(k): v for k, v in (index.get("id2label") or {}).items()}
     classes = [id2label[k] for k in sorted(id2label)]
+    num_classes = int(config.get("num_classes") or 0)
+    conditional = num_classes > 0
     if eval_results is None and (folder / "eval.json").exists():
         eval_results = json.loads((folder / "eval.json").read_text())
     if train_config is None and (folder / "train_config.json").exists():
@@ -388,7 +391,7 @@ def write_model_card(
     source = provenance["source"]
     licensing = license_fields(source, license)
     base_model = base_model or provenance.get("base_model")
-    found = card_datasets(train_config)
+    found = card_datasets(train_config) or provenance.get("datasets", [])
     if datasets is None:
         datasets = [d["id"] for d in found if d["id"]]
     from safetensors import safe_open
@@ -407,7 +410,7 @@ def write_model_card(
         library_name="diffusers", pipeline_tag="unconditional-image-generation", base_model=base_model,
         datasets=datasets or None, model_name=title if evals else None, eval_results=evals or None,
         tags=["diffit_hf", "diffusion-transformer", "dit", "diffit", config.get("_class_name", "DiTModel"),
-              "class-conditional" if classes else "unconditional", "diffusers:DiffiTPipeline"],
+              "class-conditional" if conditional else "unconditional", "diffusers:DiffiTPipeline"],
         **licensing,
     )
     license_text = {"diffit_hf": f"{licensing['license']} (weights trained with diffit_hf)",
@@ -420,9 +423,11 @@ def write_model_card(
         card_data, template_str=CARD_TEMPLATE, title=title, model_class=config.get("_class_name"),
         params=f"{params:,}", dataset=dataset_text, source=source, base_model=base_model,
         space="VAE latents" if index.get("vae", [None])[0] else "pixels", shape=shape,
-        vae=bool(index.get("vae", [None])[0]), classes=classes,
+        vae=bool(index.get("vae", [None])[0]), classes=classes, conditional=conditional, num_classes=num_classes,
         grid="samples.png" if (folder / "samples.png").exists() else None, license_text=license_text,
-        repo_id=repo_id or str(folder), example_labels=repr(classes[:2]) if classes else "None",
+        repo_id=repo_id or str(folder),
+        example_labels=repr(classes[:2]) if classes else (repr(list(range(min(2, num_classes)))) if conditional
+                                                          else "None"),
         install=SOURCE_INSTALL.format(url=source_url) if source_url else LOCAL_INSTALL,
         model_rows=[(k, v) for k, v in config.items() if not k.startswith("_")],
         train_rows=[(k, train_config[k]) for k in TRAIN_KEYS if train_config.get(k) is not None],

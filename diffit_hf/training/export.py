@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..pipelines.hub import write_model_card
+from ..pipelines.hub import PROVENANCE, card_datasets, write_model_card
 from ..pipelines.pipeline_diffit import DiffiTPipeline
+from ..utils import atomic_write_json
 from .progress import write_progress_gif
 
 
@@ -23,5 +24,7 @@ def export_pipeline(output_dir: str | Path, transformer, ema, scheduler, vae=Non
     frames = write_progress_gif(out / "samples", out / "training_progress.gif")
     if frames:
         shutil.copyfile(frames[-1], out / "samples.png")
+    # what the weights were trained on, kept with them: a card regenerated at push time lists it too
+    atomic_write_json(out / PROVENANCE, {"source": "diffit_hf", "datasets": card_datasets(train_config or {})})
     write_model_card(out, train_config=train_config, base_model=None)
     return pipe

@@ -116,6 +116,10 @@ def test_training_commands_run_as_written(image_folders, monkeypatch, script):
     pipe = DiffiTPipeline.from_pretrained("outputs/dit-mine")
     assert pipe.config.id2label == {0: "cat", 1: "dog"} and pipe.vae is not None  # classes from the sub-folders
     assert list(Path("outputs/dit-mine/logs").rglob("events.out.tfevents*"))
+    # the data it was trained on, from the cache index, kept with the weights and named in the card
+    provenance = json.loads(Path("outputs/dit-mine/provenance.json").read_text())
+    assert provenance == {"source": "diffit_hf", "datasets": [{"name": "my_images", "split": "train", "id": None}]}
+    assert "on my_images (train)" in Path("outputs/dit-mine/README.md").read_text()
 
     # pixel space, and a folder without class sub-folders: an unconditional model
     (pixels,) = [args for path, args in bash_commands() if "--model" in args and "DiffiT-CIFAR10" in args]

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -260,8 +261,11 @@ def test_converted_weights_keep_their_license(pipeline_dir, tmp_path):
                                           num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
     pipe = DiffiTPipeline(transformer=convert_diffusers_dit(diffusers_dit), scheduler=pipe.scheduler, vae=pipe.vae)
     pipe.save_pretrained(tmp_path / "converted-in-memory")
-    meta = card_meta(write_model_card(tmp_path / "converted-in-memory"))
+    card = write_model_card(tmp_path / "converted-in-memory")
+    meta = card_meta(card)
     assert meta["license"] == "cc-by-nc-4.0" and "base_model" not in meta
+    # class-conditional without class names: the snippets ask for ids
+    assert "class-conditional" in meta["tags"] and "pipe([0, 1], guidance_scale=4.0" in card.read_text()
 
 
 def test_pipeline_push_to_hub_and_save_pretrained_push_load_with_plain_diffusers(hub, pipeline_dir, tmp_path):
@@ -395,8 +399,18 @@ def test_local_view_loads_a_pushed_folder_with_the_installed_classes(pipeline_di
         assert index["transformer"] == ["diffit_hf.models.transformer_dit", "DiTModel"]
         assert not list(Path(view).rglob("*.py"))
     assert not Path(view).exists()
-    with local_view(pipeline_dir) as view:  # a save_pretrained folder is loaded as it is
-        assert view == str(pipeline_dir)
+    # save_pretrained writes the same format (remote code included); a folder in diffusers' plain format (written
+    # before that, or by hand) is loaded as it is
+    assert json.loads((pipeline_dir / "model_index.json").read_text())["_class_name"] == ["pipeline_diffit",
+                                                                                         "DiffiTPipeline"]
+    plain = tmp_path / "plain-format"
+    shutil.copytree(pipeline_dir, plain)
+    index = json.loads((plain / "model_index.json").read_text())
+    index.update(_class_name="DiffiTPipeline", transformer=["diffit_hf.models.transformer_dit", "DiTModel"])
+    (plain / "model_index.json").write_text(json.dumps(index))
+    with local_view(plain) as view:
+        assert view == str(plain)
+    np.testing.assert_array_equal(local_images(plain), expected)
 
     pipe = DiffiTPipeline.from_pretrained(staged)
     assert type(pipe.transformer) is DiTModel
