@@ -127,12 +127,13 @@ def test_explicit_and_sdpa_attention_agree_in_a_training_step(precision, monkeyp
                 assert (grads_b[name] - g).abs().max() <= 0.05 * g.abs().max() + 1e-3, name
 
 
-def test_auto_backend_picks_explicit_only_for_learnable_bias_on_cpu(monkeypatch):
+def test_auto_backend_picks_explicit_for_cpu_training_and_bf16(monkeypatch):
     q = torch.randn(2, 4, 8, requires_grad=True)
     bias = torch.randn(2, 4, 4, requires_grad=True)
     assert layers.use_explicit_biased_attention(q, bias)
     with torch.no_grad():
-        assert not layers.use_explicit_biased_attention(q, bias)
+        assert not layers.use_explicit_biased_attention(q, bias)  # fp32 sampling: CPU flash attention
+        assert layers.use_explicit_biased_attention(q.bfloat16(), bias.bfloat16())
     assert not layers.use_explicit_biased_attention(q, bias.detach())
     assert not layers.use_explicit_biased_attention(q.to("meta"), bias.to("meta"))
     monkeypatch.setattr(layers, "biased_attention_backend", "flash")
