@@ -44,12 +44,18 @@ def build(impl: str, preset: str, sample_size: int | None):
     return model
 
 
-def make_step(impl: str, preset: str, sample_size: int | None, batch: int, precision: str):
-    """A closure running one train step (forward, MSE, backward, AdamW) of a freshly built model."""
+def make_step(impl: str, preset: str, sample_size: int | None, batch: int, precision: str,
+              attention_backend: str = "auto", compile_model: bool = False):
+    """A closure running one train step (forward, MSE, backward, AdamW) of a freshly built model; `attention_backend`
+    picks DiffiT's biased-attention kernel (`diffit_hf.models.layers`) for this step, `compile_model` runs the
+    forward through `torch.compile` (as `train_latent.py --compile` does)."""
     import torch
+
+    from diffit_hf.models import layers
 
     torch.manual_seed(0)
     model = build(impl, preset, sample_size).train()
+    forward = torch.compile(model) if compile_model else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)  # the default (foreach), as diffusers examples use
     cfg = model.config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
@@ -60,8 +66,9 @@ def make_step(impl: str, preset: str, sample_size: int | None, batch: int, preci
     target = torch.randn(batch, model.out_channels, size, size)
 
     def step():
+        layers.biased_attention_backend = attention_backend
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(x, t, y).sample
+            out = forward(x, t, y).sample
         loss = (out.float() - target).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -70,23 +77,24 @@ def make_step(impl: str, preset: str, sample_size: int | None, batch: int, preci
     return step
 
 
-def speed_worker(impls: list[str], preset: str, sample_size: int, batch: int, precision: str, steps: int,
+def speed_worker(runs: dict[str, dict], sample_size: int, batch: int, precision: str, steps: int,
                  threads: int) -> dict:
-    """Times the implementations in one process, alternating steps (A, B, A, B, ...) so that machine noise hits
-    both alike; returns the median seconds per step of each."""
+    """Times the runs (label -> `make_step` arguments) in one process, alternating steps (A, B, A, B, ...) so that
+    machine noise hits all alike; returns the median seconds per step of each."""
     import torch
 
     torch.set_num_threads(threads)
-    step_fns = {impl: make_step(impl, preset, sample_size, batch, precision) for impl in impls}
+    step_fns = {label: make_step(sample_size=sample_size, batch=batch, precision=precision, **run)
+                for label, run in runs.items()}
     for fn in step_fns.values():  # warm-up (allocations, AdamW state)
         fn()
-    times = {impl: [] for impl in impls}
+    times = {label: [] for label in runs}
     for _ in range(steps):
-        for impl, fn in step_fns.items():
+        for label, fn in step_fns.items():
             start = time.perf_counter()
             fn()
-            times[impl].append(time.perf_counter() - start)
-    return {impl: sorted(ts)[len(ts) // 2] for impl, ts in times.items()}
+            times[label].append(time.perf_counter() - start)
+    return {label: sorted(ts)[len(ts) // 2] for label, ts in times.items()}
 
 
 def memory_worker(impl: str, preset: str, sample_size: int, batch: int, precision: str, threads: int) -> dict:
@@ -110,8 +118,8 @@ def run_worker(kind: str, **kwargs) -> dict:
 def measure(impls: list[str], preset: str, sample_size: int, batch: int, precision: str, steps: int,
             threads: int) -> dict[str, dict]:
     """samples/s (alternating, one process) and peak RSS (one process per implementation) for each impl."""
-    secs = run_worker("speed", impls=impls, preset=preset, sample_size=sample_size, batch=batch,
-                      precision=precision, steps=steps, threads=threads)
+    secs = run_worker("speed", runs={impl: {"impl": impl, "preset": preset} for impl in impls},
+                      sample_size=sample_size, batch=batch, precision=precision, steps=steps, threads=threads)
     results = {}
     for impl in impls:
         mem = run_worker("memory", impl=impl, preset=preset, sample_size=sample_size, batch=batch,
@@ -128,7 +136,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-gmacs", type=float, default=7.5, help="preset sweep: skip presets costlier than this")
     parser.add_argument("--sweep-batch", type=int, default=8)
-    parser.add_argument("--no-sweep", action="store_true", help="only the side-by-side comparison")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the preset sweep")
+    parser.add_argument("--no-diffit", action="store_true", help="skip the DiffiT-vs-DiT comparison")
     args = parser.parse_args()
     if args.worker:
         kwargs = json.loads(args.worker)
@@ -158,7 +167,27 @@ def main() -> None:
             row["memory_ratio"] = row["diffit_hf"]["peak_rss_mib"] / row["diffusers"]["peak_rss_mib"]
             comparison.append(row)
 
-    # 2. Preset sweep (ours only): every preset cheap enough for this machine, at its own input size.
+    # 2. DiffiT vs DiT at equal GMACs, and DiffiT's biased attention with SDPA (math fallback on CPU) vs the default.
+    diffit_vs_dit = []
+    if not args.no_diffit:
+        runs = {"DiT-S/2": {"impl": "diffit_hf", "preset": "DiT-S/2"},
+                "DiffiT-S/2 (sdpa)": {"impl": "diffit_hf", "preset": "DiffiT-S/2", "attention_backend": "sdpa"},
+                "DiffiT-S/2": {"impl": "diffit_hf", "preset": "DiffiT-S/2"}}
+        for size, steps in ((8, 40), (32, 5)):
+            steps = max(2, steps // 4) if args.quick else steps
+            for precision in ("fp32", "bf16"):
+                secs = run_worker("speed", runs=runs, sample_size=size, batch=args.batch, precision=precision,
+                                  steps=steps, threads=args.threads)
+                row = {"latent": f"{size}x{size}x4", "precision": precision, "batch": args.batch, "steps": steps,
+                       "samples_per_s": {label: args.batch / sec for label, sec in secs.items()}}
+                sps = row["samples_per_s"]
+                row["diffit_over_dit"] = sps["DiffiT-S/2"] / sps["DiT-S/2"]
+                row["sdpa_diffit_over_dit"] = sps["DiffiT-S/2 (sdpa)"] / sps["DiT-S/2"]
+                print(f"  DiffiT/DiT {row['latent']} {precision}: {row['diffit_over_dit']:.2f}x "
+                      f"(SDPA bias path {row['sdpa_diffit_over_dit']:.2f}x)", flush=True)
+                diffit_vs_dit.append(row)
+
+    # 3. Preset sweep (ours only): every preset cheap enough for this machine, at its own input size.
     sweep = []
     if not args.no_sweep:
         for name in list_presets():
@@ -174,7 +203,7 @@ def main() -> None:
                       "samples/s (fp32/bf16)", flush=True)
             sweep.append(entry)
 
-    # 3. Report
+    # 4. Report
     lines = [
         f"DiT-S/2 train step, batch {args.batch}, {args.threads} threads (median of timed steps, samples/s):",
         "",
@@ -187,6 +216,16 @@ def main() -> None:
             f"{row['diffit_hf']['samples_per_s']:.2f} | **{row['speedup']:.2f}x** | "
             f"{row['diffusers']['peak_rss_mib']:.0f} / {row['diffit_hf']['peak_rss_mib']:.0f} |"
         )
+    if diffit_vs_dit:
+        lines += ["", f"DiffiT-S/2 vs DiT-S/2 train step (equal GMACs), batch {args.batch}, {args.threads} threads, "
+                  "one process, steps alternating; 'SDPA bias' = DiffiT with its relative position bias through "
+                  "`F.scaled_dot_product_attention` (the pre-issue-15 path):", "",
+                  "| latent | precision | DiT-S/2 | DiffiT-S/2 | DiffiT / DiT | DiffiT (SDPA bias) / DiT |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for row in diffit_vs_dit:
+            sps = row["samples_per_s"]
+            lines.append(f"| {row['latent']} | {row['precision']} | {sps['DiT-S/2']:.2f} | {sps['DiffiT-S/2']:.2f} | "
+                         f"**{row['diffit_over_dit']:.2f}x** | {row['sdpa_diffit_over_dit']:.2f}x |")
     if sweep:
         lines += ["", f"Every preset at its own input size (train step, batch {args.sweep_batch}; '-' = over "
                   "--max-gmacs, not run here). GMACs count the attention matmuls; the second column leaves them out.",
@@ -216,7 +255,8 @@ def main() -> None:
     table = "\n".join(lines)
     print("\n" + table)
     (RESULTS / "bench_models.md").write_text(table + "\n")
-    payload = {"comparison": comparison, "presets": sweep, "torch_threads": args.threads, "quick": args.quick}
+    payload = {"comparison": comparison, "diffit_vs_dit": diffit_vs_dit, "presets": sweep,
+               "torch_threads": args.threads, "quick": args.quick}
     (RESULTS / "bench_models.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {RESULTS / 'bench_models.json'} and {RESULTS / 'bench_models.md'}")
 

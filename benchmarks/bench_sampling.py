@@ -54,14 +54,20 @@ def small_vae(size: int):
 def bench_sampling(size: int, batch: int, steps: int, repeats: int, guidance: float) -> dict:
     from diffusers import DDIMScheduler, DiTPipeline
 
-    from diffit_hf import DiffiTPipeline, convert_diffusers_dit
+    from diffit_hf import DiffiTPipeline, convert_diffusers_dit, create_model
 
     reference = exact_diffusers_dit(size)
     ours = convert_diffusers_dit(reference).eval()
     vae = small_vae(size)
     theirs_pipe = DiTPipeline(transformer=reference, vae=vae, scheduler=DDIMScheduler())
     ours_pipe = DiffiTPipeline(transformer=ours, vae=vae, scheduler=DDIMScheduler())
-    for pipe in (theirs_pipe, ours_pipe):
+    torch.manual_seed(0)
+    diffit = create_model("DiffiT-S/2", sample_size=size).eval()  # equal GMACs to DiT-S/2; random weights
+    with torch.no_grad():
+        for p in diffit.parameters():
+            p.normal_(std=0.02)
+    diffit_pipe = DiffiTPipeline(transformer=diffit, vae=vae, scheduler=DDIMScheduler())
+    for pipe in (theirs_pipe, ours_pipe, diffit_pipe):
         pipe.set_progress_bar_config(disable=True)
     labels = list(range(batch))
 
@@ -73,11 +79,16 @@ def bench_sampling(size: int, batch: int, steps: int, repeats: int, guidance: fl
         return ours_pipe(labels, guidance_scale=guidance, num_inference_steps=steps,
                          generator=torch.Generator().manual_seed(0), output_type="np").images
 
+    def run_diffit():
+        return diffit_pipe(labels, guidance_scale=guidance, num_inference_steps=steps,
+                           generator=torch.Generator().manual_seed(0), output_type="np").images
+
     a, b = run_theirs(), run_ours()  # also the warm-up
+    run_diffit()
     max_diff = float(abs(a - b).max())
-    times = {"diffusers": [], "diffit_hf": []}
+    times = {"diffusers": [], "diffit_hf": [], "diffit": []}
     for _ in range(repeats):
-        for name, fn in (("diffusers", run_theirs), ("diffit_hf", run_ours)):
+        for name, fn in (("diffusers", run_theirs), ("diffit_hf", run_ours), ("diffit", run_diffit)):
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -85,6 +96,7 @@ def bench_sampling(size: int, batch: int, steps: int, repeats: int, guidance: fl
     return {"latent": f"{size}x{size}x4", "batch": batch, "steps": steps, "guidance_scale": guidance,
             "scheduler": "DDIM", "max_abs_image_diff": max_diff,
             "diffusers_images_per_s": batch / med["diffusers"], "diffit_hf_images_per_s": batch / med["diffit_hf"],
+            "diffit_s2_images_per_s": batch / med["diffit"],
             "speedup": med["diffusers"] / med["diffit_hf"]}
 
 
@@ -168,10 +180,12 @@ def main() -> None:
 
     lines = ["Sampling: DiffiTPipeline vs diffusers DiTPipeline, DiT-S/2 (converted weights), DDIM, batch 8, "
              f"cfg 4.0, {args.threads} threads (median images/s):", "",
-             "| latent | steps | diffusers | diffit_hf | speedup | max image diff |", "|---|---:|---:|---:|---:|---:|"]
+             "| latent | steps | diffusers | diffit_hf | speedup | max image diff | DiffiT-S/2 (DiffiTPipeline) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sampling:
         lines.append(f"| {r['latent']} | {r['steps']} | {r['diffusers_images_per_s']:.2f} | "
-                     f"{r['diffit_hf_images_per_s']:.2f} | **{r['speedup']:.2f}x** | {r['max_abs_image_diff']:.1e} |")
+                     f"{r['diffit_hf_images_per_s']:.2f} | **{r['speedup']:.2f}x** | {r['max_abs_image_diff']:.1e} | "
+                     f"{r['diffit_s2_images_per_s']:.2f} |")
     lines += ["", "Train-step model FLOPs utilisation, DiT-S/2 at 32x32x4, batch 32 (model FLOPs / step time / "
               "measured matmul peak):", "",
               "| precision | matmul peak (GFLOP/s) | diffusers MFU | diffit_hf MFU | target |",

@@ -2,8 +2,8 @@
 
     python benchmarks/update_readme.py
 
-- `<!-- bench:start -->` ... `<!-- bench:end -->`: benchmarks/results/bench_{models,sampling,data}.md (each
-  rendered from its JSON by the benchmark script that measured it).
+- `<!-- bench:start -->` ... `<!-- bench:end -->`: benchmarks/results/bench_{models,compile,sampling,data}.md and
+  gpu_bench.md (each rendered from its JSON by the benchmark script that measured it; absent files are skipped).
 - `<!-- demo:start -->` ... `<!-- demo:end -->`: benchmarks/results/demo_fmnist.json (written by
   `benchmarks/collect_demo.py` from the demo's own metrics files).
 - `<!-- objectives:start -->` ... `<!-- objectives:end -->`: benchmarks/results/bench_objectives.md (written by
@@ -70,11 +70,16 @@ def demo_section(demo: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_tables() -> list[Path]:
+    """The benchmark tables of the bench section, in README order."""
+    return [RESULTS / f"{name}.md" for name in ("bench_models", "bench_compile", "bench_sampling", "bench_data",
+                                                "gpu_bench")]
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    bench = [p.read_text().strip() for p in (RESULTS / "bench_models.md", RESULTS / "bench_sampling.md",
-                                             RESULTS / "bench_data.md") if p.exists()]
+    bench = [p.read_text().strip() for p in bench_tables() if p.exists()]
     if bench:
         text = replace_section(text, "bench", "\n\n".join(bench))
     objectives = RESULTS / "bench_objectives.md"

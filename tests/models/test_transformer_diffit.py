@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from diffit_hf import DiffiTModel, DiffiTUNetModel, count_macs, count_parameters, create_model
+from diffit_hf.models import layers
 from diffit_hf.models.layers import window_merge, window_partition
 from diffit_hf.models.transformer_diffit import TMSA, PoolMixer, RelativePositionBias
 
@@ -58,6 +59,86 @@ def test_tmsa_equals_explicit_equations(grid):
         torch.testing.assert_close(module(x_s, x_t, grid), _explicit_tmsa(module, x_s, x_t, grid),
                                    atol=1e-5, rtol=1e-5)
 
+
+
+def _grads(module, loss):
+    module.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name: p.grad.clone() for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "explicit"])
+@pytest.mark.parametrize("grid", [(3, 4), (2, 3)])
+def test_tmsa_backends_train_like_explicit_equations(backend, grid, monkeypatch):
+    """Forward and every parameter gradient (the bias table's included) of each attention backend match Eq. 3-6
+    written out, in fp32 and, looser, under bf16 autocast."""
+    monkeypatch.setattr(layers, "biased_attention_backend", backend)
+    module = _tmsa()
+    x_s, x_t = torch.randn(2, grid[0] * grid[1], 16), torch.randn(2, 8)
+    upstream = torch.randn(2, grid[0] * grid[1], 16)
+    expected = _explicit_tmsa(module, x_s, x_t, grid)
+    expected_grads = _grads(module, (expected * upstream).sum())
+    out = module(x_s, x_t, grid)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    grads = _grads(module, (out * upstream).sum())
+    for name, g in expected_grads.items():
+        torch.testing.assert_close(grads[name], g, atol=1e-4, rtol=1e-4, msg=name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_bf16 = module(x_s, x_t, grid)
+    assert out_bf16.dtype == torch.bfloat16
+    grads_bf16 = _grads(module, (out_bf16.float() * upstream).sum())
+    torch.testing.assert_close(out_bf16.float(), expected, atol=0.1, rtol=0.05)
+    for name, g in expected_grads.items():
+        scale = g.abs().max()
+        assert (grads_bf16[name] - g).abs().max() <= 0.05 * scale + 1e-3, name
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_explicit_and_sdpa_attention_agree_in_a_training_step(precision, monkeypatch):
+    """The fast CPU training path against SDPA: a windowed DiffiT U-Net and a global-window latent DiffiT give the
+    same loss and gradients with either backend."""
+    torch.manual_seed(0)
+    models = [
+        DiffiTModel(sample_size=8, patch_size=2, num_layers=2, num_attention_heads=2, attention_head_dim=8,
+                    num_classes=4),
+        DiffiTUNetModel(sample_size=8, in_channels=1, block_out_channels=(16, 32), layers_per_block=(1, 1),
+                        window_size=2, attention_head_dim=8, norm_num_groups=8),
+    ]
+    for model in models:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(std=0.2)
+        c = model.config
+        x, t = torch.randn(2, c.in_channels, 8, 8), torch.tensor([3, 700])
+        y = torch.tensor([1, 4]) if c.num_classes else None
+        results = {}
+        for backend in ("sdpa", "explicit"):
+            monkeypatch.setattr(layers, "biased_attention_backend", backend)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = model.eval()(x, t, y).sample.float().square().mean()
+            results[backend] = (loss.detach(), _grads(model, loss))
+        (loss_a, grads_a), (loss_b, grads_b) = results.values()
+        tol = dict(atol=1e-5, rtol=1e-4) if precision == "fp32" else dict(atol=2e-2, rtol=2e-2)
+        torch.testing.assert_close(loss_b, loss_a, **tol)
+        for name, g in grads_a.items():
+            if precision == "fp32":
+                torch.testing.assert_close(grads_b[name], g, atol=1e-5, rtol=1e-4, msg=name)
+            else:
+                assert (grads_b[name] - g).abs().max() <= 0.05 * g.abs().max() + 1e-3, name
+
+
+def test_auto_backend_picks_explicit_for_cpu_training_and_bf16(monkeypatch):
+    q = torch.randn(2, 4, 8, requires_grad=True)
+    bias = torch.randn(2, 4, 4, requires_grad=True)
+    assert layers.use_explicit_biased_attention(q, bias)
+    with torch.no_grad():
+        assert not layers.use_explicit_biased_attention(q, bias)  # fp32 sampling: CPU flash attention
+        assert layers.use_explicit_biased_attention(q.bfloat16(), bias.bfloat16())
+    assert not layers.use_explicit_biased_attention(q, bias.detach())
+    assert not layers.use_explicit_biased_attention(q.to("meta"), bias.to("meta"))
+    monkeypatch.setattr(layers, "biased_attention_backend", "flash")
+    with pytest.raises(ValueError, match="valid choices are auto, sdpa, explicit"):
+        layers.use_explicit_biased_attention(q, bias)
 
 def test_relative_bias_lookup_matches_direct_table_lookup():
     rpb = RelativePositionBias((3, 4), num_heads=2)
