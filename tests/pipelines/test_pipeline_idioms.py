@@ -36,9 +36,6 @@ def test_from_pretrained_dtype_loads_every_component_in_it(saved, spelling):
     np.testing.assert_allclose(images, reference, atol=1e-4)  # the same images, in another precision
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="model side: the positional-embedding buffer stays "
-                   "float32 under torch_dtype=bf16 (the models' bf16 loading fix, another branch); remove this mark "
-                   "once it is merged")
 def test_from_pretrained_bf16(saved):
     pipe = DiffiTPipeline.from_pretrained(saved, torch_dtype=torch.bfloat16)
     assert pipe.transformer.dtype == torch.bfloat16

@@ -79,9 +79,6 @@ def test_in_process_sampling_options(script, pipe_dir, tmp_path):
     assert Image.open(tmp_path / "grid.png").size[0] == 8
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="model side: DiTModel loaded with torch_dtype=bf16 "
-                   "keeps a float32 buffer (the bf16 loading fix of the models, another branch); remove this mark "
-                   "once it is merged")
 def test_bf16_sampling(script, pipe_dir, tmp_path):
     generate = script("pipelines/generate.py")
     generate.main(make_config(generate.GenerateConfig, {"model": str(pipe_dir), "num_samples": 2, "steps": 2,
