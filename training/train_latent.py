@@ -45,6 +45,7 @@ from diffit_hf.training.checkpoints import (
 )
 from diffit_hf.training.config import check_unchanged, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
+from diffit_hf.training.distributed import ema_weights, fsdp_plugin_from_env, set_fsdp_wrap_units
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.lr_finder import lr_range_test
 from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, TIMESTEP_SAMPLING, make_objective, model_overrides_for
@@ -179,6 +180,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         log_with=cfg.report_to,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # shuffle order = f(seed, epoch)
+        fsdp_plugin=fsdp_plugin_from_env(),  # accelerate launch --use_fsdp: FSDP2, one unit per block
     )
     check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, () if cfg.lr_finder else RUN_OUTPUTS,
                   delete=accelerator.is_main_process)
@@ -192,21 +194,14 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 
 @torch.no_grad()
-def log_validation(cfg: TrainConfig, accelerator, transformer, ema, scheduler, vae, id2label, step: int) -> None:
-    """Samples the validation grid with the EMA weights (swapped into `transformer` and back), saves it as
-    `samples/step-*.png` and sends it to the trackers."""
-    ema.store(transformer.parameters())
-    ema.copy_to(transformer.parameters())
-    transformer.eval()
-    try:
-        pipe = DiffiTPipeline(transformer=transformer, scheduler=scheduler, vae=vae, id2label=id2label)
-        pipe.set_progress_bar_config(disable=True)
-        with accelerator.autocast():
-            grid = validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
-                                   cfg.validation_guidance_scale, cfg.seed)
-    finally:
-        ema.restore(transformer.parameters())
-        transformer.train()
+def log_validation(cfg: TrainConfig, accelerator, ema_transformer, scheduler, vae, id2label, step: int) -> None:
+    """Samples the validation grid with `ema_transformer` (the EMA weights), saves it as `samples/step-*.png` and
+    sends it to the trackers."""
+    pipe = DiffiTPipeline(transformer=ema_transformer, scheduler=scheduler, vae=vae, id2label=id2label)
+    pipe.set_progress_bar_config(disable=True)
+    with accelerator.autocast():
+        grid = validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
+                               cfg.validation_guidance_scale, cfg.seed)
     (Path(cfg.output_dir) / "samples").mkdir(parents=True, exist_ok=True)
     grid.save(Path(cfg.output_dir) / "samples" / f"step-{step:07d}.png")
     log_image(accelerator, "samples", grid, step)
@@ -249,12 +244,15 @@ def main(cfg: TrainConfig) -> dict:
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
-    ema = EMAModel(transformer.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, inv_gamma=1.0,
-                   power=cfg.ema_power, model_cls=type(transformer), model_config=transformer.config)
-    checkpoint_parts = register_checkpoint_hooks(accelerator, transformer, ema, name="transformer")
+    model_cls = type(transformer)
+    set_fsdp_wrap_units(accelerator, transformer)  # FSDP: one unit per block
     model, optimizer, loader, lr_scheduler = accelerator.prepare(
         torch.compile(transformer) if cfg.compile else transformer, optimizer, loader, lr_scheduler)
+    # the EMA of the prepared parameters: under FSDP each rank averages its own shards (see training/distributed.py)
+    ema = EMAModel(transformer.parameters(), decay=cfg.ema_decay, use_ema_warmup=cfg.ema_warmup, inv_gamma=1.0,
+                   power=cfg.ema_power, model_cls=model_cls, model_config=transformer.config)
     ema.to(accelerator.device)
+    checkpoint_parts = register_checkpoint_hooks(accelerator, transformer, ema, name="transformer")
     if len(loader) == 0:
         raise ValueError(f"{len(data.dataset)} examples give no full batch of {cfg.batch_size} per process.")
 
@@ -331,11 +329,12 @@ def main(cfg: TrainConfig) -> dict:
                     save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
                     history.flush()  # the CSV never lags behind the newest checkpoint
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
-                with timed(seconds, "validation"):
+                with timed(seconds, "validation"), ema_weights(transformer, ema, accelerator.is_main_process,
+                                                                 accelerator.device) as ema_transformer:
                     if accelerator.is_main_process:
-                        log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae,
+                        log_validation(cfg, accelerator, ema_transformer, objective.pipeline_scheduler(), vae,
                                        id2label, step)
-                    accelerator.wait_for_everyone()
+                accelerator.wait_for_everyone()
             if step >= cfg.max_steps:
                 break
     bar.close()
@@ -349,10 +348,13 @@ def main(cfg: TrainConfig) -> dict:
               "demo_data_seconds": demo_seconds, "train_seconds": train_seconds,
               "checkpoint_seconds": seconds["checkpoints"], "validation_seconds": seconds["validation"],
               "rank_weight_checksums": [f"{d:014x}" for d in digests]}
+    with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
+        if accelerator.is_main_process:
+            export_pipeline(out, ema_transformer, None, objective.pipeline_scheduler(), vae, id2label,
+                            dataclasses.asdict(cfg))
     if accelerator.is_main_process:
         history.flush()
         history.plot(out / "loss_curve.png")
-        export_pipeline(out, transformer, ema, objective.pipeline_scheduler(), vae, id2label, dataclasses.asdict(cfg))
         result.update(final_loss=history.rows[-1][1] if history.rows else None, output_dir=str(out),
                       model=cfg.model, total_seconds=time.time() - run_start)
         atomic_write_json(out / "train_results.json", result)
