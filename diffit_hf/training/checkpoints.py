@@ -63,8 +63,12 @@ def checkpoint_problem(path: str | Path, parts: tuple[str, ...] = (), num_proces
             return f"{part}/config.json is missing"
         if not any((path / part).glob("*.safetensors")):
             return f"{part}/ holds no safetensors weights"
-    if not (path / "optimizer.bin").is_file() and not (path / "optimizer_0" / ".metadata").is_file():
-        return "optimizer.bin (optimizer_0/ under FSDP) is missing"
+    if (path / "optimizer_0").is_dir():  # FSDP: accelerate's sharded model and optimiser state
+        for name in ("pytorch_model_fsdp_0", "optimizer_0"):
+            if not (path / name / ".metadata").is_file():
+                return f"{name}/.metadata is missing"
+    elif not (path / "optimizer.bin").is_file():
+        return "optimizer.bin is missing"
     for name in (f"random_states_{rank}.pkl" for rank in range(num_processes)):
         if not (path / name).is_file():
             return f"{name} is missing"
