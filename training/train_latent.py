@@ -194,14 +194,17 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 
 @torch.no_grad()
-def log_validation(cfg: TrainConfig, accelerator, ema_transformer, scheduler, vae, id2label, step: int) -> None:
-    """Samples the validation grid with `ema_transformer` (the EMA weights), saves it as `samples/step-*.png` and
-    sends it to the trackers."""
-    pipe = DiffiTPipeline(transformer=ema_transformer, scheduler=scheduler, vae=vae, id2label=id2label)
-    pipe.set_progress_bar_config(disable=True)
-    with accelerator.autocast():
-        grid = validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
-                               cfg.validation_guidance_scale, cfg.seed)
+def log_validation(cfg: TrainConfig, accelerator, transformer, ema, scheduler, vae, id2label, step: int) -> None:
+    """Samples the validation grid with the EMA weights on the main process, saves it as `samples/step-*.png` and
+    sends it to the trackers. Every process calls it (under FSDP the EMA shards are gathered from all)."""
+    with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
+        if not accelerator.is_main_process:
+            return
+        pipe = DiffiTPipeline(transformer=ema_transformer, scheduler=scheduler, vae=vae, id2label=id2label)
+        pipe.set_progress_bar_config(disable=True)
+        with accelerator.autocast():
+            grid = validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
+                                   cfg.validation_guidance_scale, cfg.seed)
     (Path(cfg.output_dir) / "samples").mkdir(parents=True, exist_ok=True)
     grid.save(Path(cfg.output_dir) / "samples" / f"step-{step:07d}.png")
     log_image(accelerator, "samples", grid, step)
@@ -329,12 +332,10 @@ def main(cfg: TrainConfig) -> dict:
                     save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
                     history.flush()  # the CSV never lags behind the newest checkpoint
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
-                with timed(seconds, "validation"), ema_weights(transformer, ema, accelerator.is_main_process,
-                                                                 accelerator.device) as ema_transformer:
-                    if accelerator.is_main_process:
-                        log_validation(cfg, accelerator, ema_transformer, objective.pipeline_scheduler(), vae,
-                                       id2label, step)
-                accelerator.wait_for_everyone()
+                with timed(seconds, "validation"):
+                    log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae, id2label,
+                                   step)
+                    accelerator.wait_for_everyone()
             if step >= cfg.max_steps:
                 break
     bar.close()

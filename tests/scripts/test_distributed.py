@@ -15,16 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from diffit_hf.training.checkpoints import latest_checkpoint
 
 from ..tiny import weights
+from .conftest import DISTRIBUTED_STEPS as STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "training/train_latent.py"
-STEPS = dict(max_steps=8, checkpointing_steps=4, log_every=2, validation_steps=4)
 PARTS = ("checkpoints/checkpoint-0000004/transformer", "checkpoints/checkpoint-0000004/transformer_ema",
          "checkpoints/checkpoint-0000008/transformer", "checkpoints/checkpoint-0000008/transformer_ema",
          "transformer")  # the last: the exported pipeline's (EMA) weights
@@ -61,15 +60,6 @@ def assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
         assert wa.keys() == wb.keys(), part
         for key in wa:
             torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=atol, msg=f"{part} {key}")
-
-
-@pytest.fixture(scope="module")
-def ddp_run(cli, cache, tmp_path_factory) -> Path:
-    """The reference: one node, two DDP processes (`torchrun --standalone --nproc_per_node 2`)."""
-    out = tmp_path_factory.mktemp("ddp") / "run"
-    finish(run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", SCRIPT,
-                *cli(cache, out, **STEPS)]))
-    return out
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
