@@ -157,7 +157,8 @@ def main() -> None:
         diff = compare(args.a, args.b)
         ok = diff <= args.atol
         log(args.log, {"kind": "check", "name": args.name, "ok": ok,
-                       "detail": f"max |a - b| = {diff:.3g} (allowed {args.atol:g}): {args.a.name} vs {args.b.name}"})
+                       "detail": f"max abs difference {diff:.3g} (allowed {args.atol:g}): {args.a.name} vs "
+                                 f"{args.b.name}"})
         if not ok:
             raise SystemExit(f"{args.name}: max weight difference {diff:.3g} > {args.atol:g}")
     elif args.command == "check":

@@ -12,7 +12,9 @@
 #   bash benchmarks/gpu_smoke.sh --tiny     # CPU (gloo), 2 processes, tiny models: the same code paths (CI test)
 #
 # Environment: GPU_SMOKE_OUT (results folder), GPU_SMOKE_COMPILE=1 (compile also in --tiny mode; 40-60 s per
-# process on CPU), GPU_SMOKE_MEMORY=0 (skip the memory table).
+# process on CPU), GPU_SMOKE_MEMORY=0 (skip the memory table), GPU_SMOKE_QUICK=1 (only 1 and 5),
+# GPU_SMOKE_NPROC (processes per run). The CI test: GPU_SMOKE_QUICK=1 GPU_SMOKE_NPROC=1 ... --tiny (world size 1,
+# as on a one-GPU machine; two processes are tested in tests/scripts/test_distributed.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -25,21 +27,25 @@ CHECKS="$WORK/checks.jsonl"
 
 if [[ $TINY == 1 ]]; then
     export ACCELERATE_USE_CPU=true OMP_NUM_THREADS=1
-    NPROC=2
+    NPROC=${GPU_SMOKE_NPROC:-2}
     DEVICE=cpu-tiny
     FSDP_ENTRY=(-m diffit_hf.training.cpu_fsdp training/train_latent.py)  # accelerate's FSDP2 path, allowed on CPU
     COMPILE=${GPU_SMOKE_COMPILE:-0}
-    BF16_ATOL=5e-2; FSDP_ATOL=1e-6; RESUME_ATOL=0
+    FSDP_ATOL=1e-6; RESUME_ATOL=0
 else
     NGPU=$($PY -c "import torch; print(torch.cuda.device_count())")
     [[ $NGPU -ge 1 ]] || { echo "no GPU: run with --tiny on CPU" >&2; exit 2; }
-    NPROC=$(( NGPU >= 2 ? 2 : 1 ))
+    NPROC=${GPU_SMOKE_NPROC:-$(( NGPU >= 2 ? 2 : 1 ))}
     DEVICE=$($PY -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")
     FSDP_ENTRY=(training/train_latent.py)
     COMPILE=${GPU_SMOKE_COMPILE:-1}
     # NCCL's reduce-scatter and all-reduce sum in different orders, and Adam divides by sqrt(v): not bit-equal
-    BF16_ATOL=5e-2; FSDP_ATOL=1e-4; RESUME_ATOL=1e-5
+    FSDP_ATOL=1e-4; RESUME_ATOL=1e-5
 fi
+# bf16: FSDP2 computes with bf16 copies of the weights (MixedPrecisionPolicy), DDP under autocast; 8 steps at
+# lr 1e-3 move a weight by up to ~8e-3, and the two differ by 5e-4 on CPU (measured)
+BF16_ATOL=2e-3
+QUICK=${GPU_SMOKE_QUICK:-0}
 OUT=${GPU_SMOKE_OUT:-benchmarks/results/gpu_smoke_$DEVICE}
 mkdir -p "$OUT"
 PORT=$($PY -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
@@ -62,6 +68,8 @@ fsdp() {  # fsdp NAME true|false(reshard after forward: FULL_SHARD|SHARD_GRAD_OP
         --num_processes $NPROC --num_machines 1 --main_process_port "$PORT" --mixed_precision no --dynamo_backend no \
         "${FSDP_ENTRY[@]}" "${COMMON[@]}" --output-dir "$WORK/$name" "$@" >> "$OUT/$name.log" 2>&1 \
         || { tail -40 "$OUT/$name.log"; exit 1; }
+    ls -d "$WORK/$name"/checkpoints/checkpoint-*/pytorch_model_fsdp_0 > /dev/null \
+        || { echo "$name: no sharded checkpoint, FSDP did not engage" >&2; exit 1; }
 }
 rm -f "$OUT"/*.log
 
@@ -70,6 +78,7 @@ $PY benchmarks/gpu_smoke.py cache "$WORK/latents"
 ddp ddp
 fsdp fsdp true
 $PY benchmarks/gpu_smoke.py compare "$WORK/ddp" "$WORK/fsdp" --atol $FSDP_ATOL --name ddp_vs_fsdp --log "$CHECKS"
+if [[ $QUICK != 1 ]]; then
 # 2. SHARD_GRAD_OP, stopped after its step-4 checkpoint, resumed
 fsdp fsdp_resumed false --max-steps 4
 fsdp fsdp_resumed false --resume-from-checkpoint latest
@@ -87,6 +96,7 @@ if [[ $COMPILE == 1 ]]; then
     fsdp fsdp_compile true --compile
     $PY benchmarks/gpu_smoke.py check "$WORK/ddp_compile" --name ddp_compile --log "$CHECKS"
     $PY benchmarks/gpu_smoke.py check "$WORK/fsdp_compile" --name fsdp_compile --log "$CHECKS"
+fi
 fi
 # 5. memory of the XL models
 if [[ ${GPU_SMOKE_MEMORY:-1} == 1 ]]; then

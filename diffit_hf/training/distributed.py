@@ -96,6 +96,8 @@ def allow_fsdp_on_cpu() -> None:
             self.fsdp_plugin = fsdp_plugin
         if getattr(self, "fsdp_plugin", None) is not None and self.distributed_type == DistributedType.MULTI_CPU:
             self.distributed_type = DistributedType.FSDP
+            if self._mixed_precision != "no":  # what AcceleratorState does for GPUs: FSDP2's MixedPrecisionPolicy
+                self.fsdp_plugin.set_mixed_precision(self._mixed_precision)
 
     patched._allows_cpu_fsdp = True
     AcceleratorState.__init__ = patched
