@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What only a GPU machine can prove, in one short run (about 10 minutes on one H100, most of it the XL memory rows):
 #   1. DDP vs FSDP2 (FULL_SHARD) equality of the weights and EMA after 8 steps (tiny model, same seed, fp32, no TF32)
-#   2. FSDP2 SHARD_GRAD_OP stopped at step 4 and resumed: equal to the run straight through
+#   2. FSDP2 SHARD_GRAD_OP stopped at step 4 and resumed (with gradient checkpointing): equal to the run straight
+#      through
 #   3. bf16 mixed precision under DDP and FSDP2 (finite loss, weights close to fp32)
 #   4. --compile under DDP and FSDP2
 #   5. peak training memory of DiT-XL/2 and DiffiT-XL/2 (batch 32, 4x32x32 latents, bf16 autocast, AdamW), with and
@@ -79,9 +80,9 @@ ddp ddp
 fsdp fsdp true
 $PY benchmarks/gpu_smoke.py compare "$WORK/ddp" "$WORK/fsdp" --atol $FSDP_ATOL --name ddp_vs_fsdp --log "$CHECKS"
 if [[ $QUICK != 1 ]]; then
-# 2. SHARD_GRAD_OP, stopped after its step-4 checkpoint, resumed
+# 2. SHARD_GRAD_OP, stopped after its step-4 checkpoint, resumed with gradient checkpointing
 fsdp fsdp_resumed false --max-steps 4
-fsdp fsdp_resumed false --resume-from-checkpoint latest
+fsdp fsdp_resumed false --resume-from-checkpoint latest --gradient-checkpointing
 $PY benchmarks/gpu_smoke.py compare "$WORK/fsdp" "$WORK/fsdp_resumed" --atol $RESUME_ATOL --name fsdp_resume \
     --log "$CHECKS"
 # 3. bf16

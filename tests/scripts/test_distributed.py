@@ -90,8 +90,9 @@ def test_fsdp_matches_ddp_and_resumes_exactly_after_a_kill(ddp_run, cli, cache, 
     assert (ckpt / "optimizer_0" / ".metadata").is_file()  # accelerate's sharded state, one file per rank
     assert not (ckpt / "model.safetensors").exists()  # the full weights are the save_pretrained folders only
 
-    # resumed with FULL_SHARD (parameters resharded after forward) from the sharded state
-    log = finish(accelerate_fsdp(cli(cache, out, resume_from_checkpoint="latest", **STEPS)))
+    # resumed with FULL_SHARD (parameters resharded after forward) and gradient checkpointing from the sharded state
+    log = finish(accelerate_fsdp(cli(cache, out, resume_from_checkpoint="latest", gradient_checkpointing=True,
+                                     **STEPS)))
     assert "resumed from" in log and "checkpoint-0000004" in log
     result = json.loads((out / "train_results.json").read_text())
     assert result["num_processes"] == 2 and len(set(result["rank_weight_checksums"])) == 1
