@@ -50,6 +50,9 @@ def fsdp_plugin_from_env():
     # ZeRO-2): FSDP2 spells it --fsdp_reshard_after_forward true|false; the FSDP1 names are accepted in either flag
     reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").upper()
     strategy = os.environ.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").upper()
+    if strategy not in FSDP_SHARDING:
+        raise ValueError(f"--fsdp_sharding_strategy {strategy} is not supported: use FULL_SHARD or SHARD_GRAD_OP "
+                         "(FSDP2: --fsdp_reshard_after_forward true or false).")
     if reshard in FSDP_SHARDING:
         reshard_after_forward = FSDP_SHARDING[reshard]
     elif reshard in ("TRUE", "FALSE"):

@@ -63,6 +63,10 @@ def test_fsdp_settings_that_cannot_work_are_refused_with_the_fix(fsdp_env):
     with pytest.raises(ValueError, match="SHARDED_STATE_DICT"):
         fsdp_plugin_from_env()
     fsdp_env.setenv("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")
+    fsdp_env.setenv("FSDP_SHARDING_STRATEGY", "HYBRID_SHARD")
+    with pytest.raises(ValueError, match="HYBRID_SHARD is not supported: use FULL_SHARD or SHARD_GRAD_OP"):
+        fsdp_plugin_from_env()
+    fsdp_env.setenv("FSDP_SHARDING_STRATEGY", "FULL_SHARD")
     fsdp_env.setenv("FSDP_RESHARD_AFTER_FORWARD", "sometimes")
     with pytest.raises(ValueError, match="true .FULL_SHARD. or false .SHARD_GRAD_OP."):
         fsdp_plugin_from_env()
