@@ -13,7 +13,7 @@
 #   bash benchmarks/gpu_smoke.sh --tiny     # CPU (gloo), 2 processes, tiny models: the same code paths (CI test)
 #
 # Environment: GPU_SMOKE_OUT (results folder), GPU_SMOKE_COMPILE=1 (compile also in --tiny mode; 40-60 s per
-# process on CPU), GPU_SMOKE_MEMORY=0 (skip the memory table), GPU_SMOKE_QUICK=1 (only 1 and 5),
+# process on CPU), GPU_SMOKE_MEMORY=0 (skip the memory table), GPU_SMOKE_QUICK=1 (only the FSDP run of 1, and 5),
 # GPU_SMOKE_NPROC (processes per run). The CI test: GPU_SMOKE_QUICK=1 GPU_SMOKE_NPROC=1 ... --tiny (world size 1,
 # as on a one-GPU machine; two processes are tested in tests/scripts/test_distributed.py).
 set -euo pipefail
@@ -76,10 +76,11 @@ rm -f "$OUT"/*.log
 
 $PY benchmarks/gpu_smoke.py cache "$WORK/latents"
 # 1. DDP vs FSDP
-ddp ddp
 fsdp fsdp true
-$PY benchmarks/gpu_smoke.py compare "$WORK/ddp" "$WORK/fsdp" --atol $FSDP_ATOL --name ddp_vs_fsdp --log "$CHECKS"
+$PY benchmarks/gpu_smoke.py check "$WORK/fsdp" --name fsdp --log "$CHECKS"
 if [[ $QUICK != 1 ]]; then
+ddp ddp
+$PY benchmarks/gpu_smoke.py compare "$WORK/ddp" "$WORK/fsdp" --atol $FSDP_ATOL --name ddp_vs_fsdp --log "$CHECKS"
 # 2. SHARD_GRAD_OP, stopped after its step-4 checkpoint, resumed with gradient checkpointing
 fsdp fsdp_resumed false --max-steps 4
 fsdp fsdp_resumed false --resume-from-checkpoint latest --gradient-checkpointing
