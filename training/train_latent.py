@@ -44,6 +44,7 @@ from diffit_hf.training.checkpoints import (
 )
 from diffit_hf.training.config import check_unchanged, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
+from diffit_hf.training.distributed import ema_weights, fsdp_plugin_from_env, set_fsdp_wrap_units
 from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.init_weights import init_from_pretrained
@@ -189,6 +190,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         log_with=cfg.report_to,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # shuffle order = f(seed, epoch)
+        fsdp_plugin=fsdp_plugin_from_env(),  # accelerate launch --use_fsdp: FSDP2, one unit per block
     )
     check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, () if cfg.lr_finder else RUN_OUTPUTS,
                   delete=accelerator.is_main_process)
@@ -203,20 +205,16 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 @torch.no_grad()
 def log_validation(cfg: TrainConfig, accelerator, transformer, ema, scheduler, vae, id2label, step: int) -> None:
-    """Samples the validation grid with the EMA weights (swapped into `transformer` and back), saves it as
-    `samples/step-*.png` and sends it to the trackers."""
-    ema.store(transformer.parameters())
-    ema.copy_to(transformer.parameters())
-    transformer.eval()
-    try:
-        pipe = DiffiTPipeline(transformer=transformer, scheduler=scheduler, vae=vae, id2label=id2label)
+    """Samples the validation grid with the EMA weights on the main process, saves it as `samples/step-*.png` and
+    sends it to the trackers. Every process calls it (under FSDP the EMA shards are gathered from all)."""
+    with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
+        if not accelerator.is_main_process:
+            return
+        pipe = DiffiTPipeline(transformer=ema_transformer, scheduler=scheduler, vae=vae, id2label=id2label)
         pipe.set_progress_bar_config(disable=True)
         with accelerator.autocast():
             grid = validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
                                    cfg.validation_guidance_scale, cfg.seed)
-    finally:
-        ema.restore(transformer.parameters())
-        transformer.train()
     (Path(cfg.output_dir) / "samples").mkdir(parents=True, exist_ok=True)
     grid.save(Path(cfg.output_dir) / "samples" / f"step-{step:07d}.png")
     log_image(accelerator, "samples", grid, step)
@@ -262,11 +260,14 @@ def main(cfg: TrainConfig) -> dict:
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
-    ema = make_ema(transformer, cfg.ema_decay, cfg.ema_warmup, cfg.ema_power)
-    checkpoint_parts = register_checkpoint_hooks(accelerator, transformer, ema, name="transformer")
+    model_cls = type(transformer)
+    set_fsdp_wrap_units(accelerator, transformer)  # FSDP: one unit per block
     model, optimizer, loader, lr_scheduler = accelerator.prepare(
         torch.compile(transformer) if cfg.compile else transformer, optimizer, loader, lr_scheduler)
+    # the EMA of the prepared parameters: under FSDP each rank averages its own shards (see training/distributed.py)
+    ema = make_ema(transformer, cfg.ema_decay, cfg.ema_warmup, cfg.ema_power, model_cls=model_cls)
     ema.to(accelerator.device)
+    checkpoint_parts = register_checkpoint_hooks(accelerator, transformer, ema, name="transformer")
     if len(loader) == 0:
         raise ValueError(f"{len(data.dataset)} examples give no full batch of {cfg.batch_size} per process.")
 
@@ -345,9 +346,8 @@ def main(cfg: TrainConfig) -> dict:
                     history.flush()  # the CSV never lags behind the newest checkpoint
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
                 with timed(seconds, "validation"):
-                    if accelerator.is_main_process:
-                        log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae,
-                                       id2label, step)
+                    log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae, id2label,
+                                   step)
                     accelerator.wait_for_everyone()
             if step >= cfg.max_steps:
                 break
@@ -362,11 +362,13 @@ def main(cfg: TrainConfig) -> dict:
               "demo_data_seconds": demo_seconds, "train_seconds": train_seconds,
               "checkpoint_seconds": seconds["checkpoints"], "validation_seconds": seconds["validation"],
               "rank_weight_checksums": [f"{d:014x}" for d in digests]}
+    with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
+        if accelerator.is_main_process:
+            export_pipeline(out, ema_transformer, None, objective.pipeline_scheduler(), vae, id2label,
+                            {**dataclasses.asdict(cfg), "latents": latents})  # the demo's cache too
     if accelerator.is_main_process:
         history.flush()
         history.plot(out / "loss_curve.png")
-        export_pipeline(out, transformer, ema, objective.pipeline_scheduler(), vae, id2label,
-                        {**dataclasses.asdict(cfg), "latents": latents})  # the demo's cache too
         result.update(final_loss=history.rows[-1][1] if history.rows else None, output_dir=str(out),
                       model=cfg.model, total_seconds=time.time() - run_start)
         atomic_write_json(out / "train_results.json", result)

@@ -20,6 +20,8 @@ import re
 import shutil
 from pathlib import Path
 
+from .distributed import is_sharded, load_sharded_ema, save_full, unsharded_class
+
 _DONE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -51,8 +53,8 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 def checkpoint_problem(path: str | Path, parts: tuple[str, ...] = (), num_processes: int = 1) -> str | None:
     """Why `path` is not a complete checkpoint, or None: each of `parts` (save_pretrained folders written by
-    `register_checkpoint_hooks`) holds a config and weights, and accelerate's optimiser and per-process RNG states
-    are there."""
+    `register_checkpoint_hooks`) holds a config and weights, and accelerate's optimiser (FSDP: its sharded
+    `optimizer_0/`) and per-process RNG states are there."""
     path = Path(path)
     if not path.is_dir():
         return "it is not a folder"
@@ -61,7 +63,13 @@ def checkpoint_problem(path: str | Path, parts: tuple[str, ...] = (), num_proces
             return f"{part}/config.json is missing"
         if not any((path / part).glob("*.safetensors")):
             return f"{part}/ holds no safetensors weights"
-    for name in ("optimizer.bin", *(f"random_states_{rank}.pkl" for rank in range(num_processes))):
+    if (path / "optimizer_0").is_dir():  # FSDP: accelerate's sharded model and optimiser state
+        for name in ("pytorch_model_fsdp_0", "optimizer_0"):
+            if not (path / name / ".metadata").is_file():
+                return f"{name}/.metadata is missing"
+    elif not (path / "optimizer.bin").is_file():
+        return "optimizer.bin is missing"
+    for name in (f"random_states_{rank}.pkl" for rank in range(num_processes)):
         if not (path / name).is_file():
             return f"{name} is missing"
     return None
@@ -174,25 +182,26 @@ def check_same_architecture(saved_folder: str | Path, model) -> None:
 def register_checkpoint_hooks(accelerator, model, ema=None, name: str = "transformer") -> tuple[str, ...]:
     """`save_state` writes `model` (the unwrapped `ModelMixin`) as `<name>/` and `ema` (a diffusers `EMAModel`) as
     `<name>_ema/` save_pretrained folders; `load_state` checks that the saved model has `model`'s architecture and
-    reads them back into the same objects. Returns the folders a complete checkpoint holds."""
-    model_cls = type(model)
+    reads them back into the same objects. Returns the folders a complete checkpoint holds.
+
+    Under FSDP (`model`'s parameters are DTensor shards, see `distributed.py`) accelerate itself writes and reads
+    the sharded model and optimiser state; the hooks gather the full folders on the main process and re-shard the
+    EMA from its folder on resume. Register them after `accelerator.prepare` (and the EMA built from the prepared
+    parameters)."""
+    model_cls = unsharded_class(model)
 
     def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            model.save_pretrained(Path(output_dir) / name)
-            if ema is not None:
-                ema.save_pretrained(Path(output_dir) / f"{name}_ema")
+        save_full(model, ema, output_dir, name, accelerator.is_main_process, model_cls)
         weights.clear()  # saved above: accelerate must not write them again (`models` is accelerate's own list)
 
     def load_hook(models, input_dir):
         models.clear()  # a copy: loaded here, into the module that the prepared (wrapped) model shares
         check_same_architecture(Path(input_dir) / name, model)
-        saved = model_cls.from_pretrained(input_dir, subfolder=name)
-        model.load_state_dict(saved.state_dict())
+        if not is_sharded(model):  # FSDP: accelerate has loaded the sharded state already
+            saved = model_cls.from_pretrained(input_dir, subfolder=name)
+            model.load_state_dict(saved.state_dict())
         if ema is not None:
-            loaded = ema.from_pretrained(str(Path(input_dir) / f"{name}_ema"), model_cls)
-            ema.load_state_dict(loaded.state_dict())
-            ema.to(accelerator.device)
+            load_sharded_ema(ema, Path(input_dir) / f"{name}_ema", model_cls)
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)

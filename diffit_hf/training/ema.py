@@ -14,11 +14,14 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 
 
-def make_ema(model: nn.Module, decay: float, warmup: bool = True, power: float = 2 / 3) -> EMAModel:
-    """An `EMAModel` of `model`'s parameters (saved with `model`'s class and config) with the warmup schedule, or
-    DiT's constant `decay` from the first step when `warmup` is False."""
+def make_ema(model: nn.Module, decay: float, warmup: bool = True, power: float = 2 / 3,
+             model_cls: type | None = None) -> EMAModel:
+    """An `EMAModel` of `model`'s parameters (saved with `model_cls`, by default `model`'s class, and its config)
+    with the warmup schedule, or DiT's constant `decay` from the first step when `warmup` is False. (FSDP2 swaps
+    the class of a sharded model: pass the class it had before `accelerator.prepare`.)"""
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"The EMA decay must lie in [0, 1), got {decay}.")
     schedule = ({"use_ema_warmup": True, "inv_gamma": 1.0, "power": power} if warmup else
                 {"use_ema_warmup": False, "min_decay": decay, "update_after_step": -1})
-    return EMAModel(model.parameters(), decay=decay, model_cls=type(model), model_config=model.config, **schedule)
+    return EMAModel(model.parameters(), decay=decay, model_cls=model_cls or type(model), model_config=model.config,
+                    **schedule)

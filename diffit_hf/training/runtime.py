@@ -28,10 +28,13 @@ def enable_tf32() -> None:
 
 
 def weight_digest(model: torch.nn.Module) -> int:
-    """A 56-bit digest of the model's weights (to check that data-parallel ranks hold identical weights)."""
+    """A 56-bit digest of the model's weights (to check that data-parallel ranks hold identical weights); FSDP
+    shards are gathered first (a collective: call it on every rank)."""
     import hashlib
+
+    from .distributed import full_tensor
 
     h = hashlib.sha256()
     for p in model.parameters():
-        h.update(p.detach().float().cpu().numpy().tobytes())
+        h.update(full_tensor(p).float().cpu().numpy().tobytes())
     return int(h.hexdigest()[:14], 16)

@@ -1,6 +1,10 @@
 """Fixtures of the script tests: a tiny latent cache of real Fashion-MNIST images and the train_latent script."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,3 +73,21 @@ def cli():
         return [a for k, v in values.items() for a in ("--" + k.replace("_", "-"), str(v))]
 
     return args
+
+
+# a short run with a checkpoint half-way, shared by the multi-process tests (test_train_latent, test_distributed)
+DISTRIBUTED_STEPS = dict(max_steps=8, checkpointing_steps=4, log_every=2, validation_steps=4)
+
+
+@pytest.fixture(scope="session")
+def ddp_run(cli, cache, tmp_path_factory) -> Path:
+    """One node, two DDP processes (`torchrun --standalone --nproc_per_node 2`): the reference of the FSDP and
+    multi-node tests."""
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "training/train_latent.py", *cli(cache, out, **DISTRIBUTED_STEPS)]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true"),
+                          cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout.decode()[-4000:]
+    return out

@@ -61,15 +61,11 @@ def test_run_writes_pipeline_samples_and_logs(train_latent, config, cache, tmp_p
     assert PILImage.open(out / "samples" / "step-0000006.png").size[1] == 10 * 16
 
 
-def test_two_processes_step_together(cli, cache, tmp_path):
-    out = tmp_path / "ddp"
-    proc = launch(cli(cache, out, max_steps=4, checkpointing_steps=2), nproc=2)
-    log = proc.communicate(timeout=300)[0].decode()
-    assert proc.returncode == 0, log
-    result = json.loads((out / "train_results.json").read_text())
+def test_two_processes_step_together(ddp_run):
+    result = json.loads((ddp_run / "train_results.json").read_text())
     assert result["num_processes"] == 2
     assert len(set(result["rank_weight_checksums"])) == 1  # DDP kept the ranks' weights identical
-    states = sorted(p.name for p in (out / "checkpoints" / "checkpoint-0000004").glob("random_states_*"))
+    states = sorted(p.name for p in (ddp_run / "checkpoints" / "checkpoint-0000004").glob("random_states_*"))
     assert states == ["random_states_0.pkl", "random_states_1.pkl"]
 
 
