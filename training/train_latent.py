@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from diffit_hf import DiffiTPipeline
 from diffit_hf.data import load_cache_vae, load_training_data
 from diffit_hf.models.presets import create_model_for_data, preset_config
-from diffit_hf.pipelines.hub import push_to_hub
+from diffit_hf.pipelines.hub import license_fields, push_to_hub
 from diffit_hf.training.checkpoints import (
     check_finite_loss,
     check_new_run,
@@ -47,7 +47,7 @@ from diffit_hf.training.demo import prepare_demo_latents
 from diffit_hf.training.distributed import ema_weights, fsdp_plugin_from_env, set_fsdp_wrap_units
 from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
-from diffit_hf.training.init_weights import init_from_pretrained
+from diffit_hf.training.init_weights import init_from_pretrained, source_provenance
 from diffit_hf.training.lr_finder import lr_range_test
 from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, TIMESTEP_SAMPLING, make_objective, model_overrides_for
 from diffit_hf.training.progress import LossHistory, PendingLosses, log_image, timed, validation_grid
@@ -59,9 +59,9 @@ RUN_OUTPUTS = ("checkpoints", "train_config.json", "model_index.json", "transfor
 RESUME_MAY_CHANGE = {  # everything else is restored from the checkpoint or changes what it holds: refused on resume
     "max_steps", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint", "overwrite_output_dir",
     "log_every", "report_to", "validation_steps", "validation_per_class", "validation_inference_steps",
-    "validation_guidance_scale", "push_to_hub", "hub_repo_id", "hub_private", "num_workers", "cpu_threads",
-    "compile", "allow_tf32", "gradient_checkpointing", "output_dir", "vae", "lr_finder", "lr_finder_min",
-    "lr_finder_max", "lr_finder_steps", "tracker_project_name"}
+    "validation_guidance_scale", "push_to_hub", "hub_repo_id", "hub_private", "hub_license", "num_workers",
+    "cpu_threads", "compile", "allow_tf32", "gradient_checkpointing", "output_dir", "vae", "lr_finder",
+    "lr_finder_min", "lr_finder_max", "lr_finder_steps", "tracker_project_name"}
 
 
 @dataclass
@@ -138,6 +138,8 @@ class TrainConfig:
     push_to_hub: bool = False
     hub_repo_id: str | None = None
     hub_private: bool = False
+    hub_license: str | None = field(default=None, metadata={
+        "help": "the card's license (default apache-2.0; weights fine-tuned from DiT/DiffiT keep their license)"})
     # 8. Learning-rate finder (sweeps the lr over real batches, writes lr_finder.csv/.png, then exits)
     lr_finder: bool = False
     lr_finder_min: float = 1e-7
@@ -174,6 +176,8 @@ def check_config(cfg: TrainConfig) -> dict:
                          f"{cfg.lr_finder_max}.")
     if cfg.push_to_hub and not cfg.hub_repo_id:
         raise ValueError("--push-to-hub needs --hub-repo-id.")
+    if cfg.hub_license and cfg.init_from:  # weights fine-tuned from DiT/DiffiT keep their non-commercial license
+        license_fields(source_provenance(cfg.init_from)["source"], cfg.hub_license)
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
     overrides = {**model_overrides_for(cfg.objective), **overrides}
@@ -365,7 +369,8 @@ def main(cfg: TrainConfig) -> dict:
     with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
         if accelerator.is_main_process:
             export_pipeline(out, ema_transformer, None, objective.pipeline_scheduler(), vae, id2label,
-                            {**dataclasses.asdict(cfg), "latents": latents})  # the demo's cache too
+                            {**dataclasses.asdict(cfg), "latents": latents},  # the demo's cache too
+                            source_provenance(cfg.init_from) if cfg.init_from else None)
     if accelerator.is_main_process:
         history.flush()
         history.plot(out / "loss_curve.png")
@@ -374,7 +379,7 @@ def main(cfg: TrainConfig) -> dict:
         atomic_write_json(out / "train_results.json", result)
         accelerator.print(f"saved the pipeline to {out} ({result['steps_per_s']:.2f} steps/s)")
         if cfg.push_to_hub:
-            push_to_hub(out, cfg.hub_repo_id, private=cfg.hub_private)
+            push_to_hub(out, cfg.hub_repo_id, private=cfg.hub_private, license=cfg.hub_license)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result

@@ -12,10 +12,11 @@ from .progress import write_progress_gif
 
 
 def export_pipeline(output_dir: str | Path, transformer, ema, scheduler, vae=None, id2label: dict | None = None,
-                    train_config: dict | None = None) -> DiffiTPipeline:
+                    train_config: dict | None = None, provenance: dict | None = None) -> DiffiTPipeline:
     """Copies the EMA weights into `transformer` (training is over) and saves, in `output_dir`, the
     `DiffiTPipeline` (transformer, scheduler, VAE, class names), `training_progress.gif` and `samples.png` from the
-    validation grids in `samples/`, and `README.md`, the model card generated from `train_config`."""
+    validation grids in `samples/`, and `README.md`, the model card generated from `train_config`. `provenance`:
+    where fine-tuned weights came from (`init_weights.source_provenance`; default: trained here from scratch)."""
     out = Path(output_dir)
     if ema is not None:
         ema.copy_to(transformer.parameters())
@@ -25,6 +26,7 @@ def export_pipeline(output_dir: str | Path, transformer, ema, scheduler, vae=Non
     if frames:
         shutil.copyfile(frames[-1], out / "samples.png")
     # what the weights were trained on, kept with them: a card regenerated at push time lists it too
-    atomic_write_json(out / PROVENANCE, {"source": "diffit_hf", "datasets": card_datasets(train_config or {})})
-    write_model_card(out, train_config=train_config, base_model=None)
+    provenance = {"source": "diffit_hf", "base_model": None, **(provenance or {})}
+    atomic_write_json(out / PROVENANCE, {**provenance, "datasets": card_datasets(train_config or {})})
+    write_model_card(out, train_config=train_config, base_model=provenance["base_model"])
     return pipe

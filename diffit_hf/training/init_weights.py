@@ -65,6 +65,22 @@ def _hub_folder(repo_id: str) -> Path:
                          "official DiT checkpoint (.pt), or download the repo first.") from err
 
 
+def source_provenance(source: str) -> dict:
+    """Where the weights of `--init-from SOURCE` come from, for the fine-tuned model's card (`provenance.json`):
+    fine-tuned weights keep their source's license (an official DiT checkpoint: facebookresearch/DiT, CC BY-NC 4.0;
+    a folder converted from it, or from NVIDIA's DiffiT, says so in its provenance.json) and name a Hub source as
+    their `base_model`."""
+    from ..pipelines.hub import read_provenance
+
+    path = Path(source).expanduser()
+    if path.is_file():
+        return {"source": "facebookresearch/DiT", "base_model": None}
+    if path.is_dir():
+        folder = path.parent if path.name == "transformer" and not (path / "transformer").is_dir() else path
+        return {"base_model": None, **read_provenance(folder)}
+    return {**read_provenance(_hub_folder(source)), "base_model": source}
+
+
 def load_source(source: str, model: ModelMixin) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict in our keys, its model config) of `--init-from SOURCE`."""
     path = Path(source).expanduser()

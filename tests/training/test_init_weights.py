@@ -97,3 +97,41 @@ def test_another_architecture_and_missing_sources_are_refused(tmp_path):
     with pytest.raises(ValueError, match="Hub has no such model reachable here"):  # offline in the tests
         init_from_pretrained(trained(), "someone/no-such-dit")
     assert isinstance(trained("DiffiT-S/2"), DiffiTModel)
+
+
+def test_fine_tuned_weights_keep_their_sources_license(tmp_path, fmnist_names):
+    """Weights fine-tuned from facebookresearch/DiT (or a folder converted from it or from NVIDIA's DiffiT) are
+    exported with that source's non-commercial license, never as apache-2.0 weights trained here."""
+    from diffusers import DDPMScheduler
+
+    from diffit_hf.pipelines.hub import PROVENANCE
+    from diffit_hf.training.export import export_pipeline
+    from diffit_hf.training.init_weights import source_provenance
+
+    torch.save({}, tmp_path / "DiT-tiny.pt")
+    trained().save_pretrained(tmp_path / "ours" / "transformer")
+    (tmp_path / "nvidia").mkdir()
+    (tmp_path / "nvidia" / PROVENANCE).write_text('{"source": "NVlabs/DiffiT", "base_model": null}')
+    assert source_provenance(str(tmp_path / "DiT-tiny.pt"))["source"] == "facebookresearch/DiT"
+    assert source_provenance(str(tmp_path / "nvidia"))["source"] == "NVlabs/DiffiT"
+    assert source_provenance(str(tmp_path / "ours" / "transformer")) == {"source": "diffit_hf", "base_model": None}
+
+    provenance = {"source": "facebookresearch/DiT", "base_model": "facebook/DiT-XL-2-256"}
+    export_pipeline(tmp_path / "run", trained(), None, DDPMScheduler(), id2label=fmnist_names, provenance=provenance)
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "license: cc-by-nc-4.0" in card and "base_model: facebook/DiT-XL-2-256" in card
+    assert "apache-2.0" not in card.split("---")[1]  # the metadata block
+    export_pipeline(tmp_path / "scratch", trained(), None, DDPMScheduler(), id2label=fmnist_names)
+    assert "license: apache-2.0" in (tmp_path / "scratch" / "README.md").read_text()
+
+
+def test_train_latent_refuses_another_license_for_fine_tuned_dit_weights(script, tmp_path):
+    from diffit_hf.training.config import make_config
+
+    train_latent = script("training/train_latent.py")
+    torch.save({}, tmp_path / "DiT-tiny.pt")
+    cfg = make_config(train_latent.TrainConfig, {"init_from": str(tmp_path / "DiT-tiny.pt"),
+                                                 "hub_license": "apache-2.0", "output_dir": str(tmp_path / "run")})
+    with pytest.raises(ValueError, match="cannot be published as 'apache-2.0'"):
+        train_latent.check_config(cfg)
+    assert not (tmp_path / "run").exists()
