@@ -39,9 +39,8 @@ from diffit_hf.pipelines.pipeline_diffit import (
     GUIDANCE_SCHEDULES,
     SAMPLING_PRESETS,
     SCHEDULERS,
-    sampling_preset,
 )
-from diffit_hf.pipelines.sampling import sample_indices, to_uint8_nhwc
+from diffit_hf.pipelines.sampling import configure_sampling, sample_indices, to_uint8_nhwc
 from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.utils import atomic_path, atomic_write_json
 
@@ -123,16 +122,11 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device | str) -> tuple[Diff
     progress bars, and the `__call__` sampling arguments (from the flags, or from `--preset`)."""
     pipe = DiffiTPipeline.from_pretrained(cfg.model, torch_dtype=DTYPES[cfg.dtype]).to(device)
     pipe.set_progress_bar_config(disable=True)  # the script shows one bar over the whole job
-    sampling = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                    guidance_schedule=cfg.guidance_schedule)
-    scheduler = cfg.scheduler
+    sampling = configure_sampling(pipe, cfg.preset, cfg.scheduler, num_inference_steps=cfg.steps,
+                                  guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule)
     if cfg.preset:
-        sampling = sampling_preset(cfg.preset, pipe.transformer.config.sample_size)
-        scheduler = sampling.pop("scheduler")
-        logger.info(f"preset {cfg.preset}: scheduler {scheduler}, "
+        logger.info(f"preset {cfg.preset}: scheduler {type(pipe.scheduler).__name__}, "
                     + ", ".join(f"{k} {v}" for k, v in sampling.items()))
-    if scheduler:
-        pipe.use_scheduler(scheduler)  # refuses a scheduler of another prediction type, naming the valid ones
     return pipe, sampling
 
 

@@ -47,8 +47,8 @@ from diffit_hf.evaluation import (
 )
 from diffit_hf.evaluation.extractors import DEFAULT_INCEPTION_WEIGHTS, INCEPTION_FILE
 from diffit_hf.pipelines.grid import labelled_grid
-from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS, sampling_preset
-from diffit_hf.pipelines.sampling import sample_indices
+from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS
+from diffit_hf.pipelines.sampling import configure_sampling, sample_indices
 from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.training.runtime import set_cpu_threads
 from diffit_hf.utils import atomic_path, atomic_write_json
@@ -146,14 +146,8 @@ def main(cfg: EvalConfig) -> dict:
     start_time = time.time()
     pipe = DiffiTPipeline.from_pretrained(cfg.pipeline).to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
-    sampling = dict(num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                    guidance_schedule=cfg.guidance_schedule)
-    scheduler = cfg.scheduler
-    if cfg.preset:
-        sampling = sampling_preset(cfg.preset, pipe.transformer.config.sample_size)
-        scheduler = sampling.pop("scheduler")
-    if scheduler:
-        pipe.use_scheduler(scheduler)
+    sampling = configure_sampling(pipe, cfg.preset, cfg.scheduler, num_inference_steps=cfg.num_inference_steps,
+                                  guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule)
     extractor = load_extractor(cfg.extractor, accelerator.device, cfg.inception_weights)
     classifier = load_extractor(cfg.classifier, accelerator.device) if cfg.classifier else None
     reference_stats = load_reference_stats(cfg.reference_stats) if cfg.reference_stats else None

@@ -22,17 +22,21 @@ from .presets import preset_config
 from .transformer_diffit import DiffiTModel, relative_position_index
 from .transformer_dit import DiTModel
 
-# official key (regex) -> our key
-_OFFICIAL_RENAMES = [
+# the embedders and the final Linear: the same names in facebookresearch/DiT and NVlabs/DiffiT
+_SHARED_RENAMES = [
     (r"^x_embedder\.proj\.", "patch_embed.proj."),
     (r"^t_embedder\.mlp\.0\.", "cond_embed.timestep_embedder.linear_1."),
     (r"^t_embedder\.mlp\.2\.", "cond_embed.timestep_embedder.linear_2."),
     (r"^y_embedder\.embedding_table\.", "cond_embed.class_embedder."),
+    (r"^final_layer\.linear\.", "final_layer.proj_out."),
+]
+
+# official key (regex) -> our key
+_OFFICIAL_RENAMES = _SHARED_RENAMES + [
     (r"^blocks\.(\d+)\.attn\.qkv\.", r"transformer_blocks.\1.attn.to_qkv."),
     (r"^blocks\.(\d+)\.attn\.proj\.", r"transformer_blocks.\1.attn.to_out."),
     (r"^blocks\.(\d+)\.mlp\.fc(\d)\.", r"transformer_blocks.\1.ff.fc\2."),
     (r"^blocks\.(\d+)\.adaLN_modulation\.1\.", r"transformer_blocks.\1.adaln_linear."),
-    (r"^final_layer\.linear\.", "final_layer.proj_out."),
     (r"^final_layer\.adaLN_modulation\.1\.", "final_layer.adaln_linear."),
 ]
 
@@ -40,17 +44,12 @@ _OFFICIAL_RENAMES = [
 # NVlabs/DiffiT latent model: official key (regex) -> our key. Same embedders and final Linear names as DiT; per
 # block `attn.qkv` (x_s -> q, k, v), `attn.qkv_temb` (x_t -> q, k, v), `attn.proj`, the relative position bias table
 # ((2w-1)^2, heads) with w = the token grid side, and a timm `Mlp` (fc1, fc2). The final layer has no adaLN.
-_OFFICIAL_DIFFIT_RENAMES = [
-    (r"^x_embedder\.proj\.", "patch_embed.proj."),
-    (r"^t_embedder\.mlp\.0\.", "cond_embed.timestep_embedder.linear_1."),
-    (r"^t_embedder\.mlp\.2\.", "cond_embed.timestep_embedder.linear_2."),
-    (r"^y_embedder\.embedding_table\.", "cond_embed.class_embedder."),
+_OFFICIAL_DIFFIT_RENAMES = _SHARED_RENAMES + [
     (r"^blocks\.(\d+)\.attn\.qkv\.", r"transformer_blocks.\1.attn.to_qkv."),
     (r"^blocks\.(\d+)\.attn\.qkv_temb\.", r"transformer_blocks.\1.attn.to_qkv_time."),
     (r"^blocks\.(\d+)\.attn\.proj\.", r"transformer_blocks.\1.attn.to_out."),
     (r"^blocks\.(\d+)\.attn\.relative_position_bias_table$", r"transformer_blocks.\1.attn.rel_pos_bias.table"),
     (r"^blocks\.(\d+)\.mlp\.fc(\d)\.", r"transformer_blocks.\1.ff.fc\2."),
-    (r"^final_layer\.linear\.", "final_layer.proj_out."),
 ]
 
 

@@ -13,6 +13,20 @@ import torch
 from tqdm.auto import tqdm
 
 from ..utils import mix_seed
+from .pipeline_diffit import sampling_preset
+
+
+def configure_sampling(pipe, preset: str | None = None, scheduler: str | None = None, **flags) -> dict:
+    """Sets `pipe`'s scheduler and returns the `__call__` sampling arguments: a paper's `sampling_preset` (which
+    names its own scheduler), or `flags` (`num_inference_steps`, `guidance_scale`, ...) with `scheduler`, a
+    `DiffiTPipeline.use_scheduler` short name (`None` keeps the saved scheduler)."""
+    sampling = dict(flags)
+    if preset:
+        sampling = sampling_preset(preset, pipe.transformer.config.sample_size)
+        scheduler = sampling.pop("scheduler")
+    if scheduler:
+        pipe.use_scheduler(scheduler)  # refuses a scheduler of another prediction type, naming the valid ones
+    return sampling
 
 
 def balanced_labels(indices: list[int], num_classes: int, labels: list[int] | None = None) -> list[int] | None:

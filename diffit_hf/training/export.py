@@ -26,7 +26,7 @@ def export_pipeline(output_dir: str | Path, transformer, ema, scheduler, vae=Non
     if frames:
         shutil.copyfile(frames[-1], out / "samples.png")
     # what the weights were trained on, kept with them: a card regenerated at push time lists it too
-    provenance = {"source": "diffit_hf", "base_model": None, **(provenance or {})}
+    provenance = {"source": "diffit_hf", **{k: v for k, v in (provenance or {}).items() if v is not None}}
     atomic_write_json(out / PROVENANCE, {**provenance, "datasets": card_datasets(train_config or {})})
-    write_model_card(out, train_config=train_config, base_model=provenance["base_model"])
+    write_model_card(out, train_config=train_config, base_model=provenance.get("base_model"))
     return pipe
