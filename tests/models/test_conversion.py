@@ -15,6 +15,17 @@ CONFIGS = [  # (sample_size, patch, depth, heads, head_dim, classes, learn_sigma
 ]
 
 
+def _assert_same_outputs(ref, model, x, t, y) -> torch.Tensor:
+    """The converted model's output equals the reference forward's (which is non-trivial); returns it."""
+    with torch.no_grad():
+        expected = ref(x, t, y)
+        actual = model(x, t, y).sample
+    assert actual.shape == expected.shape
+    assert expected.abs().max() > 0.1  # non-trivial output
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    return expected
+
+
 def _inputs(sample_size, in_channels, num_classes, n=4):
     x = torch.randn(n, in_channels, sample_size, sample_size)
     t = torch.tensor([0, 17, 499, 999])[:n]
@@ -45,12 +56,7 @@ def test_official_layout_parity(cfg):
              attention_head_dim=head_dim, num_classes=classes, learn_sigma=learn_sigma),
     )
     x, t, y = _inputs(size, 4, classes)
-    with torch.no_grad():
-        expected = ref(x, t, y)
-        actual = model(x, t, y).sample
-    assert actual.shape == expected.shape
-    assert expected.abs().max() > 0.1  # non-trivial output
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    _assert_same_outputs(ref, model, x, t, y)
 
 
 def test_official_ema_checkpoint_and_mismatch_errors():
@@ -150,12 +156,7 @@ def test_official_diffit_parity(cfg):
     ref = ReferenceDiffiT(size, 2, 4, heads * head_dim, depth, heads, classes, learn_sigma).eval()
     model = convert_official_diffit(ref.state_dict(), _diffit_config(*cfg))
     x, t, y = _inputs(size, 4, classes)
-    with torch.no_grad():
-        expected = ref(x, t, y)
-        actual = model(x, t, y).sample
-    assert actual.shape == expected.shape
-    assert expected.abs().max() > 0.1  # non-trivial output
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    expected = _assert_same_outputs(ref, model, x, t, y)
     # the relative position bias reaches the output: perturbing one table entry changes it
     with torch.no_grad():
         model.transformer_blocks[0].attn.rel_pos_bias.table[0, 0] += 1.0
