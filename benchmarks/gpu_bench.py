@@ -30,7 +30,9 @@ BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH
 
 MODELS = {"dit": "DiT-XL/2", "diffit": "DiffiT-XL/2", "diffusers": "diffusers DiT-XL/2"}
 MODES = ("eager", "eager+gc", "compiled", "compiled+gc")
-DEFAULT_ROWS = [f"{m}:{mode}" for m in ("dit", "diffit") for mode in MODES] + ["diffusers:eager", "diffusers:compiled"]
+# eager rows first (each compiled row runs at its eager row's batch), the sampling table before the first compile
+DEFAULT_ROWS = ["dit:eager", "diffusers:eager", "diffit:eager", "dit:eager+gc", "diffit:eager+gc", "dit:compiled",
+                "diffit:compiled", "diffusers:compiled", "dit:compiled+gc", "diffit:compiled+gc"]
 TINY = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=8,
             num_classes=1000)  # DiTPipeline hard-codes the null label 1000
 
@@ -192,11 +194,18 @@ def sampling_worker(batch: int, steps: int, repeats: int, device: str, tiny: boo
     return {"batch": batch, "steps": steps, "guidance_scale": 4.0, "scheduler": "DDIM", "pipelines": results}
 
 
-def run_worker(kind: str, **kwargs) -> dict:
+def run_worker(kind: str, timeout: float, **kwargs) -> dict:
+    """One row in a subprocess; a failure or a timeout becomes the row's `error` (the other rows still run: a GPU
+    lease is short, and one broken row must not cost the rest)."""
     cmd = [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **kwargs})]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"batch": None, "error": f"timed out after {timeout:.0f} s"}
     if out.returncode != 0:
-        raise RuntimeError(f"{kind} worker {kwargs} failed:\n{out.stderr[-3000:]}")
+        print(f"{kind} worker {kwargs} failed:\n{out.stderr[-3000:]}", file=sys.stderr, flush=True)
+        last = out.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"batch": None, "error": f"failed: {last[0][:200]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -219,7 +228,9 @@ def render(payload: dict) -> str:
         lines += ["", "DiT-XL/2 samples/s, ours / diffusers' at the same mode and batch: "
                   + ", ".join(f"{mode} **{v:.2f}x**" for mode, v in ratio.items())]
     s = payload.get("sampling")
-    if s:
+    if s and "error" in s:
+        lines += ["", f"Sampling: {s['error']}"]
+    elif s:
         lines += ["", f"Sampling, {s['batch']} images, {s['steps']} {s['scheduler']} steps, guidance "
                   f"{s['guidance_scale']}, bf16, VAE decode included (median of alternating runs):", "",
                   "| pipeline | images/s |", "|---|---:|"]
@@ -242,6 +253,9 @@ def main() -> None:
     parser.add_argument("--sample-repeats", type=int, default=3)
     parser.add_argument("--no-sampling", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the dense bf16 peak (TFLOP/s)")
+    parser.add_argument("--row-timeout", type=float, default=300.0, help="seconds one row may take (then an error)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds for the whole run: rows that would start after it are recorded as skipped")
     parser.add_argument("--output", type=Path, default=RESULTS / "gpu_bench.json",
                         help="JSON path; the markdown table is written next to it")
     args = parser.parse_args()
@@ -267,38 +281,71 @@ def main() -> None:
 
         device_name = cpu_name()
     peak = args.peak_tflops or bf16_peak_tflops(device_name)
-    train = []
+    payload = {"device": device_name, "torch": torch.__version__, "tiny": args.tiny, "bf16_peak_tflops": peak,
+               "train": [], "dit_over_diffusers": {}, "sampling": None}
+    started = time.perf_counter()
+
+    def time_left() -> float:
+        """Seconds the next row may take: the row timeout, or less when the budget is nearly spent."""
+        if args.time_budget is None:
+            return args.row_timeout
+        return min(args.row_timeout, args.time_budget - (time.perf_counter() - started))
+
+    def budget_spent() -> bool:
+        return args.time_budget is not None and args.time_budget - (time.perf_counter() - started) < 10
+
+    def sampling() -> None:
+        if args.no_sampling or payload["sampling"] is not None:
+            return
+        if budget_spent():
+            payload["sampling"] = {"error": "skipped: time budget spent"}
+        else:
+            payload["sampling"] = run_worker("sampling", time_left(), batch=args.sample_batch,
+                                             steps=args.sample_steps, repeats=args.sample_repeats, device=device,
+                                             tiny=args.tiny)
+        write(payload, args.output)
+
+    eager_batch = {}
     for model, mode in rows:
-        r = run_worker("train", model=model, mode=mode, batches=args.batches, steps=args.steps, device=device,
-                       tiny=args.tiny)
-        r = {"model": "tiny " + model if args.tiny else MODELS[model], "key": model, "mode": mode, **r}
+        if mode.startswith("compiled"):
+            sampling()  # before the first cold compile, the slowest part of the run
+        name = "tiny " + model if args.tiny else MODELS[model]
+        if budget_spent():
+            r = {"batch": None, "error": "skipped: time budget spent"}
+        else:
+            # compiled rows run at the eager row's batch, so that the two compare at equal work
+            batches = [eager_batch[(model, mode.endswith("+gc"))]] if (model, mode.endswith("+gc")) in eager_batch \
+                and mode.startswith("compiled") else args.batches
+            r = run_worker("train", time_left(), model=model, mode=mode, batches=batches, steps=args.steps,
+                           device=device, tiny=args.tiny)
+        r = {"model": name, "key": model, "mode": mode, **r}
         if r["batch"] is not None:
+            if mode.startswith("eager"):
+                eager_batch[(model, mode.endswith("+gc"))] = r["batch"]
             flops = 6 * macs_per_sample(model, args.tiny) * r["samples_per_s"]
             r["train_tflops"] = flops / 1e12
             r["mfu"] = flops / (peak * 1e12) if peak else None
             mfu = "-" if r["mfu"] is None else f"{r['mfu']:.1%}"
-            print(f"  {r['model']} {mode}: batch {r['batch']}, {r['samples_per_s']:.1f} samples/s, MFU {mfu}",
-                  flush=True)
+            print(f"  {name} {mode}: batch {r['batch']}, {r['samples_per_s']:.1f} samples/s, MFU {mfu}", flush=True)
         else:
-            print(f"  {r['model']} {mode}: {r['error']}", flush=True)
-        train.append(r)
-    by_key = {(r["key"], r["mode"]): r for r in train if r.get("batch")}
-    ratio = {mode: by_key[("dit", mode)]["samples_per_s"] / by_key[("diffusers", mode)]["samples_per_s"]
-             for mode in MODES if ("dit", mode) in by_key and ("diffusers", mode) in by_key
-             and by_key[("dit", mode)]["batch"] == by_key[("diffusers", mode)]["batch"]}
-    sampling = None
-    if not args.no_sampling:
-        sampling = run_worker("sampling", batch=args.sample_batch, steps=args.sample_steps,
-                              repeats=args.sample_repeats, device=device, tiny=args.tiny)
-    payload = {"device": device_name, "torch": torch.__version__, "tiny": args.tiny, "bf16_peak_tflops": peak,
-               "train": train, "dit_over_diffusers": ratio, "sampling": sampling}
-    table = render(payload)
-    print("\n" + table)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(payload, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(table + "\n")
+            print(f"  {name} {mode}: {r['error']}", flush=True)
+        payload["train"].append(r)
+        by_key = {(r["key"], r["mode"]): r for r in payload["train"] if r.get("batch")}
+        payload["dit_over_diffusers"] = {
+            mode: by_key[("dit", mode)]["samples_per_s"] / by_key[("diffusers", mode)]["samples_per_s"]
+            for mode in MODES if ("dit", mode) in by_key and ("diffusers", mode) in by_key
+            and by_key[("dit", mode)]["batch"] == by_key[("diffusers", mode)]["batch"]}
+        write(payload, args.output)  # after every row: a run cut short keeps what it measured
+    sampling()
+    write(payload, args.output)
+    print("\n" + render(payload))
     print(f"\nwrote {args.output} and {args.output.with_suffix('.md')}")
 
+
+def write(payload: dict, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(payload, indent=2) + "\n")
+    output.with_suffix(".md").write_text(render(payload) + "\n")
 
 if __name__ == "__main__":
     main()

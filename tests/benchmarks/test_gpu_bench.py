@@ -61,3 +61,21 @@ def test_bf16_peak_table_matches_device_names():
     assert bench.bf16_peak_tflops("NVIDIA H200") == pytest.approx(989.4)
     assert bench.bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert bench.bf16_peak_tflops("Some CPU") is None
+
+
+def test_gpu_bench_records_a_broken_row_and_goes_on(tmp_path):
+    """A GPU lease is short: a row that times out (here: 1 s, less than a worker's start) or a spent time budget
+    is written down as such, and the run still writes its JSON and table."""
+    out = tmp_path / "g.json"
+    proc = run_bench("--tiny", "--device", "cpu", "--rows", "dit:eager", "diffit:eager", "--row-timeout", "1",
+                     "--no-sampling", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["train"]
+    assert [(r["key"], r["batch"], r["error"]) for r in rows] == [("dit", None, "timed out after 1 s"),
+                                                                  ("diffit", None, "timed out after 1 s")]
+    assert "| tiny dit | eager | - |" in out.with_suffix(".md").read_text()
+    proc = run_bench("--tiny", "--device", "cpu", "--rows", "dit:eager", "--time-budget", "5", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["train"][0]["error"] == "skipped: time budget spent"
+    assert payload["sampling"] == {"error": "skipped: time budget spent"}
