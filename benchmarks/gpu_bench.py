@@ -211,7 +211,8 @@ def run_worker(kind: str, timeout: float, **kwargs) -> dict:
 
 def render(payload: dict) -> str:
     peak = payload["bf16_peak_tflops"]
-    lines = [f"Train step on {payload['device']} (bf16 autocast, AdamW; dense bf16 peak "
+    lines = [f"Note: {note}\n" for note in payload.get("notes", [])]
+    lines += [f"Train step on {payload['device']} (bf16 autocast, AdamW; dense bf16 peak "
              f"{f'{peak:.0f} TFLOP/s' if peak else 'unknown'}), torch {payload['torch']}:", "",
              "| model | mode | batch | steps/s | samples/s | peak memory (GiB) | MFU | first step (s) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
