@@ -4,7 +4,7 @@
 #   2. FSDP2 SHARD_GRAD_OP stopped at step 4 and resumed (with gradient checkpointing): equal to the run straight
 #      through
 #   3. bf16 mixed precision under DDP and FSDP2 (finite loss, weights close to fp32)
-#   4. --compile under DDP and FSDP2
+#   4. --compile under DDP and FSDP2, and a compiled DDP run stopped at step 4 and resumed: equal to one run
 #   5. peak training memory of DiT-XL/2 and DiffiT-XL/2 (batch 32, 4x32x32 latents, bf16 autocast, AdamW), with and
 #      without gradient checkpointing
 # Writes benchmarks/results/gpu_smoke_<device>/gpu_smoke.{json,md} and the logs; exits non-zero on a failed check.
@@ -60,7 +60,7 @@ ddp() {  # ddp NAME [train args]
     echo "== $name"
     $PY -m accelerate.commands.launch "${MULTI[@]}" --num_processes $NPROC --num_machines 1 --main_process_port "$PORT" \
         --mixed_precision no --dynamo_backend no training/train_latent.py "${COMMON[@]}" --output-dir "$WORK/$name" \
-        "$@" > "$OUT/$name.log" 2>&1 || { tail -40 "$OUT/$name.log"; exit 1; }
+        "$@" >> "$OUT/$name.log" 2>&1 || { tail -40 "$OUT/$name.log"; exit 1; }
 }
 fsdp() {  # fsdp NAME true|false(reshard after forward: FULL_SHARD|SHARD_GRAD_OP) [train args]
     local name=$1 reshard=$2; shift 2
@@ -98,6 +98,11 @@ if [[ $COMPILE == 1 ]]; then
     fsdp fsdp_compile true --compile
     $PY benchmarks/gpu_smoke.py check "$WORK/ddp_compile" --name ddp_compile --log "$CHECKS"
     $PY benchmarks/gpu_smoke.py check "$WORK/fsdp_compile" --name fsdp_compile --log "$CHECKS"
+    # compiled, stopped after its step-4 checkpoint and resumed: equal to the compiled run straight through
+    ddp ddp_compile_resumed --compile --max-steps 4
+    ddp ddp_compile_resumed --compile --resume-from-checkpoint latest
+    $PY benchmarks/gpu_smoke.py compare "$WORK/ddp_compile" "$WORK/ddp_compile_resumed" --atol $RESUME_ATOL \
+        --name ddp_compile_resume --log "$CHECKS"
 fi
 fi
 # 5. memory of the XL models

@@ -72,8 +72,8 @@ def demo_section(demo: dict) -> str:
 
 def bench_tables() -> list[Path]:
     """The benchmark tables of the bench section, in README order."""
-    return [RESULTS / f"{name}.md" for name in ("bench_models", "bench_compile", "bench_sampling", "bench_data",
-                                                "gpu_bench")]
+    return [RESULTS / f"{name}.md" for name in ("bench_models", "bench_compile", "bench_sampling",
+                                                "bench_schedulers", "bench_data", "gpu_bench")]
 
 
 def main() -> None:

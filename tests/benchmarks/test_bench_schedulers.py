@@ -1,0 +1,75 @@
+"""benchmarks/bench_schedulers.py: the step-count rule, a tiny end-to-end run (reference sampler, model evaluations
+counted, FIDs from the evaluation code), and a scheduler of the wrong family refused before any sampling."""
+
+import json
+import sys
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from diffit_hf import DiffiTPipeline, DiTModel
+from diffit_hf.evaluation import FashionClassifier
+
+from ..conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script("benchmarks/bench_schedulers.py")
+
+
+def run(bench, monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["bench_schedulers.py", *args])
+    bench.main()
+
+
+def test_fewest_steps_needs_every_larger_count_within_tolerance(bench):
+    rows = [{"steps": n, "fid": f} for n, f in [(4, 1.5), (8, 1.09), (16, 1.0), (25, 1.02)]]
+    assert bench.fewest_steps(rows, 1.0) == 8
+    rows = [{"steps": n, "fid": f} for n, f in [(4, 1.05), (8, 1.2), (16, 1.0)]]
+    assert bench.fewest_steps(rows, 1.0) == 16  # 4 is within, but 8 is not: noise, not convergence
+    assert bench.fewest_steps([{"steps": 25, "fid": 1.2}], 1.0) is None
+
+
+@pytest.fixture
+def tiny_pipeline(tmp_path, perturb, fmnist_names):
+    torch.manual_seed(0)
+    model = perturb(DiTModel(sample_size=32, patch_size=8, in_channels=1, num_layers=1, num_attention_heads=2,
+                             attention_head_dim=8, num_classes=10, learn_sigma=False))
+    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(
+        tmp_path / "pipe")
+    FashionClassifier().save_pretrained(tmp_path / "clf")
+    return tmp_path
+
+
+def test_bench_schedulers_tiny_run(bench, tiny_pipeline, monkeypatch):
+    out = tiny_pipeline / "s.json"
+    run(bench, monkeypatch, "--pipeline", str(tiny_pipeline / "pipe"), "--classifier", str(tiny_pipeline / "clf"),
+        "--num-samples", "20", "--batch-size", "10", "--schedulers", "ddim", "heun", "--steps", "2", "3",
+        "--reference-steps", "5", "--threads", "1", "--output", str(out))
+    payload = json.loads(out.read_text())
+    ref = payload["reference"]
+    assert (ref["scheduler"], ref["steps"], ref["nfe"]) == ("ddpm", 5, 5)  # an epsilon model's reference: DDPM
+    rows = {(r["scheduler"], r["steps"]): r for r in payload["rows"]}
+    assert set(rows) == {("ddim", 2), ("ddim", 3), ("heun", 2), ("heun", 3)}
+    assert rows[("ddim", 3)]["nfe"] == 3
+    assert rows[("heun", 3)]["nfe"] == 5  # Heun: two evaluations per step but the last (counted, not assumed)
+    for r in [ref, *rows.values()]:
+        assert r["fid"] > 0 and r["images_per_s"] > 0
+    for name in ("ddim", "heun"):
+        mine = [r for r in payload["rows"] if r["scheduler"] == name]
+        assert payload["fewest_steps"][name] == bench.fewest_steps(mine, ref["fid"])
+    table = out.with_suffix(".md").read_text()
+    assert "| ddpm (reference) | 5 | 5 |" in table and "| heun | 3 | 5 |" in table
+
+
+def test_bench_schedulers_refuses_a_flow_scheduler_for_an_epsilon_model(bench, tiny_pipeline, monkeypatch, capsys):
+    out = tiny_pipeline / "s.json"
+    with pytest.raises(SystemExit) as exit_info:
+        run(bench, monkeypatch, "--pipeline", str(tiny_pipeline / "pipe"), "--classifier",
+            str(tiny_pipeline / "clf"), "--schedulers", "dpm", "nope", "--output", str(out))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "scheduler(s) nope do not sample this epsilon model" in err and "ddpm, ddim, dpm, euler, heun" in err
+    assert not out.exists()
