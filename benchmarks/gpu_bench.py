@@ -1,5 +1,6 @@
 """GPU numbers (issue 15): DiT-XL/2 and DiffiT-XL/2 bf16 train-step throughput, peak memory and MFU, eager vs
-`torch.compile`, with and without gradient checkpointing, next to diffusers' `DiTTransformer2DModel`; and
+`torch.compile`, with and without gradient checkpointing (and DiffiT with its bias in `flex_attention`, mode
+`compiled+flex`), next to diffusers' `DiTTransformer2DModel`; and
 `DiffiTPipeline` vs diffusers' `DiTPipeline` sampling images/s at equal settings. Run through `gpu_bench.sh`.
 
     bash benchmarks/gpu_bench.sh                  # on a GPU: writes benchmarks/results/gpu_bench.{json,md}
@@ -29,10 +30,11 @@ BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH
                     ("L40S", 362.1), ("L4", 121.0), ("A10", 125.0))
 
 MODELS = {"dit": "DiT-XL/2", "diffit": "DiffiT-XL/2", "diffusers": "diffusers DiT-XL/2"}
-MODES = ("eager", "eager+gc", "compiled", "compiled+gc")
+MODES = ("eager", "eager+gc", "compiled", "compiled+gc", "compiled+flex")  # +flex: DiffiT's bias in flex_attention
 # eager rows first (each compiled row runs at its eager row's batch), the sampling table before the first compile
 DEFAULT_ROWS = ["dit:eager", "diffusers:eager", "diffit:eager", "dit:eager+gc", "diffit:eager+gc", "dit:compiled",
-                "diffit:compiled", "diffusers:compiled", "dit:compiled+gc", "diffit:compiled+gc"]
+                "diffit:compiled", "diffit:compiled+flex", "diffusers:compiled", "dit:compiled+gc",
+                "diffit:compiled+gc"]
 TINY = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=8,
             num_classes=1000)  # DiTPipeline hard-codes the null label 1000
 
@@ -87,6 +89,10 @@ def train_at(model: str, mode: str, batch: int, steps: int, device, tiny: bool) 
         net = build(model, tiny).train()
     if "gc" in mode.split("+"):
         net.enable_gradient_checkpointing()
+    if "flex" in mode.split("+"):
+        from diffit_hf.models import layers
+
+        layers.biased_attention_backend = "flex"
     forward = torch.compile(net) if mode.startswith("compiled") else net
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     cfg = net.config
@@ -274,6 +280,8 @@ def main() -> None:
         if model not in MODELS or mode not in MODES:
             parser.error(f"bad --rows entry {spec!r}: expected model:mode with model in {', '.join(MODELS)} and "
                          f"mode in {', '.join(MODES)}.")
+        if mode.endswith("+flex") and model != "diffit":
+            parser.error(f"bad --rows entry {spec!r}: +flex changes DiffiT's biased attention; only diffit has it.")
         rows.append((model, mode))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     device_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"

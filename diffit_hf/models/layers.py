@@ -74,8 +74,8 @@ def window_merge(x: torch.Tensor, grid_size: tuple[int, int], window: tuple[int,
 
 
 # Which kernel computes attention with an additive bias (DiffiT's relative position bias): "auto" picks per call,
-# "sdpa" / "explicit" force one (benchmarks and tests compare them).
-BIASED_ATTENTION_BACKENDS = ("auto", "sdpa", "explicit")
+# "sdpa" / "explicit" force one (benchmarks and tests compare them), "flex" is opt-in (see flex_biased_attention).
+BIASED_ATTENTION_BACKENDS = ("auto", "sdpa", "explicit", "flex")
 biased_attention_backend = "auto"
 
 
@@ -88,6 +88,31 @@ def explicit_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     DiffiT ~12% slower than DiT at 256 tokens; this formula is the same math in three ops."""
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)) + bias  # (N, H, Tq, Tk)
     return torch.matmul(scores.softmax(dim=-1), v)  # (N, H, Tq, d)
+
+
+def flex_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The same attention through `torch.nn.attention.flex_attention`, the bias added in its `score_mod`: fused, no
+    (N, H, Tq, Tk) tensor in memory, the bias gradient accumulated inside the kernel. q (N, H, Tq, d), k/v
+    (N, H, Tk, d), bias (H, Tq, Tk), (1, H, Tq, Tk) or (N, H, Tq, Tk).
+
+    Opt-in (`biased_attention_backend = "flex"`), for CUDA under `torch.compile`: eager flex_attention runs an
+    unfused reference, and torch's CPU flex_attention has no backward. "auto" does not pick it: its speed on a GPU
+    has not been measured yet (`benchmarks/gpu_bench.sh` row `diffit:compiled+flex`)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad):
+        raise NotImplementedError(
+            "biased_attention_backend='flex' cannot train on a CPU (torch's flex_attention has no CPU backward); "
+            f"valid choices there are {', '.join(b for b in BIASED_ATTENTION_BACKENDS if b != 'flex')}.")
+    if bias.dim() == 4 and bias.shape[0] == 1:
+        bias = bias[0]
+    if bias.dim() == 3:
+        def add_bias(score, b, h, q_idx, kv_idx):
+            return score + bias[h, q_idx, kv_idx]
+    else:
+        def add_bias(score, b, h, q_idx, kv_idx):
+            return score + bias[b, h, q_idx, kv_idx]
+    return flex_attention(q, k, v, score_mod=add_bias)  # (N, H, Tq, d)
 
 
 def use_explicit_biased_attention(q: torch.Tensor, bias: torch.Tensor) -> bool:
@@ -117,7 +142,9 @@ def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_h
         out = F.scaled_dot_product_attention(q, k, v)  # (N, H, Tq, d)
     else:
         attn_bias = attn_bias.expand(1, *attn_bias.shape[-3:]) if attn_bias.dim() == 3 else attn_bias
-        if use_explicit_biased_attention(q, attn_bias):
+        if biased_attention_backend == "flex":
+            out = flex_biased_attention(q, k, v, attn_bias)
+        elif use_explicit_biased_attention(q, attn_bias):
             out = explicit_biased_attention(q, k, v, attn_bias)
         else:  # a 4D bias: SDPA sends a 3D one to its unfused math path
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)

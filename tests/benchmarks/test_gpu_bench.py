@@ -52,6 +52,10 @@ def test_gpu_bench_refuses_bad_rows_before_work(tmp_path):
     assert proc.returncode != 0
     assert "bad --rows entry 'dit:jit'" in proc.stderr and "eager, eager+gc, compiled, compiled+gc" in proc.stderr
     assert not (tmp_path / "g.json").exists()
+    proc = run_bench("--tiny", "--device", "cpu", "--rows", "diffit:compiled+flex", "dit:compiled+flex",
+                     "--output", str(tmp_path / "g.json"))
+    assert proc.returncode != 0 and "'dit:compiled+flex': +flex changes DiffiT's biased attention" in proc.stderr
+    assert not (tmp_path / "g.json").exists()
 
 
 def test_bf16_peak_table_matches_device_names():

@@ -137,8 +137,53 @@ def test_auto_backend_picks_explicit_for_cpu_training_and_bf16(monkeypatch):
     assert not layers.use_explicit_biased_attention(q, bias.detach())
     assert not layers.use_explicit_biased_attention(q.to("meta"), bias.to("meta"))
     monkeypatch.setattr(layers, "biased_attention_backend", "flash")
-    with pytest.raises(ValueError, match="valid choices are auto, sdpa, explicit"):
+    with pytest.raises(ValueError, match="valid choices are auto, sdpa, explicit, flex"):
         layers.use_explicit_biased_attention(q, bias)
+
+
+def _tiny_diffit():
+    torch.manual_seed(0)
+    model = DiffiTModel(sample_size=8, patch_size=2, num_layers=2, num_attention_heads=2, attention_head_dim=16,
+                        num_classes=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.2)  # a non-zero output layer and bias table: the bias must matter
+    return model
+
+
+def test_flex_backend_samples_like_explicit_and_refuses_cpu_training(monkeypatch):
+    """flex_attention's score_mod adds the same bias: equal outputs without gradients on a CPU; training there is
+    refused with the valid choices (torch's CPU flex_attention has no backward)."""
+    model = _tiny_diffit().eval()
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.tensor([1, 2])
+    outs = {}
+    for backend in ("explicit", "flex"):
+        monkeypatch.setattr(layers, "biased_attention_backend", backend)
+        with torch.no_grad():
+            outs[backend] = model(x, t, y).sample
+    torch.testing.assert_close(outs["flex"], outs["explicit"], atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(layers, "biased_attention_backend", "flex")
+    with pytest.raises(NotImplementedError, match="cannot train on a CPU.*valid choices there are auto, sdpa, "
+                                                  "explicit"):
+        model.train()(x, t, y)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention's backward needs a GPU")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_flex_backend_trains_like_explicit_on_cuda(compiled, monkeypatch):
+    """On CUDA (eager, and compiled as in `--compile`): loss and every gradient, the bias table's included."""
+    model = _tiny_diffit().cuda().train()
+    x, t, y = torch.randn(2, 4, 8, 8).cuda(), torch.tensor([3, 700]).cuda(), torch.tensor([1, 2]).cuda()
+    results = {}
+    for backend in ("explicit", "flex"):
+        monkeypatch.setattr(layers, "biased_attention_backend", backend)
+        forward = torch.compile(model) if compiled and backend == "flex" else model
+        loss = forward(x, t, y).sample.square().mean()
+        results[backend] = (loss.detach(), _grads(model, loss))
+    (loss_a, grads_a), (loss_b, grads_b) = results.values()
+    torch.testing.assert_close(loss_b, loss_a, atol=1e-5, rtol=1e-4)
+    for name, g in grads_a.items():
+        torch.testing.assert_close(grads_b[name], g, atol=1e-4, rtol=1e-3, msg=name)
 
 def test_relative_bias_lookup_matches_direct_table_lookup():
     rpb = RelativePositionBias((3, 4), num_heads=2)
