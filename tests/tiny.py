@@ -20,3 +20,21 @@ def tiny_vae(sample_size: int = 16, scaling_factor: float = 0.5, seed: int = 0) 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     """The tensors of a save_pretrained model folder."""
     return load_file(str(Path(folder) / "diffusion_pytorch_model.safetensors"))
+
+
+def save_tiny_pixel_pipeline(folder: Path, sample_size: int = 32, patch_size: int = 8, std: float = 0.05) -> Path:
+    """A saved pixel-space pipeline (no VAE, DDPMScheduler): a 1-block grayscale DiT for Fashion-MNIST's 10 classes,
+    its weights perturbed (seeded) so that every layer matters. Returns `folder`."""
+    from diffusers import DDPMScheduler
+
+    from diffit_hf import DiffiTPipeline, DiTModel
+    from diffit_hf.data import FASHION_MNIST_CLASSES
+
+    from .conftest import _perturb
+
+    torch.manual_seed(0)
+    model = _perturb(DiTModel(sample_size=sample_size, patch_size=patch_size, in_channels=1, num_layers=1,
+                              num_attention_heads=2, attention_head_dim=8, num_classes=10, learn_sigma=False), std=std)
+    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(),
+                   id2label=dict(enumerate(FASHION_MNIST_CLASSES))).save_pretrained(folder)
+    return Path(folder)

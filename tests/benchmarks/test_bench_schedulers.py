@@ -5,13 +5,11 @@ import json
 import sys
 
 import pytest
-import torch
-from diffusers import DDPMScheduler
 
-from diffit_hf import DiffiTPipeline, DiTModel
 from diffit_hf.evaluation import FashionClassifier
 
 from ..conftest import load_script
+from ..tiny import save_tiny_pixel_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +31,8 @@ def test_fewest_steps_needs_every_larger_count_within_tolerance(bench):
 
 
 @pytest.fixture
-def tiny_pipeline(tmp_path, perturb, fmnist_names):
-    torch.manual_seed(0)
-    model = perturb(DiTModel(sample_size=32, patch_size=8, in_channels=1, num_layers=1, num_attention_heads=2,
-                             attention_head_dim=8, num_classes=10, learn_sigma=False))
-    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(
-        tmp_path / "pipe")
+def tiny_pipeline(tmp_path):
+    save_tiny_pixel_pipeline(tmp_path / "pipe")
     FashionClassifier().save_pretrained(tmp_path / "clf")
     return tmp_path
 

@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from diffusers import DDPMScheduler
 from PIL import Image
 
-from diffit_hf import DiffiTPipeline, DiTModel
 from diffit_hf.pipelines.grid import labelled_grid
 from diffit_hf.training.config import parse_config
+
+from ..tiny import save_tiny_pixel_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,12 +57,8 @@ def test_both_spellings_give_the_same_config(script, path, name, argv, expected)
     assert {key: getattr(hyphens, key) for key in expected} == expected
 
 
-def test_generate_cli_with_underscore_spellings(tmp_path, perturb, fmnist_names):
-    torch.manual_seed(0)
-    model = perturb(DiTModel(sample_size=8, patch_size=4, in_channels=1, num_layers=1, num_attention_heads=2,
-                             attention_head_dim=8, num_classes=10, learn_sigma=False))
-    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(
-        tmp_path / "pipe")
+def test_generate_cli_with_underscore_spellings(tmp_path):
+    save_tiny_pixel_pipeline(tmp_path / "pipe", sample_size=8, patch_size=4)
     out = tmp_path / "grid.png"
     subprocess.run([sys.executable, str(ROOT / "pipelines" / "generate.py"), "--model", str(tmp_path / "pipe"),
                     "--labels", "Bag", "3", "--steps", "1", "--num_per_label", "3", "--guidance_scale", "2",

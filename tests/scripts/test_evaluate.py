@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
-from diffit_hf import DiffiTPipeline, DiTModel
+from diffit_hf import DiffiTPipeline
 from diffit_hf.evaluation import (
     FashionClassifier,
     feature_stats,
@@ -18,6 +17,7 @@ from diffit_hf.evaluation import (
 from diffit_hf.training.config import make_config
 
 from ..evaluation.tiny_inception import save_tiny_inception
+from ..tiny import save_tiny_pixel_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,8 @@ def evaluate(script):
     return script("training/evaluate.py")
 
 
-def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path, evaluate, perturb, fmnist_names):
-    torch.manual_seed(0)
-    model = perturb(DiTModel(sample_size=32, patch_size=8, in_channels=1, num_layers=1, num_attention_heads=2,
-                             attention_head_dim=8, num_classes=10, learn_sigma=False))
-    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(
-        tmp_path / "pipe")
+def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path, evaluate):
+    save_tiny_pixel_pipeline(tmp_path / "pipe")
     FashionClassifier().save_pretrained(tmp_path / "clf")
     cfg = make_config(evaluate.EvalConfig, dict(
         pipeline=str(tmp_path / "pipe"), num_samples=40, batch_size=20, num_inference_steps=2,
@@ -53,7 +49,7 @@ def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path, evalu
 
 
 @pytest.mark.parametrize("kind", ["fmnist", "inception"])
-def test_evaluate_against_reference_stats(tmp_path, evaluate, perturb, fmnist_names, kind, monkeypatch):
+def test_evaluate_against_reference_stats(tmp_path, evaluate, kind, monkeypatch):
     """One code path for FID-FMNIST and Inception FID: samples rounded to uint8, features, FID against an ADM-style
     reference .npz (mu, sigma); Inception also gives the Inception Score. The Frechet distance itself is tested
     against scipy in tests/evaluation; here a recorder takes its place (a 2048-d eigh takes a minute on a busy CPU)
@@ -65,11 +61,7 @@ def test_evaluate_against_reference_stats(tmp_path, evaluate, perturb, fmnist_na
         return 100.0 + len(calls)
 
     monkeypatch.setattr(evaluate, "frechet_distance", record)
-    torch.manual_seed(0)
-    model = perturb(DiTModel(sample_size=32, patch_size=8, in_channels=1, num_layers=1, num_attention_heads=2,
-                             attention_head_dim=8, num_classes=10, learn_sigma=False))
-    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(
-        tmp_path / "pipe")
+    save_tiny_pixel_pipeline(tmp_path / "pipe")
     if kind == "fmnist":
         FashionClassifier().save_pretrained(tmp_path / "clf")
         extractor, weights = str(tmp_path / "clf"), None

@@ -9,25 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from diffusers import DDPMScheduler
 from PIL import Image
 
-from diffit_hf import DiffiTPipeline, DiTModel
 from diffit_hf.training.config import make_config
+
+from ..tiny import save_tiny_pixel_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "pipelines" / "generate.py"
 
 
 @pytest.fixture(scope="module")
-def pipe_dir(tmp_path_factory, perturb, fmnist_names):
-    torch.manual_seed(0)
-    model = perturb(DiTModel(sample_size=8, patch_size=4, in_channels=1, num_layers=1, num_attention_heads=2,
-                             attention_head_dim=8, num_classes=10, learn_sigma=False), std=0.3)
-    folder = tmp_path_factory.mktemp("gen") / "pipe"
-    DiffiTPipeline(transformer=model, scheduler=DDPMScheduler(), id2label=fmnist_names).save_pretrained(folder)
-    return folder
+def pipe_dir(tmp_path_factory):
+    return save_tiny_pixel_pipeline(tmp_path_factory.mktemp("gen") / "pipe", sample_size=8, patch_size=4, std=0.3)
 
 
 def run(args: list[str], nproc: int = 1, cwd=ROOT) -> str:
