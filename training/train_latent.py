@@ -108,7 +108,8 @@ class TrainConfig:
     max_steps: int = 2000
     mixed_precision: str = field(default="no", metadata={"choices": ["no", "bf16", "fp16"]})
     gradient_checkpointing: bool = False
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model (40-60 s cold start)"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile: ~1 min cold start, then 1.0-1.2x on 2 CPU cores, 1.4-1.5x for XL on an H200"})
     allow_tf32: bool = True
     class_dropout_prob: float = field(default=0.1, metadata={"help": "label dropout for classifier-free guidance"})
     num_workers: int = 0
