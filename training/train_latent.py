@@ -44,7 +44,7 @@ from diffit_hf.training.checkpoints import (
 )
 from diffit_hf.training.config import check_unchanged, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
-from diffit_hf.training.distributed import ema_weights, fsdp_plugin_from_env, set_fsdp_wrap_units
+from diffit_hf.training.distributed import ema_weights, end_run, fsdp_plugin_from_env, set_fsdp_wrap_units
 from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.init_weights import init_from_pretrained, source_provenance
@@ -381,8 +381,7 @@ def main(cfg: TrainConfig) -> dict:
         accelerator.print(f"saved the pipeline to {out} ({result['steps_per_s']:.2f} steps/s)")
         if cfg.push_to_hub:
             push_to_hub(out, cfg.hub_repo_id, private=cfg.hub_private, license=cfg.hub_license)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_run(accelerator)  # a final barrier, then trackers and process group
     return result
 
 

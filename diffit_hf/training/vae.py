@@ -27,6 +27,7 @@ from ..data import image_transform, load_image_dataset
 from ..utils import atomic_write_json
 from .checkpoints import check_new_run, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
 from .config import check_unchanged, save_config
+from .distributed import end_run
 from .progress import log_image
 from .runtime import set_cpu_threads
 
@@ -252,6 +253,6 @@ def train_vae(cfg: VAETrainConfig) -> dict:
         metrics["seconds"] = time.time() - run_start  # training, scaling factor and PSNR
         atomic_write_json(out / "metrics.json", metrics)
         logger.info(f"saved {out} (scaling_factor {vae.config.scaling_factor:.4f})")
-    accelerator.end_training()
+    end_run(accelerator)  # a final barrier, then trackers and process group
     return metrics
 
