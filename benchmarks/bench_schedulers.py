@@ -4,9 +4,9 @@ names the fewest steps each scheduler needs to stay within 10% of the reference 
 
 The reference is what the model was trained for: 250 DDPM steps (the pipeline's scheduler config, e.g.
 `dit_scheduler`) for an epsilon/v model, 250 Euler steps of the ODE for a flow-matching model (the demo's; DDPM does
-not apply to it) or an EDM model. Every
-configuration draws sample i from the same seed (`sample_indices`), so the FIDs differ by the sampler, not by the
-noise; samples are balanced over the classes, guidance and its schedule are the same everywhere.
+not apply to it) or an EDM model. Every configuration draws sample i from the same seed (`sample_indices`), so the
+FIDs differ by the sampler, not by the noise; samples are balanced over the classes, guidance and its schedule are
+the same everywhere.
 
     python benchmarks/bench_schedulers.py     # outputs/dit-fmnist -> benchmarks/results/bench_schedulers.{json,md}
     python benchmarks/bench_schedulers.py --num-samples 200 --steps 5 10 --schedulers euler dpm  # a quick look
@@ -74,7 +74,7 @@ def main() -> None:
 
     from diffit_hf import DiffiTPipeline
     from diffit_hf.data import load_image_tensors
-    from diffit_hf.evaluation import feature_stats, frechet_distance, load_extractor, quantize
+    from diffit_hf.evaluation import feature_stats, frechet_distance, in_batches, load_extractor, quantize
     from diffit_hf.pipelines.pipeline_diffit import EDM_SCHEDULERS, FLOW_SCHEDULERS, SCHEDULERS
     from diffit_hf.pipelines.sampling import configure_sampling, sample_indices
 
@@ -91,7 +91,7 @@ def main() -> None:
                      f"{', '.join(valid)}.")
     extractor = load_extractor(args.classifier)
     real_images, _ = load_image_tensors("fashion-mnist", "test", 32, True, label_column=None)
-    real = torch.cat([extractor(real_images[i:i + 500]) for i in range(0, len(real_images), 500)])
+    real = in_batches(extractor, real_images)
     mu_real, sigma_real = feature_stats(real)
     indices = list(range(args.num_samples))
 
@@ -104,7 +104,7 @@ def main() -> None:
         images, _ = sample_indices(pipe, indices, batch_size=args.batch_size, **sampling)
         seconds = time.perf_counter() - start
         hook.remove()
-        fake = torch.cat([extractor(quantize(images[i:i + 500] * 2 - 1)) for i in range(0, len(images), 500)])
+        fake = in_batches(extractor, quantize(images * 2 - 1))
         nfe = len(calls) // -(-len(indices) // args.batch_size)  # model evaluations per image (guidance batched)
         row = {"scheduler": scheduler, "steps": steps, "nfe": nfe, "fid": frechet_distance(
             mu_real, sigma_real, *feature_stats(fake)), "images_per_s": len(indices) / seconds, "seconds": seconds}
@@ -116,8 +116,7 @@ def main() -> None:
     config = pipe.transformer.config
     model = f"{type(pipe.transformer).__name__}, {config.num_layers} blocks, patch {config.patch_size}"
     payload = {
-        "pipeline": args.pipeline, "model": model,
-        "objective": objective,
+        "pipeline": args.pipeline, "model": model, "objective": objective,
         "num_samples": args.num_samples, "guidance_scale": args.guidance_scale, "threads": args.threads,
         "machine": cpu_name(), "reference": reference, "rows": rows,
         "fewest_steps": {s: fewest_steps([r for r in rows if r["scheduler"] == s], reference["fid"])

@@ -294,14 +294,15 @@ def main() -> None:
                "train": [], "dit_over_diffusers": {}, "sampling": None}
     started = time.perf_counter()
 
+    def budget_left() -> float:
+        return float("inf") if args.time_budget is None else args.time_budget - (time.perf_counter() - started)
+
     def time_left() -> float:
         """Seconds the next row may take: the row timeout, or less when the budget is nearly spent."""
-        if args.time_budget is None:
-            return args.row_timeout
-        return min(args.row_timeout, args.time_budget - (time.perf_counter() - started))
+        return min(args.row_timeout, budget_left())
 
     def budget_spent() -> bool:
-        return args.time_budget is not None and args.time_budget - (time.perf_counter() - started) < 10
+        return budget_left() < 10
 
     def sampling() -> None:
         if args.no_sampling or payload["sampling"] is not None:
@@ -345,8 +346,7 @@ def main() -> None:
             for mode in MODES if ("dit", mode) in by_key and ("diffusers", mode) in by_key
             and by_key[("dit", mode)]["batch"] == by_key[("diffusers", mode)]["batch"]}
         write(payload, args.output)  # after every row: a run cut short keeps what it measured
-    sampling()
-    write(payload, args.output)
+    sampling()  # writes the results when it runs; every train row already did
     print("\n" + render(payload))
     print(f"\nwrote {args.output} and {args.output.with_suffix('.md')}")
 
@@ -355,6 +355,7 @@ def write(payload: dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(payload, indent=2) + "\n")
     output.with_suffix(".md").write_text(render(payload) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -38,6 +38,7 @@ from diffit_hf.evaluation import (
     class_consistency,
     feature_stats,
     frechet_distance,
+    in_batches,
     inception_score,
     kernel_inception_distance,
     load_extractor,
@@ -99,11 +100,6 @@ class EvalConfig:
     def __post_init__(self):
         refuse_preset_overrides(self, self.preset,
                                 ("num_inference_steps", "scheduler", "guidance_scale", "guidance_schedule"))
-
-
-def in_batches(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """fn over images in chunks (features or logits), concatenated."""
-    return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
 def reference_features(cfg: EvalConfig, extractor, split: str, limit: int | None) -> torch.Tensor:

@@ -1,5 +1,13 @@
 from .classifier import FashionClassifier
-from .extractors import ClassifierFeatures, FeatureExtractor, InceptionFeatures, load_extractor, quantize, to_uint8
+from .extractors import (
+    ClassifierFeatures,
+    FeatureExtractor,
+    InceptionFeatures,
+    in_batches,
+    load_extractor,
+    quantize,
+    to_uint8,
+)
 from .metrics import (
     class_consistency,
     feature_stats,
@@ -19,6 +27,7 @@ __all__ = [
     "class_consistency",
     "feature_stats",
     "frechet_distance",
+    "in_batches",
     "inception_score",
     "kernel_inception_distance",
     "load_extractor",

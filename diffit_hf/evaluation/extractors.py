@@ -32,6 +32,11 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     return to_uint8(images).float() / 127.5 - 1.0
 
 
+def in_batches(fn, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """fn over images in chunks (features or logits), concatenated."""
+    return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
 def file_fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
