@@ -6,7 +6,17 @@ import sys
 
 import pytest
 
-from diffit_hf.evaluation import FashionClassifier
+from diffit_hf import DiffiTPipeline
+from diffit_hf.data import load_image_tensors
+from diffit_hf.evaluation import (
+    FashionClassifier,
+    feature_stats,
+    frechet_distance,
+    in_batches,
+    load_extractor,
+    quantize,
+)
+from diffit_hf.pipelines.sampling import configure_sampling, sample_indices
 
 from ..conftest import load_script
 from ..tiny import save_tiny_pixel_pipeline
@@ -56,6 +66,16 @@ def test_bench_schedulers_tiny_run(bench, tiny_pipeline, monkeypatch):
         assert payload["fewest_steps"][name] == bench.fewest_steps(mine, ref["fid"])
     table = out.with_suffix(".md").read_text()
     assert "| ddpm (reference) | 5 | 5 |" in table and "| heun | 3 | 5 |" in table
+    # the reference FID, recomputed here from the same seeded samples with the evaluation code
+    pipe = DiffiTPipeline.from_pretrained(tiny_pipeline / "pipe")
+    sampling = configure_sampling(pipe, scheduler="ddpm", num_inference_steps=5, guidance_scale=4.0)
+    images, _ = sample_indices(pipe, list(range(20)), batch_size=10, **sampling)
+    extractor = load_extractor(str(tiny_pipeline / "clf"))
+    real_images, _ = load_image_tensors("fashion-mnist", "test", 32, True, label_column=None)
+    expected = frechet_distance(*feature_stats(in_batches(extractor, real_images)),
+                                *feature_stats(in_batches(extractor, quantize(images * 2 - 1))))
+    assert ref["fid"] == pytest.approx(expected, rel=1e-6)
+    assert len({round(r["fid"], 9) for r in [ref, *rows.values()]}) == 5  # each sampler its own samples
 
 
 def test_bench_schedulers_refuses_a_flow_scheduler_for_an_epsilon_model(bench, tiny_pipeline, monkeypatch, capsys):
