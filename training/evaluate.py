@@ -1,21 +1,26 @@
 """Sample quality of a DiffiTPipeline: FID, KID, precision/recall and class consistency, next to the real-data floor.
 
-    # offline: FID-FMNIST with the project's classifier (python training/train_classifier.py first)
+    # offline: FID-FMNIST and the independent FID-FMNIST-spatial with the project's two classifiers
+    # (python training/train_classifier.py; python training/train_classifier.py --features spatial)
     accelerate launch training/evaluate.py --pipeline outputs/dit-fmnist --num-samples 10000
     # the standard: Inception FID against a reference split
     accelerate launch training/evaluate.py --pipeline you/dit-repo --extractor inception --dataset imagenet-1k \
-        --inception-weights inception-2015-12-05.pt --reference-split validation --resolution 256 --no-grayscale
+        --inception-weights inception-2015-12-05.pt --reference-split validation --resolution 256 --no-grayscale \
+        --second-extractor none
     # as DiT and DiffiT report: against ADM's reference batch statistics, 50K samples, the paper's sampler
     accelerate launch training/evaluate.py --pipeline diffit-256 --extractor inception --classifier none \
         --inception-weights inception-2015-12-05.pt --reference-stats VIRTUAL_imagenet256_labeled.npz \
-        --num-samples 50000 --preset diffit-paper --floor-split none
+        --num-samples 50000 --preset diffit-paper --floor-split none --second-extractor none
 
 Samples are balanced over classes (sample i has class i % num_classes) and sample i's noise comes from seed
 (seed, i) alone, so the samples are the same for any number of processes. Samples are rounded to uint8 before any
 feature extractor sees them, as the ADM evaluator reads saved samples. The floor is the same metric between
 `--num-samples` real training images and the reference (split, or `--reference-stats`: FID only). With
 `--extractor inception` the Inception Score comes too. Reference features are cached on disk, keyed by
-extractor weights, dataset, split, resolution and count. Writes eval.json and eval_samples.png.
+extractor weights, dataset, split, resolution and count. A second, independent extractor (`--second-extractor`,
+by default the FID-FMNIST-spatial classifier) is scored the same way, with its own floor and class consistency,
+under `second_evaluator` in eval.json: no quality claim should rest on one evaluator. Writes eval.json and
+eval_samples.png.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from diffit_hf.utils import atomic_path, atomic_write_json
 logger = get_logger("diffit_hf.evaluate")  # shown by parse_config (show_library_logs)
 
 GRID_PER_CLASS = 8
+SECOND_EXTRACTOR = "outputs/classifier-fmnist-spatial"
 
 
 @dataclass
@@ -83,6 +89,9 @@ class EvalConfig:
         "help": "an ADM reference batch .npz (mu, sigma), e.g. VIRTUAL_imagenet256_labeled.npz, instead of a split"})
     classifier: str | None = field(default="outputs/classifier-fmnist", metadata={
         "help": "FashionClassifier for class consistency (None: skip)"})
+    second_extractor: str | None = field(default=SECOND_EXTRACTOR, metadata={
+        "help": "a second, independent FashionClassifier folder scored beside --extractor (FID, KID, P/R, class "
+                "consistency, floors; train it with `train_classifier.py --features spatial`); none: skip"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "the real images: a dataset name, folder or id"})
     image_column: str = field(default="image", metadata={"help": "the dataset's image column"})
     label_column: str = field(default="label", metadata={"help": "the dataset's label column; 'none': unlabelled"})
@@ -100,6 +109,14 @@ class EvalConfig:
     def __post_init__(self):
         refuse_preset_overrides(self, self.preset,
                                 ("num_inference_steps", "scheduler", "guidance_scale", "guidance_schedule"))
+        if self.second_extractor and self.reference_stats:
+            raise ValueError("--reference-stats holds statistics for --extractor only; the second evaluator compares "
+                             "with a reference split: pass --second-extractor none (or drop --reference-stats).")
+        if self.second_extractor and not (Path(self.second_extractor) / "config.json").exists():
+            raise FileNotFoundError(
+                f"No second evaluator at {self.second_extractor}: train it with `python training/train_classifier.py "
+                f"--features spatial --output-dir {self.second_extractor}`, or pass --second-extractor none to report "
+                "one evaluator only.")
 
 
 def reference_features(cfg: EvalConfig, extractor, split: str, limit: int | None) -> torch.Tensor:
@@ -127,6 +144,22 @@ def compare(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
             "precision": precision, "recall": recall}
 
 
+def score(cfg: EvalConfig, extractor, fake: torch.Tensor, logits: torch.Tensor | None, requested: torch.Tensor,
+          ref_labelled: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
+    """One evaluator's metrics against the reference split, its real-data floor, and (when it classifies) class
+    consistency of the samples and of the labelled reference images."""
+    real = reference_features(cfg, extractor, cfg.reference_split, cfg.reference_limit)
+    result = compare(real, fake)
+    if cfg.floor_split:
+        floor_real = reference_features(cfg, extractor, cfg.floor_split, cfg.num_samples)
+        result.update({f"floor_{k}": v for k, v in compare(real, floor_real).items()})
+    if logits is not None and ref_labelled is not None:
+        result["class_consistency"] = class_consistency(logits, requested)
+        result["floor_class_consistency"] = class_consistency(in_batches(extractor.logits, ref_labelled[0]),
+                                                              ref_labelled[1])
+    return result
+
+
 def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress: bool, sampling: dict
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images `(N, C, H, W)` in [-1, 1] on the uint8 grid (what an evaluator of saved PNGs reads, as ADM's) and their
@@ -146,6 +179,7 @@ def main(cfg: EvalConfig) -> dict:
                                   guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule)
     extractor = load_extractor(cfg.extractor, accelerator.device, cfg.inception_weights)
     classifier = load_extractor(cfg.classifier, accelerator.device) if cfg.classifier else None
+    second = load_extractor(cfg.second_extractor, accelerator.device) if cfg.second_extractor else None
     reference_stats = load_reference_stats(cfg.reference_stats) if cfg.reference_stats else None
     if reference_stats is not None:  # before sampling: statistics of another extractor are useless
         dim = extractor(torch.zeros(1, 3, 32, 32)).shape[1]
@@ -161,6 +195,9 @@ def main(cfg: EvalConfig) -> dict:
              "grid": images[in_grid], "grid_index": torch.tensor([mine[k] for k in in_grid], dtype=torch.long)}
     if classifier is not None:
         local["logits"] = in_batches(classifier.logits, images)
+    if second is not None:
+        local["second_features"] = in_batches(second, images)
+        local["second_logits"] = in_batches(second.logits, images)
     if hasattr(extractor, "class_probabilities"):  # Inception: the Inception Score
         local["probs"] = in_batches(extractor.class_probabilities, images)
     parts = accelerator.gather_for_metrics([local], use_gather_object=True)
@@ -187,14 +224,21 @@ def main(cfg: EvalConfig) -> dict:
         if "probs" in parts[0]:
             probs = torch.cat([p["probs"] for p in parts])[order]
             result["inception_score"], result["inception_score_std"] = inception_score(probs)
+        ref_labelled = None
+        if pipe.num_classes and (classifier is not None or second is not None):
+            ref_labelled = load_image_tensors(cfg.dataset, cfg.reference_split, cfg.resolution, cfg.grayscale,
+                                              limit=cfg.reference_limit, image_column=cfg.image_column,
+                                              label_column=cfg.label_column)
         if classifier is not None and pipe.num_classes:
             logits = torch.cat([p["logits"] for p in parts])[order]
             result["class_consistency"] = class_consistency(logits, requested)
-            ref_images, ref_labels = load_image_tensors(cfg.dataset, cfg.reference_split, cfg.resolution,
-                                                        cfg.grayscale, limit=cfg.reference_limit,
-                                                        image_column=cfg.image_column, label_column=cfg.label_column)
-            ref_logits = in_batches(classifier.logits, ref_images)
-            result["floor_class_consistency"] = class_consistency(ref_logits, ref_labels)
+            ref_logits = in_batches(classifier.logits, ref_labelled[0])
+            result["floor_class_consistency"] = class_consistency(ref_logits, ref_labelled[1])
+        if second is not None:
+            second_logits = torch.cat([p["second_logits"] for p in parts])[order] if pipe.num_classes else None
+            second_fake = torch.cat([p["second_features"] for p in parts])[order]
+            result["second_evaluator"] = {"extractor": second.name, "extractor_fingerprint": second.fingerprint,
+                                          **score(cfg, second, second_fake, second_logits, requested, ref_labelled)}
         result.update(extractor=extractor.name, extractor_fingerprint=extractor.fingerprint,
                       num_samples=cfg.num_samples,
                       reference=cfg.reference_stats or f"{cfg.dataset}:{cfg.reference_split}",
@@ -221,6 +265,11 @@ def main(cfg: EvalConfig) -> dict:
         summary = ", ".join(f"{k} {result[k]:.4g}" for k in ("fid", "floor_fid", "kid", "precision", "recall",
                                                              "inception_score", "class_consistency") if k in result)
         logger.info(f"{extractor.name}: {summary}; wrote {out}")
+        if second is not None:
+            ev = result["second_evaluator"]
+            logger.info(f"{second.name}: " + ", ".join(f"{k} {ev[k]:.4g}" for k in (
+                "fid", "floor_fid", "kid", "precision", "recall", "class_consistency", "floor_class_consistency")
+                if k in ev))
     accelerator.wait_for_everyone()
     return result
 

@@ -1,3 +1,4 @@
+from .checks import gaussian_blur, score_image_set, shifted_labels
 from .classifier import FashionClassifier
 from .extractors import (
     ClassifierFeatures,
@@ -27,6 +28,7 @@ __all__ = [
     "class_consistency",
     "feature_stats",
     "frechet_distance",
+    "gaussian_blur",
     "in_batches",
     "inception_score",
     "kernel_inception_distance",
@@ -34,6 +36,8 @@ __all__ = [
     "load_reference_stats",
     "precision_recall",
     "quantize",
+    "score_image_set",
+    "shifted_labels",
     "to_uint8",
     "trace_sqrt_product",
 ]

@@ -55,7 +55,8 @@ class FeatureExtractor:
 
 
 class ClassifierFeatures(FeatureExtractor):
-    """Penultimate features of a `FashionClassifier` (FID-FMNIST; not comparable with Inception FID)."""
+    """Features of a `FashionClassifier` (FID-FMNIST, or FID-FMNIST-spatial for a `features="spatial"` one; not
+    comparable with Inception FID). `name` tells the two designs apart."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
         path = Path(path)
@@ -65,7 +66,7 @@ class ClassifierFeatures(FeatureExtractor):
         self.model = FashionClassifier.from_pretrained(path).to(device).eval()
         self.device = torch.device(device)
         self.fingerprint = file_fingerprint(path / "diffusion_pytorch_model.safetensors")
-        self.name = "fmnist-classifier"
+        self.name = "fmnist-classifier" if self.model.config.features == "global" else "fmnist-spatial"
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device, torch.float32)

@@ -8,6 +8,13 @@ spatial token's query, key and value through its own projections,
 
 with B a learnable 2D relative position bias. `DiffiTBlock` (x + TMSA(LN(x), x_t), x + MLP(LN(x))) is shared with
 the image-space U-shaped model in `unet_diffit.py`.
+
+TMSA conditions additively only. In softmax_j((q_i + q_t) . (k_j + k_t)) every term constant over the keys j cancels,
+so the time part of the key, x_t W_kt (and the key bias), cannot change the attention: the time token acts through
+q_t . k_j (one key re-weighting shared by all queries) and v_t (a shift of the output). `test_transformer_diffit`
+proves it (outputs unchanged, zero gradient). The opt-in `DiffiTModel` flags `adaln_zero`, `conditioned_final_layer`
+and `zero_init_residual` add DiT's multiplicative, identity-at-init conditioning beside TMSA (docs/diffit_vs_dit.md);
+they are off by default and NVIDIA's weights convert without them.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from .layers import (
     PatchEmbed,
     init_conditioning_weights,
     init_vit_weights,
+    modulate,
     multihead_attention,
     token_grid,
     unpatchify,
@@ -123,15 +131,18 @@ class PoolMixer(nn.Module):
 
 
 class DiffiTBlock(nn.Module):
-    """x = x + TMSA(LN(x), x_t); x = x + MLP(LN(x)). LayerNorms without affine; no adaLN anywhere.
+    """x = x + TMSA(LN(x), x_t); x = x + MLP(LN(x)). LayerNorms without affine; no adaLN (DiffiT as published).
 
     `window_size` is the attention window in tokens. With `global_window=True` attention spans the whole token grid
     (which may be any size up to `window_size`); otherwise the grid is split into non-overlapping windows.
-    `token_mixer="pool"` swaps TMSA for the time-conditioned pooling mixer.
+    `token_mixer="pool"` swaps TMSA for the time-conditioned pooling mixer. `adaln_zero=True` (opt-in, not DiffiT)
+    adds DiT's adaLN-Zero beside TMSA: shift/scale of both LayerNorms and gates of both branches regressed from
+    SiLU(x_t) by a zero-initialised Linear, so the block starts as the identity.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], time_dim: int,
-                 mlp_ratio: float = 4.0, token_mixer: str = "attention", global_window: bool = False):
+                 mlp_ratio: float = 4.0, token_mixer: str = "attention", global_window: bool = False,
+                 adaln_zero: bool = False):
         super().__init__()
         if token_mixer not in TOKEN_MIXERS:
             raise ValueError(f"Unknown token_mixer {token_mixer!r}; valid choices are {', '.join(TOKEN_MIXERS)}.")
@@ -142,18 +153,26 @@ class DiffiTBlock(nn.Module):
         self.pool = PoolMixer(dim, time_dim) if token_mixer == "pool" else None
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(dim, mlp_ratio)
+        self.adaln_linear = nn.Linear(time_dim, 6 * dim) if adaln_zero else None
+
+    def mix(self, h: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The token mixer on normalised tokens h (N, H*W, D): TMSA over the grid or its windows, or pooling."""
+        if self.pool is not None:
+            return self.pool(h, time_token, grid)
+        if self.global_window:
+            return self.attn(h, time_token, grid)
+        windows = window_partition(h, grid, self.window_size)  # (N * nW, wh*ww, D)
+        return window_merge(self.attn(windows, time_token, self.window_size), grid, self.window_size)
 
     def forward(self, x: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         # x: (N, H*W, D) row-major tokens of a (H, W) grid; time_token: (N, time_dim)
-        h = self.norm1(x)
-        if self.pool is not None:
-            x = x + self.pool(h, time_token, grid)
-        elif self.global_window:
-            x = x + self.attn(h, time_token, grid)
-        else:
-            windows = window_partition(h, grid, self.window_size)  # (N * nW, wh*ww, D)
-            x = x + window_merge(self.attn(windows, time_token, self.window_size), grid, self.window_size)
-        return x + self.ff(self.norm2(x))
+        if self.adaln_linear is None:
+            x = x + self.mix(self.norm1(x), time_token, grid)
+            return x + self.ff(self.norm2(x))
+        mod = self.adaln_linear(F.silu(time_token))[:, None]  # (N, 1, 6D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+        x = torch.addcmul(x, gate_msa, self.mix(modulate(self.norm1(x), shift_msa, scale_msa), time_token, grid))
+        return torch.addcmul(x, gate_mlp, self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
 
 def init_diffit_weights(model: nn.Module) -> None:
@@ -190,6 +209,12 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         window_size (`int`, *optional*): Local attention window in tokens; `None` (default) attends over the whole
             token grid, inputs up to `sample_size`.
         token_mixer (`str`, defaults to `"attention"`): `"attention"` (TMSA) or `"pool"` (DiffiP pooling mixer).
+        adaln_zero (`bool`, defaults to `False`): Opt-in, not DiffiT: DiT's adaLN-Zero modulation of every block
+            beside TMSA (zero-initialised, blocks start as the identity).
+        conditioned_final_layer (`bool`, defaults to `False`): Opt-in, not DiffiT: DiT's adaLN final layer
+            (shift/scale from the time token, zero-initialised) instead of the unconditioned LayerNorm -> SiLU.
+        zero_init_residual (`bool`, defaults to `False`): Opt-in init, not DiffiT's: zero the attention and MLP
+            output projections so that every block starts as the identity (the function is unchanged).
     """
 
     _supports_gradient_checkpointing = True
@@ -211,6 +236,9 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         learn_sigma: bool = True,
         window_size: int | None = None,
         token_mixer: str = "attention",
+        adaln_zero: bool = False,
+        conditioned_final_layer: bool = False,
+        zero_init_residual: bool = False,
     ):
         super().__init__()
         if num_classes < 0:
@@ -232,19 +260,26 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         # 2. Blocks
         self.transformer_blocks = nn.ModuleList(
             DiffiTBlock(hidden_size, num_attention_heads, window, hidden_size, mlp_ratio, token_mixer,
-                        global_window=window_size is None)
+                        global_window=window_size is None, adaln_zero=adaln_zero)
             for _ in range(num_layers)
         )
 
-        # 3. Output: LayerNorm -> SiLU -> Linear, unconditioned
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, norm_type="layernorm_silu")
+        # 3. Output: LayerNorm -> SiLU -> Linear, unconditioned (or, opt-in, DiT's adaLN final layer)
+        final_norm = "adaln" if conditioned_final_layer else "layernorm_silu"
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, norm_type=final_norm)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """Shared DiffiT init, and a zero-initialised output layer."""
+        """Shared DiffiT init, and a zero-initialised output layer; the opt-in additions start at zero too."""
         init_diffit_weights(self)
-        nn.init.zeros_(self.final_layer.proj_out.weight)
-        nn.init.zeros_(self.final_layer.proj_out.bias)
+        zeroed = [self.final_layer.proj_out, self.final_layer.adaln_linear]
+        for block in self.transformer_blocks:
+            zeroed.append(block.adaln_linear)
+            if self.config.zero_init_residual:
+                zeroed += [block.attn.to_out if block.attn is not None else None, block.ff.fc2]
+        for linear in filter(None, zeroed):
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
 
     def forward(
         self,
@@ -290,7 +325,7 @@ class DiffiTModel(ModelMixin, ConfigMixin):
                 x = block(x, time_token, grid_size)  # (N, T, D)
 
         # 3. Output
-        x = self.final_layer(x)  # (N, T, p*p*C_out)
+        x = self.final_layer(x, F.silu(time_token) if self.config.conditioned_final_layer else None)  # (N, T, p*p*C)
         output = unpatchify(x, p, grid_size, self.out_channels)  # (N, C_out, H, W)
 
         if not return_dict:

@@ -306,3 +306,103 @@ def test_global_window_model_rejects_larger_inputs():
     model = DiffiTModel(sample_size=8, patch_size=2, num_layers=1, num_attention_heads=2, attention_head_dim=8)
     with pytest.raises(ValueError, match="exceeds the attention window"):
         model(torch.randn(1, 4, 8, 10), 1, torch.tensor([1]))
+
+
+#################################################################################
+#            What TMSA's time token can and cannot do (docs/diffit_vs_dit.md)    #
+#################################################################################
+
+
+def _trained_like(model):
+    with torch.no_grad():  # weights of a trained size, not the small init (zeroed output layers included)
+        for p in model.parameters():
+            p.normal_(std=0.2)
+    return model
+
+
+def test_time_part_of_the_key_cannot_change_tmsa():
+    """softmax_j((q_i + q_t)(k_j + k_t)^T + B_ij): the terms constant over j cancel, so W_kt, b_kt and the spatial
+    key bias b_ks neither change the output nor get a gradient; W_qt and W_vt do both."""
+    torch.manual_seed(0)
+    module, dim = _tmsa(), 16
+    x_s, x_t = torch.randn(2, 12, dim), torch.randn(2, 8)
+    key = slice(dim, 2 * dim)
+    out = module(x_s, x_t, (3, 4))
+    with torch.no_grad():
+        changed = []
+        for name, rows in [("W_kt", (module.to_qkv_time.weight, key)), ("b_kt", (module.to_qkv_time.bias, key)),
+                           ("b_ks", (module.to_qkv.bias, key)), ("W_qt", (module.to_qkv_time.weight, slice(0, dim))),
+                           ("W_vt", (module.to_qkv_time.weight, slice(2 * dim, 3 * dim)))]:
+            param, sl = rows
+            saved = param[sl].clone()
+            param[sl] += torch.randn_like(saved)
+            changed.append((name, (module(x_s, x_t, (3, 4)) - out).abs().max().item()))
+            param[sl] = saved
+    moved = dict(changed)
+    assert moved["W_kt"] < 1e-5 and moved["b_kt"] < 1e-5 and moved["b_ks"] < 1e-5, moved
+    assert moved["W_qt"] > 1e-2 and moved["W_vt"] > 1e-2, moved
+
+    module(x_s, x_t, (3, 4)).square().sum().backward()
+    grad_w, grad_b = module.to_qkv_time.weight.grad, module.to_qkv_time.bias.grad
+    scale = grad_w.abs().max()
+    assert grad_w[key].abs().max() < 1e-5 * scale and grad_b[key].abs().max() < 1e-5 * scale
+    assert module.to_qkv.bias.grad[key].abs().max() < 1e-5 * scale
+    assert grad_w[:dim].abs().max() > 1e-3 * scale and grad_w[2 * dim:].abs().max() > 1e-3 * scale
+
+
+def test_time_token_shifts_every_query_of_a_sample_alike():
+    """The time token's effect on the attention logits of query i is q_t . k_j: the same re-weighting of the keys
+    for every query (and every spatial input), not a per-token modulation."""
+    torch.manual_seed(0)
+    module, dim, heads = _tmsa(), 16, 2
+    x_s, x_t0, x_t1 = torch.randn(1, 12, dim), torch.randn(1, 8), torch.randn(1, 8)
+
+    def logits(x_t):
+        q, k, _ = (module.to_qkv(x_s) + module.to_qkv_time(x_t)[:, None]).chunk(3, dim=-1)
+        q, k = (m.view(1, 12, heads, dim // heads).transpose(1, 2) for m in (q, k))
+        scores = q @ k.transpose(-1, -2)  # (1, H, Tq, Tk)
+        return scores - scores.mean(-1, keepdim=True)  # what softmax sees (constant-over-j terms removed)
+
+    with torch.no_grad():
+        delta = logits(x_t1) - logits(x_t0)  # (1, H, Tq, Tk)
+    torch.testing.assert_close(delta, delta[:, :, :1].expand_as(delta), atol=1e-5, rtol=1e-5)  # same for every query
+    assert delta.abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("flags", [{"adaln_zero": True}, {"conditioned_final_layer": True},
+                                   {"zero_init_residual": True}])
+def test_opt_in_conditioning_flags(flags):
+    """Off by default (the published DiffiT); each flag changes the parameters or the init it says, blocks start as
+    the identity where promised, and the conditioned parts really depend on the time token."""
+    kwargs = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
+                  attention_head_dim=8, num_classes=3)
+    torch.manual_seed(0)
+    base, model = DiffiTModel(**kwargs), DiffiTModel(**kwargs, **flags)
+    extra = set(model.state_dict()) - set(base.state_dict())
+    if flags.get("adaln_zero"):
+        assert extra == {f"transformer_blocks.{i}.adaln_linear.{p}" for i in range(2) for p in ("weight", "bias")}
+    elif flags.get("conditioned_final_layer"):
+        assert extra == {"final_layer.adaln_linear.weight", "final_layer.adaln_linear.bias"}
+    else:
+        assert not extra
+    assert all(not getattr(base.config, k) for k in flags)
+
+    # identity at init: a block's output equals its input (adaLN-Zero gates / zeroed projections)
+    x, t = torch.randn(2, 16, 16), torch.randn(2, 16)
+    block = model.transformer_blocks[0]
+    identity = torch.allclose(block(x, t, (4, 4)), x)
+    assert identity == (not flags.get("conditioned_final_layer"))
+    assert not torch.allclose(base.transformer_blocks[0](x, t, (4, 4)), x)
+
+    # conditioned: with trained-size weights the output depends on the time token through the added path
+    _trained_like(model)
+    with torch.no_grad():
+        if flags.get("adaln_zero"):
+            block.attn.to_qkv_time.weight.zero_(); block.attn.to_qkv_time.bias.zero_()  # noqa: E702
+            assert not torch.allclose(block(x, t, (4, 4)), block(x, torch.randn(2, 16), (4, 4)))
+        if flags.get("conditioned_final_layer"):
+            a = model.final_layer(x, torch.nn.functional.silu(t))
+            assert not torch.allclose(a, model.final_layer(x, torch.nn.functional.silu(torch.randn(2, 16))))
+    latents = torch.randn(2, 4, 8, 8)
+    out = model(latents, torch.tensor([1, 900]), torch.tensor([0, 2])).sample
+    assert out.shape == (2, 8, 8, 8) and torch.isfinite(out).all()
