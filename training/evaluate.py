@@ -112,11 +112,7 @@ class EvalConfig:
         if self.second_extractor and self.reference_stats:
             raise ValueError("--reference-stats holds statistics for --extractor only; the second evaluator compares "
                              "with a reference split: pass --second-extractor none (or drop --reference-stats).")
-        if self.second_extractor and not (Path(self.second_extractor) / "config.json").exists():
-            raise FileNotFoundError(
-                f"No second evaluator at {self.second_extractor}: train it with `python training/train_classifier.py "
-                f"--features spatial --output-dir {self.second_extractor}`, or pass --second-extractor none to report "
-                "one evaluator only.")
+
 
 
 def reference_features(cfg: EvalConfig, extractor, split: str, limit: int | None) -> torch.Tensor:
@@ -170,6 +166,11 @@ def generate(cfg: EvalConfig, pipe: DiffiTPipeline, indices: list[int], progress
 
 
 def main(cfg: EvalConfig) -> dict:
+    if cfg.second_extractor and not (Path(cfg.second_extractor) / "config.json").exists():
+        raise FileNotFoundError(
+            f"No second evaluator at {cfg.second_extractor}: train it with `python training/train_classifier.py "
+            f"--features spatial --output-dir {cfg.second_extractor}`, or pass --second-extractor none to report "
+            "one evaluator only.")
     accelerator = Accelerator()
     set_cpu_threads(accelerator, cfg.cpu_threads)
     start_time = time.time()

@@ -73,21 +73,63 @@ def window_merge(x: torch.Tensor, grid_size: tuple[int, int], window: tuple[int,
 #################################################################################
 
 
-# Which kernel computes attention with an additive bias (DiffiT's relative position bias): "auto" picks per call,
-# "sdpa" / "explicit" force one (benchmarks and tests compare them), "flex" is opt-in (see flex_biased_attention).
-BIASED_ATTENTION_BACKENDS = ("auto", "sdpa", "explicit", "flex")
+# Which kernel computes attention with an additive bias (DiffiT's relative position bias): "auto" picks per call
+# (`pick_biased_attention`), the others force one (benchmarks and tests compare them); "flex" is opt-in.
+BIASED_ATTENTION_BACKENDS = ("auto", "sdpa", "explicit", "cpu_flash", "flex")
 biased_attention_backend = "auto"
+# Elements of the (chunk, H, Tq, Tk) score block the CPU flash backward recomputes at a time (4 MiB in fp32: it stays
+# in cache, where the unfused path streams the whole (N, H, Tq, Tk) tensor through memory several times).
+CPU_FLASH_BACKWARD_BLOCK = 1 << 20
 
 
 def explicit_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v written out: q (N, H, Tq, d), k/v (N, H, Tk, d), bias broadcastable to
-    (N, H, Tq, Tk), never expanded over the batch.
-
-    Hand-written because no CPU kernel fuses a bias that needs a gradient: with one, `F.scaled_dot_product_attention`
-    falls back to its math path (bias expanded per sample, safe-softmax checks, bf16 upcast to fp32), which trains
-    DiffiT ~12% slower than DiT at 256 tokens; this formula is the same math in three ops."""
+    (N, H, Tq, Tk), never expanded over the batch. The reference formula, and the bf16 CPU training path."""
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)) + bias  # (N, H, Tq, Tk)
     return torch.matmul(scores.softmax(dim=-1), v)  # (N, H, Tq, d)
+
+
+class CPUFlashBiasedAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d) + bias) v with a bias that gets a gradient, on a CPU: forward through torch's fused CPU
+    flash-attention kernel (which takes the bias as its mask but gives it no gradient), backward written here from
+    the saved log-sum-exp, a few samples at a time so that the recomputed scores stay in cache.
+
+    Written because no CPU kernel fuses a bias that needs a gradient: `F.scaled_dot_product_attention` then falls
+    back to its math path (bias expanded per sample, bf16 upcast to fp32), and even the three-op explicit formula
+    streams (N, H, Tq, Tk) scores, probabilities and their gradients through memory, which trained DiffiT-S/2 at
+    0.82x DiT-S/2 (fp32, 256 tokens). q (N, H, Tq, d), k/v (N, H, Tk, d), bias (1 or N, H, Tq, Tk)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias)
+        ctx.save_for_backward(q, k, v, bias, out, lse)
+        return out  # (N, H, Tq, d)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, bias, out, lse = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32) if ctx.needs_input_grad[3] else None
+        delta = (grad_out * out).sum(-1, keepdim=True, dtype=torch.float32)  # (N, H, Tq, 1): rowsum(dO * O)
+        n, heads, tq, _ = q.shape
+        chunk = max(1, CPU_FLASH_BACKWARD_BLOCK // (heads * tq * k.shape[2]))
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            b = bias if bias.shape[0] == 1 else bias[s:e]
+            # recomputed probabilities P = exp(S - logsumexp), then dS = P * (dO V^T - delta)
+            probs = torch.matmul(q[s:e] * scale, k[s:e].transpose(-1, -2)).add_(b).sub_(lse[s:e, ..., None]).exp_()
+            grad_v[s:e] = torch.matmul(probs.transpose(-1, -2).to(v.dtype), grad_out[s:e])
+            grad_scores = torch.matmul(grad_out[s:e], v[s:e].transpose(-1, -2)).sub_(delta[s:e]).mul_(probs)
+            if grad_bias is not None:
+                if bias.shape[0] == 1:
+                    grad_bias[0] += grad_scores.sum(0)
+                else:
+                    grad_bias[s:e] = grad_scores
+            grad_scores = grad_scores.mul_(scale).to(q.dtype)
+            grad_q[s:e] = torch.matmul(grad_scores, k[s:e])
+            grad_k[s:e] = torch.matmul(grad_scores.transpose(-1, -2), q[s:e])
+        return grad_q, grad_k, grad_v, None if grad_bias is None else grad_bias.to(bias.dtype)
 
 
 def flex_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -115,19 +157,22 @@ def flex_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bia
     return flex_attention(q, k, v, score_mod=add_bias)  # (N, H, Tq, d)
 
 
-def use_explicit_biased_attention(q: torch.Tensor, bias: torch.Tensor) -> bool:
-    """`"auto"`: on CPU, the explicit formula when training with a learnable bias or in bf16/fp16 (CPU flash
-    attention in bf16 was slower than it on the team's AMD EPYC, training and sampling alike); otherwise SDPA, whose
-    fused kernels take a 4D bias (CPU flash attention for fp32 sampling, ~3x faster there; CUDA memory-efficient
-    attention, bias gradient included)."""
+def pick_biased_attention(q: torch.Tensor, bias: torch.Tensor) -> str:
+    """The kernel for one biased attention call: `biased_attention_backend` unless it is `"auto"`, which picks, as
+    measured on the team's CPUs (`benchmarks/bench_diffit.py`): on a CPU, `"cpu_flash"` (`CPUFlashBiasedAttention`)
+    to train in fp32 with a learnable bias, `"explicit"` in bf16/fp16 (CPU flash attention in bf16 was slower than
+    it, training and sampling alike), otherwise `"sdpa"`, whose fused kernels take a 4D bias (CPU flash attention
+    for fp32 sampling; CUDA memory-efficient attention, bias gradient included)."""
     if biased_attention_backend not in BIASED_ATTENTION_BACKENDS:
         raise ValueError(f"Unknown biased_attention_backend {biased_attention_backend!r}; valid choices are "
                          f"{', '.join(BIASED_ATTENTION_BACKENDS)}.")
     if biased_attention_backend != "auto":
-        return biased_attention_backend == "explicit"
+        return biased_attention_backend
     if q.device.type != "cpu":
-        return False
-    return (bias.requires_grad and torch.is_grad_enabled()) or q.dtype in (torch.bfloat16, torch.float16)
+        return "sdpa"
+    if q.dtype in (torch.bfloat16, torch.float16):
+        return "explicit"
+    return "cpu_flash" if bias.requires_grad and torch.is_grad_enabled() else "sdpa"
 
 
 def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
@@ -142,10 +187,16 @@ def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_h
         out = F.scaled_dot_product_attention(q, k, v)  # (N, H, Tq, d)
     else:
         attn_bias = attn_bias.expand(1, *attn_bias.shape[-3:]) if attn_bias.dim() == 3 else attn_bias
-        if biased_attention_backend == "flex":
+        kernel = pick_biased_attention(q, attn_bias)
+        if kernel == "flex":
             out = flex_biased_attention(q, k, v, attn_bias)
-        elif use_explicit_biased_attention(q, attn_bias):
+        elif kernel == "explicit":
             out = explicit_biased_attention(q, k, v, attn_bias)
+        elif kernel == "cpu_flash":
+            if q.device.type != "cpu":
+                raise ValueError(f"biased_attention_backend='cpu_flash' runs on a CPU only, got {q.device.type} "
+                                 f"tensors; valid choices there are {', '.join(BIASED_ATTENTION_BACKENDS)}.")
+            out = CPUFlashBiasedAttention.apply(q, k, v, attn_bias.to(q.dtype))
         else:  # a 4D bias: SDPA sends a 3D one to its unfused math path
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
     return out.transpose(1, 2).reshape(n, tq, d)  # (N, Tq, D)

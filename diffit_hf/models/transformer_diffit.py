@@ -69,9 +69,20 @@ class RelativePositionBias(nn.Module):
         wh, ww = self.window_size
         self.table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
         self.register_buffer("index", relative_position_index(self.window_size, self.window_size), persistent=False)
+        self._cached: tuple[tuple, torch.Tensor] | None = None  # (key, bias) of the last call without autograd
 
     def forward(self, grid: tuple[int, int]) -> torch.Tensor:
-        """(heads, T, T) bias for a token grid no larger than the window."""
+        """(heads, T, T) bias for a token grid no larger than the window. Without autograd (sampling) the gathered
+        bias is kept and reused until the table changes (an optimiser step or `load_state_dict` bumps its version)
+        or another grid, device or dtype is asked for: no per-step gather at inference."""
+        if torch.is_grad_enabled() and self.table.requires_grad:
+            return self._gather(grid)
+        key = (tuple(grid), self.table.data_ptr(), self.table._version, self.table.device, self.table.dtype)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._gather(grid).detach().contiguous())
+        return self._cached[1]
+
+    def _gather(self, grid: tuple[int, int]) -> torch.Tensor:
         if tuple(grid) == self.window_size:
             index = self.index
         elif grid[0] <= self.window_size[0] and grid[1] <= self.window_size[1]:

@@ -67,7 +67,7 @@ def _grads(module, loss):
     return {name: p.grad.clone() for name, p in module.named_parameters()}
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "explicit"])
+@pytest.mark.parametrize("backend", ["sdpa", "explicit", "cpu_flash"])
 @pytest.mark.parametrize("grid", [(3, 4), (2, 3)])
 def test_tmsa_backends_train_like_explicit_equations(backend, grid, monkeypatch):
     """Forward and every parameter gradient (the bias table's included) of each attention backend match Eq. 3-6
@@ -112,33 +112,54 @@ def test_explicit_and_sdpa_attention_agree_in_a_training_step(precision, monkeyp
         x, t = torch.randn(2, c.in_channels, 8, 8), torch.tensor([3, 700])
         y = torch.tensor([1, 4]) if c.num_classes else None
         results = {}
-        for backend in ("sdpa", "explicit"):
+        for backend in ("sdpa", "explicit", "cpu_flash"):
             monkeypatch.setattr(layers, "biased_attention_backend", backend)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = model.eval()(x, t, y).sample.float().square().mean()
             results[backend] = (loss.detach(), _grads(model, loss))
-        (loss_a, grads_a), (loss_b, grads_b) = results.values()
+        loss_a, grads_a = results.pop("sdpa")
         tol = dict(atol=1e-5, rtol=1e-4) if precision == "fp32" else dict(atol=2e-2, rtol=2e-2)
-        torch.testing.assert_close(loss_b, loss_a, **tol)
-        for name, g in grads_a.items():
-            if precision == "fp32":
-                torch.testing.assert_close(grads_b[name], g, atol=1e-5, rtol=1e-4, msg=name)
-            else:
-                assert (grads_b[name] - g).abs().max() <= 0.05 * g.abs().max() + 1e-3, name
+        for backend, (loss_b, grads_b) in results.items():
+            torch.testing.assert_close(loss_b, loss_a, **tol)
+            for name, g in grads_a.items():
+                if precision == "fp32":
+                    torch.testing.assert_close(grads_b[name], g, atol=1e-5, rtol=1e-4, msg=f"{backend} {name}")
+                else:
+                    assert (grads_b[name] - g).abs().max() <= 0.05 * g.abs().max() + 1e-3, f"{backend} {name}"
 
 
-def test_auto_backend_picks_explicit_for_cpu_training_and_bf16(monkeypatch):
+def test_cpu_flash_backward_in_blocks_equals_the_formula(monkeypatch):
+    """CPUFlashBiasedAttention against the explicit formula's autograd, for a bias shared by the batch and one per
+    sample, with the backward split into one-sample blocks and into a single block."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(5, 3, 7, 8, dtype=torch.float64).float().requires_grad_() for _ in range(3))
+    for bias_batch in (1, 5):
+        bias = torch.randn(bias_batch, 3, 7, 7, requires_grad=True)
+        upstream = torch.randn(5, 3, 7, 8)
+        expected = layers.explicit_biased_attention(q, k, v, bias)
+        want = torch.autograd.grad((expected * upstream).sum(), (q, k, v, bias))
+        for block in (1, 1 << 20):
+            monkeypatch.setattr(layers, "CPU_FLASH_BACKWARD_BLOCK", block)
+            out = layers.CPUFlashBiasedAttention.apply(q, k, v, bias)
+            torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+            got = torch.autograd.grad((out * upstream).sum(), (q, k, v, bias))
+            for name, a, b in zip("qkvb", got, want):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"{name} block {block}")
+
+
+def test_auto_backend_picks_cpu_flash_for_fp32_training_and_explicit_for_bf16(monkeypatch):
     q = torch.randn(2, 4, 8, requires_grad=True)
     bias = torch.randn(2, 4, 4, requires_grad=True)
-    assert layers.use_explicit_biased_attention(q, bias)
+    assert layers.pick_biased_attention(q, bias) == "cpu_flash"
+    assert layers.pick_biased_attention(q.bfloat16(), bias.bfloat16()) == "explicit"
     with torch.no_grad():
-        assert not layers.use_explicit_biased_attention(q, bias)  # fp32 sampling: CPU flash attention
-        assert layers.use_explicit_biased_attention(q.bfloat16(), bias.bfloat16())
-    assert not layers.use_explicit_biased_attention(q, bias.detach())
-    assert not layers.use_explicit_biased_attention(q.to("meta"), bias.to("meta"))
+        assert layers.pick_biased_attention(q, bias) == "sdpa"  # fp32 sampling: CPU flash attention via SDPA
+        assert layers.pick_biased_attention(q.bfloat16(), bias.bfloat16()) == "explicit"
+    assert layers.pick_biased_attention(q, bias.detach()) == "sdpa"
+    assert layers.pick_biased_attention(q.to("meta"), bias.to("meta")) == "sdpa"
     monkeypatch.setattr(layers, "biased_attention_backend", "flash")
-    with pytest.raises(ValueError, match="valid choices are auto, sdpa, explicit, flex"):
-        layers.use_explicit_biased_attention(q, bias)
+    with pytest.raises(ValueError, match="valid choices are auto, sdpa, explicit, cpu_flash, flex"):
+        layers.pick_biased_attention(q, bias)
 
 
 def _tiny_diffit():
@@ -164,7 +185,7 @@ def test_flex_backend_samples_like_explicit_and_refuses_cpu_training(monkeypatch
     torch.testing.assert_close(outs["flex"], outs["explicit"], atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(layers, "biased_attention_backend", "flex")
     with pytest.raises(NotImplementedError, match="cannot train on a CPU.*valid choices there are auto, sdpa, "
-                                                  "explicit"):
+                                                  "explicit, cpu_flash"):
         model.train()(x, t, y)
 
 
@@ -406,3 +427,22 @@ def test_opt_in_conditioning_flags(flags):
     latents = torch.randn(2, 4, 8, 8)
     out = model(latents, torch.tensor([1, 900]), torch.tensor([0, 2])).sample
     assert out.shape == (2, 8, 8, 8) and torch.isfinite(out).all()
+
+
+def test_relative_bias_is_cached_for_sampling_and_follows_the_table():
+    rpb = RelativePositionBias((3, 4), num_heads=2)
+    torch.nn.init.normal_(rpb.table)
+    with torch.no_grad():
+        first = rpb((3, 4))
+        assert rpb((3, 4)) is first  # no gather per sampling step
+        assert torch.equal(first, _direct_bias(rpb, (3, 4)))
+        assert torch.equal(rpb((2, 2)), _direct_bias(rpb, (2, 2)))  # another grid: recomputed
+        rpb.table.add_(1.0)  # an optimiser step
+        assert torch.equal(rpb((3, 4)), _direct_bias(rpb, (3, 4)))
+    rpb.load_state_dict({"table": torch.zeros_like(rpb.table)})
+    with torch.no_grad():
+        assert torch.equal(rpb((3, 4)), torch.zeros(2, 12, 12))
+    bias = rpb((3, 4))  # with autograd: a fresh gather that carries the gradient to the table
+    assert bias.requires_grad
+    bias.sum().backward()
+    assert rpb.table.grad.abs().sum() > 0

@@ -9,6 +9,7 @@ import torch
 from diffit_hf import DiffiTPipeline
 from diffit_hf.evaluation import (
     FashionClassifier,
+    class_consistency,
     feature_stats,
     inception_score,
     load_extractor,
@@ -28,19 +29,35 @@ def evaluate(script):
 def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path, evaluate):
     save_tiny_pixel_pipeline(tmp_path / "pipe")
     FashionClassifier().save_pretrained(tmp_path / "clf")
+    torch.manual_seed(0)
+    second = FashionClassifier(channels=(8, 16, 32), feature_dim=4, features="spatial", convs_per_stage=1)
+    second.save_pretrained(tmp_path / "clf2")
     cfg = make_config(evaluate.EvalConfig, dict(
         pipeline=str(tmp_path / "pipe"), num_samples=40, batch_size=20, num_inference_steps=2,
         extractor=str(tmp_path / "clf"), classifier=str(tmp_path / "clf"), cache_dir=str(tmp_path / "stats"),
-        scheduler="ddim", reference_limit=300))
+        second_extractor=str(tmp_path / "clf2"), scheduler="ddim", reference_limit=300))
     result = evaluate.main(cfg)
     saved = json.loads((tmp_path / "pipe" / "eval.json").read_text())
-    for key in ("fid", "kid", "precision", "recall", "class_consistency", "floor_fid", "floor_kid",
-                "floor_class_consistency"):
+    keys = ("fid", "kid", "precision", "recall", "class_consistency", "floor_fid", "floor_kid",
+            "floor_class_consistency")
+    for key in keys:
         assert key in saved and saved[key] == result[key]
     assert result["floor_fid"] < result["fid"]  # real training images are closer to the test split than noise
+
+    # the second evaluator: its own features (64-d spatial map), floor and class consistency
+    ev = saved["second_evaluator"]
+    assert ev["extractor"] == "fmnist-spatial" and set(keys) <= set(ev)
+    assert ev["floor_fid"] < ev["fid"] and ev["fid"] != result["fid"]
+    pipe = DiffiTPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.use_scheduler("ddim")
+    images, labels = evaluate.generate(cfg, pipe, list(range(40)), False, dict(
+        num_inference_steps=2, guidance_scale=cfg.guidance_scale, guidance_schedule="constant"))
+    features2 = load_extractor(str(tmp_path / "clf2"))
+    assert features2(images).shape == (40, 4 * 4 * 4)
+    assert ev["class_consistency"] == pytest.approx(class_consistency(features2.logits(images), labels))
     assert (tmp_path / "pipe" / "eval_samples.png").exists()
     cached = sorted((tmp_path / "stats").glob("*.safetensors"))
-    assert len(cached) == 2  # reference split and floor subset
+    assert len(cached) == 4  # reference split and floor subset, for each evaluator
     assert sorted(p.name for p in (tmp_path / "stats").iterdir()) == [p.name for p in cached]  # no temporary files
     mtimes = [p.stat().st_mtime_ns for p in cached]
     again = evaluate.main(cfg)
@@ -75,7 +92,7 @@ def test_evaluate_against_reference_stats(tmp_path, evaluate, kind, monkeypatch)
     values = dict(pipeline=str(tmp_path / "pipe"), num_samples=30, batch_size=15, num_inference_steps=2,
                   scheduler="ddim", extractor=extractor, inception_weights=weights, classifier=None,
                   reference_stats=str(tmp_path / "ref.npz"), floor_split="train" if kind == "fmnist" else None,
-                  cache_dir=str(tmp_path / "stats"), output=str(tmp_path / "eval.json"))
+                  cache_dir=str(tmp_path / "stats"), output=str(tmp_path / "eval.json"), second_extractor=None)
     result = evaluate.main(make_config(evaluate.EvalConfig, values))
 
     cfg = make_config(evaluate.EvalConfig, values)
@@ -101,6 +118,15 @@ def test_evaluate_against_reference_stats(tmp_path, evaluate, kind, monkeypatch)
     np.savez(tmp_path / "wrong.npz", mu=np.zeros(5), sigma=np.eye(5))  # another extractor's statistics
     with pytest.raises(ValueError, match="5-d statistics"):
         evaluate.main(make_config(evaluate.EvalConfig, {**values, "reference_stats": str(tmp_path / "wrong.npz")}))
+
+
+def test_second_evaluator_missing_or_without_a_split_is_refused_before_sampling(tmp_path, evaluate):
+    with pytest.raises(FileNotFoundError, match="train_classifier.py --features spatial"):
+        evaluate.main(make_config(evaluate.EvalConfig, dict(second_extractor=str(tmp_path / "absent"),
+                                                            pipeline=str(tmp_path / "no-pipeline"))))
+    FashionClassifier(features="spatial").save_pretrained(tmp_path / "clf2")
+    with pytest.raises(ValueError, match="--second-extractor none"):
+        make_config(evaluate.EvalConfig, dict(second_extractor=str(tmp_path / "clf2"), reference_stats="ref.npz"))
 
 
 def test_evaluate_preset_refuses_overridden_flags(evaluate):
