@@ -1,0 +1,344 @@
+"""DiffiT against DiT: speed (train steps and sampling, alternating in one process), and the ablation of what closes
+the quality gap at the demo's budget, scored by both offline evaluators. Writes results/bench_diffit_{speed,
+ablation}.{json,md}; docs/diffit_vs_dit.md reads them.
+
+    python benchmarks/bench_diffit.py speed                         # ~5 min on 2 cores
+    python benchmarks/bench_diffit.py ablation --steps 800 --jobs 2  # needs the demo's VAE, cache and both classifiers
+    python benchmarks/bench_diffit.py guidance --rows "DiT-S/4 (demo)" "DiffiT (published)"
+
+Speed: DiT-S/2 vs DiffiT-S/2 at 32x32x4 in fp32, eager (the issue's CPU target; DiffiT with each biased-attention
+kernel), DiffiTPipeline sampling of both (DDIM, classifier-free guidance, latents out: the same VAE would decode
+either), and the demo's model configs (16x16x4 latents, bf16, batch 64, 6 blocks, 16 tokens), whose steps/s ratios
+set the equal-wall-clock budgets of the ablation.
+
+Ablation: every row trains with the demo recipe (`training/configs/demo_fmnist.yaml`: flow matching, logit-normal
+timesteps, lr 3e-4, bf16, EMA) through `train_latent.py`, for `--steps` steps and for the steps the DiT row's
+`--steps` take at its measured speed (equal wall clock); the EMA weights at both points are scored by
+`training/evaluate.py` (FID-FMNIST and FID-FMNIST-spatial, KID, precision/recall, class consistency, floors) with
+25 DPM-Solver++ steps and guidance 4. Rows run `--jobs` at a time on one CPU thread each: their step counts are
+fixed beforehand, so running side by side changes no result. Finished runs are reused (delete the run folder to
+redo one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from machine import describe  # beside this script: a script's folder is sys.path[0]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+DEMO = ROOT / "training" / "configs" / "demo_fmnist.yaml"
+
+# The demo's model (DiT-S/4 x 6 blocks: 16 tokens of 16x16x4 latents) and DiffiT at the same width, depth and tokens.
+DIT = ("DiT-S/4", {"num_layers": 6})
+DIFFIT = ("DiffiT-S/2", {"num_layers": 6, "patch_size": 4})
+ADALN = {"adaln_zero": True}
+ADALN_FINAL = {"adaln_zero": True, "conditioned_final_layer": True}
+# row -> (preset, model overrides, extra train_latent flags)
+ROWS = {
+    "DiT-S/4 (demo)": (*DIT, []),
+    "DiffiT (published)": (*DIFFIT, []),
+    "DiffiT + zero-init residual": (DIFFIT[0], {**DIFFIT[1], "zero_init_residual": True}, []),
+    "DiffiT + conditioned final layer": (DIFFIT[0], {**DIFFIT[1], "conditioned_final_layer": True}, []),
+    "DiffiT + adaLN-Zero": (DIFFIT[0], {**DIFFIT[1], **ADALN}, []),
+    "DiffiT + adaLN-Zero + cond. final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, []),
+    "DiffiT, clip 1 (MDT)": (*DIFFIT, ["--max-grad-norm", "1.0"]),
+    "DiffiT, lr 1e-4": (*DIFFIT, ["--learning-rate", "1e-4"]),
+}
+
+
+#################################################################################
+#                                      Speed                                    #
+#################################################################################
+
+
+def build(preset: str, overrides: dict, sample_size: int, num_classes: int = 1000):
+    from diffit_hf import create_model
+
+    torch.manual_seed(0)
+    model = create_model(preset, sample_size=sample_size, num_classes=num_classes, **overrides)
+    with torch.no_grad():  # trained-like, non-zero weights for both models (zero-init output layers included)
+        for p in model.parameters():
+            p.normal_(std=0.02)
+    return model
+
+
+def make_train_step(preset: str, overrides: dict, sample_size: int, batch: int, precision: str, backend: str):
+    """One train step (forward, MSE, backward, AdamW) of a fresh model, with DiffiT's biased-attention kernel."""
+    from diffit_hf.models import layers
+
+    model = build(preset, overrides, sample_size).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    c = model.config
+    x, t = torch.randn(batch, c.in_channels, sample_size, sample_size), torch.randint(0, 1000, (batch,))
+    y, target = torch.randint(0, 1000, (batch,)), torch.randn(batch, model.out_channels, sample_size, sample_size)
+
+    def step():
+        layers.biased_attention_backend = backend
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x, t, y).sample
+        loss = (out.float() - target).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def make_sampler(preset: str, sample_size: int, labels: int, steps: int, guidance: float):
+    """DiffiTPipeline sampling `labels` images with classifier-free guidance (DDIM), latents out."""
+    from diffusers import DDIMScheduler
+
+    from diffit_hf import DiffiTPipeline
+    from diffit_hf.models import layers
+
+    pipe = DiffiTPipeline(transformer=build(preset, {}, sample_size).eval(), scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+
+    def sample():
+        layers.biased_attention_backend = "auto"
+        pipe(list(range(labels)), guidance_scale=guidance, num_inference_steps=steps,
+             generator=torch.Generator().manual_seed(0), output_type="latent")
+
+    return sample
+
+
+def alternate(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each callable, called in turn (A, B, C, A, B, C, ...) so that machine noise hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up (allocations, AdamW state, cached bias)
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {k: sorted(ts)[len(ts) // 2] for k, ts in times.items()}
+
+
+def speed(args) -> dict:
+    torch.set_num_threads(args.threads)
+    sections = []
+    # 1. Training at 32x32x4 fp32 eager (256 tokens): DiT-S/2 and DiffiT-S/2 with each biased-attention kernel
+    runs = {"DiT-S/2": ("DiT-S/2", {}, "auto"), "DiffiT-S/2 (auto: cpu_flash)": ("DiffiT-S/2", {}, "auto"),
+            "DiffiT-S/2 (explicit, before)": ("DiffiT-S/2", {}, "explicit"),
+            "DiffiT-S/2 (sdpa math)": ("DiffiT-S/2", {}, "sdpa")}
+    secs = alternate({k: make_train_step(p, o, 32, args.batch, "fp32", b) for k, (p, o, b) in runs.items()},
+                     args.repeats)
+    sections.append({"name": f"train step, 32x32x4, fp32 eager, batch {args.batch}", "unit": "samples/s",
+                     "rows": {k: args.batch / s for k, s in secs.items()}, "reference": "DiT-S/2"})
+    # 2. Sampling at 32x32x4 fp32: DiffiTPipeline with either model
+    secs = alternate({k: make_sampler(k, 32, args.sample_labels, args.sample_steps, 4.0)
+                      for k in ("DiT-S/2", "DiffiT-S/2")}, max(3, args.repeats // 4))
+    sections.append({"name": f"sampling, 32x32x4, fp32, {args.sample_labels} images, {args.sample_steps} DDIM steps, "
+                             "guidance 4 (latents out)", "unit": "images/s",
+                     "rows": {k: args.sample_labels / s for k, s in secs.items()}, "reference": "DiT-S/2"})
+    # 3. The demo's configurations (bf16, 16 tokens): the steps/s behind the ablation's equal-wall-clock budgets
+    models = {"DiT-S/4 (demo)": DIT, "DiffiT (published)": DIFFIT, "DiffiT + adaLN-Zero": (DIFFIT[0], {
+        **DIFFIT[1], **ADALN}), "DiffiT + adaLN-Zero + cond. final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL})}
+    secs = alternate({k: make_train_step(p, o, 16, 64, "bf16", "auto") for k, (p, o) in models.items()},
+                     args.repeats)
+    sections.append({"name": "demo config: train step, 16x16x4, bf16, batch 64, 6 blocks, 16 tokens",
+                     "unit": "steps/s", "rows": {k: 1 / s for k, s in secs.items()}, "reference": "DiT-S/4 (demo)"})
+    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "sections": sections}
+
+
+def render_speed(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"DiffiT vs DiT speed, measured on {m['cpu']} ({m['cores']} cores, {result['threads']} threads, fp32 "
+             f"matmul {m['fp32_gflops']} GFLOP/s), {result['date']}; each section alternates its rows in one process "
+             "(median).", ""]
+    for sec in result["sections"]:
+        ref = sec["rows"][sec["reference"]]
+        lines += [f"**{sec['name']}**", "", f"| run | {sec['unit']} | vs {sec['reference']} |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v:.2f} | {v / ref:.2f}x |" for k, v in sec["rows"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+#################################################################################
+#                                     Ablation                                  #
+#################################################################################
+
+
+def run(cmd: list[str], log: Path) -> None:
+    with open(log, "w") as f:
+        subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def checkpoint_pipeline(folder: Path, step: int) -> Path:
+    """The run's exported pipeline with the EMA weights of checkpoint `step` (the equal-steps point)."""
+    from diffit_hf import DiffiTPipeline
+
+    out = folder / f"at-{step}"
+    if not (out / "model_index.json").exists():
+        pipe = DiffiTPipeline.from_pretrained(folder)
+        ema = folder / "checkpoints" / f"checkpoint-{step}" / "transformer_ema"
+        pipe.transformer = type(pipe.transformer).from_pretrained(ema)
+        tmp = folder / f".at-{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.save_pretrained(tmp)
+        tmp.rename(out)
+    return out
+
+
+def evaluate(pipeline: Path, out: Path, args, guidance: float = 4.0, schedule: str = "constant") -> dict:
+    if not out.exists():
+        run([sys.executable, "training/evaluate.py", "--pipeline", str(pipeline), "--num-samples",
+             str(args.num_samples), "--num-inference-steps", "25", "--scheduler", "dpm", "--guidance-scale",
+             str(guidance), "--guidance-schedule", schedule, "--cpu-threads", "1", "--output", str(out)],
+            out.with_suffix(".log"))
+    ev = json.loads(out.read_text())
+    second = ev["second_evaluator"]
+    return {"fid": ev["fid"], "fid2": second["fid"], "kid": ev["kid"], "kid2": second["kid"],
+            "precision": ev["precision"], "recall": ev["recall"], "precision2": second["precision"],
+            "recall2": second["recall"], "cc": ev["class_consistency"], "cc2": second["class_consistency"],
+            "floor_fid": ev["floor_fid"], "floor_fid2": second["floor_fid"],
+            "floor_cc": ev["floor_class_consistency"], "floor_cc2": second["floor_class_consistency"]}
+
+
+def ablation_row(name: str, args, rates: dict[str, float]) -> dict:
+    preset, overrides, flags = ROWS[name]
+    model_key = next((k for k in rates if ROWS.get(k, (None, None))[:2] == (preset, overrides)), None)
+    rate = rates.get(model_key) or rates["DiffiT (published)" if preset.startswith("DiffiT") else "DiT-S/4 (demo)"]
+    wall_steps = round(args.steps * rate / rates["DiT-S/4 (demo)"])
+    first, last = sorted((args.steps, wall_steps))
+    folder = ROOT / args.out / name.replace(" ", "_").replace("/", "").replace(",", "").replace("+", "plus")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "train_results.json").exists():
+        run([sys.executable, "training/train_latent.py", "--config", str(DEMO), "--model", preset, "--model-config",
+             json.dumps(overrides), *flags, "--max-steps", str(last), "--checkpointing-steps", str(first),
+             "--validation-steps", str(last), "--report-to", "none", "--cpu-threads", "1",
+             "--overwrite-output-dir", "--output-dir", str(folder)], folder / "train.log")
+    train = json.loads((folder / "train_results.json").read_text())
+    losses = {}
+    for line in (folder / "logs" / "loss.csv").read_text().splitlines()[1:]:
+        step, loss = line.split(",")[:2]
+        losses[int(step)] = float(loss)
+    at = {s: checkpoint_pipeline(folder, s) if s != last else folder for s in (first, last)}
+    row = {"run": name, "model": preset, "model_config": overrides, "flags": flags, "params": train["params"],
+           "steps_per_s_demo_config": rate, "equal_wall_steps": wall_steps,
+           "loss": {str(s): losses[s] for s in (150, 400, args.steps, wall_steps) if s in losses}}
+    row["equal_steps"] = {"steps": args.steps, "pipeline": str(at[args.steps].relative_to(ROOT)),
+                          **evaluate(at[args.steps], folder / "eval-equal-steps.json", args)}
+    row["equal_wall"] = {"steps": wall_steps, "pipeline": str(at[wall_steps].relative_to(ROOT)),
+                         **evaluate(at[wall_steps], folder / "eval-equal-wall.json", args)}
+    cells = (("steps", row["equal_steps"]), ("wall", row["equal_wall"]))
+    print(f"{name}: " + ", ".join(f"{k} FID {v['fid']:.2f}/{v['fid2']:.2f} cc {v['cc']:.1%}/{v['cc2']:.1%}"
+                                  for k, v in cells), flush=True)
+    return row
+
+
+def ablation(args) -> dict:
+    speed_file = RESULTS / "bench_diffit_speed.json"
+    if not speed_file.exists():
+        raise FileNotFoundError(f"{speed_file} is missing: run `python benchmarks/bench_diffit.py speed` first (its "
+                                "demo-config steps/s set the equal-wall-clock budgets).")
+    speed_result = json.loads(speed_file.read_text())
+    rates = next(s for s in speed_result["sections"] if s["name"].startswith("demo config"))["rows"]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda name: ablation_row(name, args, rates), args.rows))
+    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "steps": args.steps,
+            "num_samples": args.num_samples, "speed_machine": speed_result["machine"], "rows": rows}
+
+
+def render_ablation(result: dict) -> str:
+    lines = [f"DiffiT ablation at the demo's recipe, {result['date']} ({result['machine']['cpu']}): 16x16x4 latents, "
+             f"6 blocks, 16 tokens, flow matching, lr 3e-4, bf16, EMA; equal steps = {result['steps']}, equal wall "
+             f"clock = the steps DiT-S/4 takes for {result['steps']} at the measured demo-config speeds. "
+             f"{result['num_samples']:,} samples, 25 DPM-Solver++ steps, guidance 4 (constant). Each cell: "
+             "FID-FMNIST / FID-FMNIST-spatial, class consistency under each.", "",
+             "| run | params | loss @150 / @400 | equal steps: FID | class cons. | equal wall: steps | FID | "
+             "class cons. |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        s, w, loss = r["equal_steps"], r["equal_wall"], r["loss"]
+        losses = " / ".join(f"{loss[k]:.3f}" if loss.get(k) is not None else "-" for k in ("150", "400"))
+        lines.append(f"| {r['run']} | {r['params'] / 1e6:.1f}M | {losses} | {s['fid']:.2f} / {s['fid2']:.2f} | "
+                     f"{s['cc']:.1%} / {s['cc2']:.1%} | {w['steps']} | {w['fid']:.2f} / {w['fid2']:.2f} | "
+                     f"{w['cc']:.1%} / {w['cc2']:.1%} |")
+    if result["rows"]:
+        f = result["rows"][0]["equal_steps"]
+        lines += ["", f"Real-data floors ({result['num_samples']:,} training images vs the test split): FID "
+                      f"{f['floor_fid']:.2f} / {f['floor_fid2']:.2f}, class consistency {f['floor_cc']:.1%} / "
+                      f"{f['floor_cc2']:.1%}."]
+    return "\n".join(lines)
+
+
+#################################################################################
+#                                     Guidance                                  #
+#################################################################################
+
+GUIDANCE = [(2.0, "constant"), (4.0, "constant"), (6.0, "constant"), (4.4, "power_cosine"), (8.0, "power_cosine")]
+
+
+def guidance(args) -> dict:
+    """Each chosen run's equal-wall-clock pipeline under several guidance scales and schedules (DiffiT's paper
+    samples with power-cosine 4.4, DiT's with constant 1.5-4): every model at its own best guidance."""
+    ablation_result = json.loads((RESULTS / "bench_diffit_ablation.json").read_text())
+    runs = {r["run"]: r for r in ablation_result["rows"]}
+    missing = [name for name in args.rows if name not in runs]
+    if missing:
+        raise ValueError(f"Rows {missing} are not in results/bench_diffit_ablation.json; run the ablation first.")
+    jobs = [(name, scale, schedule) for name in args.rows for scale, schedule in GUIDANCE]
+
+    def one(job):
+        name, scale, schedule = job
+        pipeline = ROOT / runs[name]["equal_wall"]["pipeline"]
+        out = pipeline / f"eval-guidance-{schedule}-{scale}.json"
+        return {"run": name, "scale": scale, "schedule": schedule, **evaluate(pipeline, out, args, scale, schedule)}
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(one, jobs))
+    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
+
+
+def render_guidance(result: dict) -> str:
+    lines = [f"Guidance at equal wall clock, {result['date']}: {result['num_samples']:,} samples, 25 DPM-Solver++ "
+             "steps; power-cosine = DiffiT's schedule (exponent 4: ~1 at high noise, the full scale at t = 0). Each "
+             "cell: FID-FMNIST / FID-FMNIST-spatial.", "",
+             "| run | schedule | scale | FID | class cons. | precision | recall |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['run']} | {r['schedule']} | {r['scale']} | {r['fid']:.2f} / {r['fid2']:.2f} | "
+                     f"{r['cc']:.1%} / {r['cc2']:.1%} | {r['precision']:.3f} / {r['precision2']:.3f} | "
+                     f"{r['recall']:.3f} / {r['recall2']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["speed", "ablation", "guidance"])
+    parser.add_argument("--threads", type=int, default=2, help="speed: CPU threads")
+    parser.add_argument("--batch", type=int, default=32, help="speed: batch of the 32x32x4 train steps")
+    parser.add_argument("--repeats", type=int, default=20, help="speed: timed calls per row")
+    parser.add_argument("--sample-labels", type=int, default=8)
+    parser.add_argument("--sample-steps", type=int, default=10)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--steps", type=int, default=800, help="ablation: the equal-steps budget")
+    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=2, help="ablation rows trained side by side (one thread each)")
+    parser.add_argument("--out", default="outputs/bench-diffit")
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    if args.part == "speed":
+        result, render = speed(args), render_speed
+    elif args.part == "ablation":
+        result, render = ablation(args), render_ablation
+    else:
+        result, render = guidance(args), render_guidance
+    (RESULTS / f"bench_diffit_{args.part}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"bench_diffit_{args.part}.md").write_text(render(result) + "\n")
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()
