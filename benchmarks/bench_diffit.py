@@ -128,6 +128,9 @@ def alternate(fns: dict, repeats: int) -> dict[str, float]:
 def speed(args) -> dict:
     torch.set_num_threads(args.threads)
     sections = []
+    if args.demo_only:
+        return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
+                "sections": [demo_speed(args)]}
     # 1. Training at 32x32x4 fp32 eager (256 tokens): DiT-S/2 and DiffiT-S/2 with each biased-attention kernel
     runs = {"DiT-S/2": ("DiT-S/2", {}, "auto"), "DiffiT-S/2 (auto: cpu_flash)": ("DiffiT-S/2", {}, "auto"),
             "DiffiT-S/2 (explicit, before)": ("DiffiT-S/2", {}, "explicit"),
@@ -142,14 +145,20 @@ def speed(args) -> dict:
     sections.append({"name": f"sampling, 32x32x4, fp32, {args.sample_labels} images, {args.sample_steps} DDIM steps, "
                              "guidance 4 (latents out)", "unit": "images/s",
                      "rows": {k: args.sample_labels / s for k, s in secs.items()}, "reference": "DiT-S/2"})
-    # 3. The demo's configurations (bf16, 16 tokens): the steps/s behind the ablation's equal-wall-clock budgets
+    sections.append(demo_speed(args))
+    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "sections": sections}
+
+
+def demo_speed(args) -> dict:
+    """The demo's model configurations (16 tokens, batch 64): the steps/s behind the ablation's equal-wall-clock
+    budgets, in the ablation's precision."""
     models = {"DiT-S/4 (demo)": DIT, "DiffiT (published)": DIFFIT, "DiffiT + adaLN-Zero": (DIFFIT[0], {
         **DIFFIT[1], **ADALN}), "DiffiT + adaLN-Zero + cond. final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL})}
-    secs = alternate({k: make_train_step(p, o, 16, 64, "bf16", "auto") for k, (p, o) in models.items()},
+    secs = alternate({k: make_train_step(p, o, 16, 64, args.precision, "auto") for k, (p, o) in models.items()},
                      args.repeats)
-    sections.append({"name": "demo config: train step, 16x16x4, bf16, batch 64, 6 blocks, 16 tokens",
-                     "unit": "steps/s", "rows": {k: 1 / s for k, s in secs.items()}, "reference": "DiT-S/4 (demo)"})
-    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "sections": sections}
+    return {"name": f"demo config: train step, 16x16x4, {args.precision}, batch 64, 6 blocks, 16 tokens",
+            "unit": "steps/s", "rows": {k: 1 / s for k, s in secs.items()}, "reference": "DiT-S/4 (demo)",
+            "precision": args.precision}
 
 
 def render_speed(result: dict) -> str:
@@ -216,7 +225,8 @@ def ablation_row(name: str, args, rates: dict[str, float]) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "train_results.json").exists():
         run([sys.executable, "training/train_latent.py", "--config", str(DEMO), "--model", preset, "--model-config",
-             json.dumps(overrides), *flags, "--max-steps", str(last), "--checkpointing-steps", str(first),
+             json.dumps(overrides), *flags, "--mixed-precision", "no" if args.precision == "fp32" else args.precision,
+             "--max-steps", str(last), "--checkpointing-steps", str(first),
              "--validation-steps", str(last), "--report-to", "none", "--cpu-threads", "1",
              "--overwrite-output-dir", "--output-dir", str(folder)], folder / "train.log")
     train = json.loads((folder / "train_results.json").read_text())
@@ -229,9 +239,9 @@ def ablation_row(name: str, args, rates: dict[str, float]) -> dict:
            "steps_per_s_demo_config": rate, "equal_wall_steps": wall_steps,
            "loss": {str(s): losses[s] for s in (150, 400, args.steps, wall_steps) if s in losses}}
     row["equal_steps"] = {"steps": args.steps, "pipeline": str(at[args.steps].relative_to(ROOT)),
-                          **evaluate(at[args.steps], folder / "eval-equal-steps.json", args)}
+                          **evaluate(at[args.steps], folder / f"eval-{args.steps}.json", args)}
     row["equal_wall"] = {"steps": wall_steps, "pipeline": str(at[wall_steps].relative_to(ROOT)),
-                         **evaluate(at[wall_steps], folder / "eval-equal-wall.json", args)}
+                         **evaluate(at[wall_steps], folder / f"eval-{wall_steps}.json", args)}
     cells = (("steps", row["equal_steps"]), ("wall", row["equal_wall"]))
     print(f"{name}: " + ", ".join(f"{k} FID {v['fid']:.2f}/{v['fid2']:.2f} cc {v['cc']:.1%}/{v['cc2']:.1%}"
                                   for k, v in cells), flush=True)
@@ -244,17 +254,23 @@ def ablation(args) -> dict:
         raise FileNotFoundError(f"{speed_file} is missing: run `python benchmarks/bench_diffit.py speed` first (its "
                                 "demo-config steps/s set the equal-wall-clock budgets).")
     speed_result = json.loads(speed_file.read_text())
-    rates = next(s for s in speed_result["sections"] if s["name"].startswith("demo config"))["rows"]
+    demo = next(s for s in speed_result["sections"] if s["name"].startswith("demo config"))
+    if demo.get("precision", "bf16") != args.precision:
+        raise ValueError(f"{speed_file} measured the demo config in {demo.get('precision', 'bf16')}, the ablation "
+                         f"trains in {args.precision}: rerun `bench_diffit.py speed --precision {args.precision}`.")
+    rates = demo["rows"]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda name: ablation_row(name, args, rates), args.rows))
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "steps": args.steps,
-            "num_samples": args.num_samples, "speed_machine": speed_result["machine"], "rows": rows}
+            "num_samples": args.num_samples, "precision": args.precision, "speed_machine": speed_result["machine"],
+            "speed_threads": speed_result["threads"], "rows": rows}
 
 
 def render_ablation(result: dict) -> str:
     lines = [f"DiffiT ablation at the demo's recipe, {result['date']} ({result['machine']['cpu']}): 16x16x4 latents, "
-             f"6 blocks, 16 tokens, flow matching, lr 3e-4, bf16, EMA; equal steps = {result['steps']}, equal wall "
-             f"clock = the steps DiT-S/4 takes for {result['steps']} at the measured demo-config speeds. "
+             f"6 blocks, 16 tokens, flow matching, lr 3e-4, {result['precision']}, EMA; equal steps = "
+             f"{result['steps']}, equal wall clock = the steps DiT-S/4 takes for {result['steps']} at the measured "
+             "demo-config speeds. "
              f"{result['num_samples']:,} samples, 25 DPM-Solver++ steps, guidance 4 (constant). Each cell: "
              "FID-FMNIST / FID-FMNIST-spatial, class consistency under each.", "",
              "| run | params | loss @150 / @400 | equal steps: FID | class cons. | equal wall: steps | FID | "
@@ -322,6 +338,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="speed: timed calls per row")
     parser.add_argument("--sample-labels", type=int, default=8)
     parser.add_argument("--sample-steps", type=int, default=10)
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help=(
+        "demo-config speed and ablation training: the demo's bf16, or fp32 where bf16 matmuls are slow (CPUs "
+        "without AVX512-BF16/AMX)"))
+    parser.add_argument("--demo-only", action="store_true", help="speed: only the demo-config section")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--steps", type=int, default=800, help="ablation: the equal-steps budget")
     parser.add_argument("--num-samples", type=int, default=2000)
