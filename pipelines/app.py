@@ -30,6 +30,8 @@ from huggingface_hub.repocard import metadata_load
 
 SAVED = "saved"  # the scheduler choice that keeps the pipeline's own scheduler
 MAX_STEPS = 1000
+# small images (32x32 Fashion-MNIST) fill the grid box, pixels kept sharp
+CSS = "#grid img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
 def load_pipeline(model: str, device: str | None = None) -> DiffusionPipeline:
@@ -170,13 +172,18 @@ def build_demo(sampler: AppSampler, title: str = "DiffiTPipeline"):
                                       label="Images per class" if conditional else "Images")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
-                grid = gr.Image(type="pil", format="png", label="Grid", interactive=False, elem_id="grid")
+                grid = gr.Image(type="pil", format="png", label="Grid", interactive=False, height=360, elem_id="grid")
                 download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")
                 message = gr.Markdown(elem_id="message")
         button.click(run, [classes, guidance_scale, guidance_schedule, steps, scheduler, seed, per_class],
                      [grid, download, message], concurrency_limit=1)
     demo.queue(max_size=16, default_concurrency_limit=1)
     return demo
+
+
+def launch(demo, **kwargs):
+    """`demo.launch(**kwargs)` with the page's CSS and without server-side rendering (no Node.js needed)."""
+    return demo.launch(css=CSS, ssr_mode=False, **kwargs)
 
 
 def card_model(folder: str | Path | None = None) -> str | None:
@@ -205,8 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     sampler = AppSampler(load_pipeline(args.model, args.device), max_images=args.max_images)
-    build_demo(sampler, title=f"{args.model.rstrip('/').split('/')[-1]}").launch(
-        server_name=args.host, server_port=args.port, ssr_mode=False)
+    launch(build_demo(sampler, title=args.model.rstrip("/").split("/")[-1]), server_name=args.host,
+           server_port=args.port)
 
 
 if __name__ == "__main__":
