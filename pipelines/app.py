@@ -45,6 +45,11 @@ def load_pipeline(model: str, device: str | None = None) -> DiffusionPipeline:
     return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def _as_int(value):
+    """Whole floats (as gr.Number may send them) as ints; anything else as it is, for the pipeline to check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class AppSampler:
     """What the page shows and calls, without Gradio: the pipeline's choices and one generation.
 
@@ -110,19 +115,20 @@ class AppSampler:
     ):
         """Returns `(grid, png_path, message)`: the grid (one row per class, `per_class` columns) and its file, or
         `(None, None, message)` with the pipeline's `ValueError` message for bad input."""
-        as_int = lambda x: int(x) if isinstance(x, float) and x.is_integer() else x  # noqa: E731 (gr.Number floats)
-        steps, seed, per_class = as_int(steps), as_int(seed), as_int(per_class)
+        steps, seed, per_class = _as_int(steps), _as_int(seed), _as_int(per_class)
         labels = self._labels(classes)
-        try:
-            count = per_class * len(labels) if labels else per_class
-            if isinstance(count, int) and count > self.max_images:
+        try:  # the pipeline checks the rest (types, ranges, names), with its own messages
+            if not isinstance(seed, int):
+                raise ValueError(f"seed must be an integer, got {seed!r}.")
+            count = per_class * (len(labels) if labels else 1) if isinstance(per_class, int) else 0
+            if count > self.max_images:
                 raise ValueError(f"{count} images asked for; this app makes at most {self.max_images} at a time.")
             if isinstance(steps, int) and steps > self.max_steps:
                 raise ValueError(f"num_inference_steps must be <= {self.max_steps} here, got {steps}.")
             self.pipe.scheduler = self.saved_scheduler  # each generation starts from the saved config
             if scheduler != SAVED:
                 self.pipe.use_scheduler(scheduler)
-            generator = torch.Generator(self.pipe.device).manual_seed(int(seed))
+            generator = torch.Generator(self.pipe.device).manual_seed(seed)
             images = self.pipe(labels, num_images_per_label=per_class, guidance_scale=guidance_scale,
                                guidance_schedule=guidance_schedule, num_inference_steps=steps,
                                generator=generator).images

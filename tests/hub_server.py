@@ -11,12 +11,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
 
 WRITE_TOKEN, READ_TOKEN = "write-token", "read-token"
+# prepended to a script run as plain diffusers would run it: importing diffit_hf fails
+BLOCK_DIFFIT = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "diffit_hf" or name.startswith("diffit_hf."):
+            raise ImportError("diffit_hf is not installed here")
+sys.meta_path.insert(0, _Block())
+"""
 
 
 class HubState:
@@ -168,3 +181,18 @@ def start_hub() -> tuple[ThreadingHTTPServer, HubState]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, state
+
+
+def run_against(endpoint: str, code: str, cwd, block_diffit: bool = False) -> str:
+    """Runs `code` (dedented) in a fresh Python in `cwd` against the Hub at `endpoint` (huggingface_hub reads
+    HF_ENDPOINT at import), online, with its own HF_HOME; without diffit_hf with `block_diffit`. Asserts that it
+    exits 0 (its output in the message) and returns its stdout."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=os.path.join(cwd, "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_XET="1", DIFFUSERS_VERBOSITY="error", GRADIO_ANALYTICS_ENABLED="False")
+    script = (BLOCK_DIFFIT if block_diffit else "") + textwrap.dedent(code)
+    os.makedirs(cwd, exist_ok=True)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout

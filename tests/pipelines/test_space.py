@@ -5,11 +5,8 @@ huggingface_hub reads HF_ENDPOINT when it is imported, so the Hub side runs in s
 
 import ast
 import importlib.metadata
-import os
 import re
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +19,10 @@ from diffit_hf import DiffiTPipeline
 from diffit_hf.pipelines.pipeline_diffit import SCHEDULERS
 from diffit_hf.pipelines.space import SPACE_REQUIREMENTS
 
-from ..hub_server import READ_TOKEN, WRITE_TOKEN, start_hub
+from ..hub_server import READ_TOKEN, WRITE_TOKEN, run_against, start_hub
 from ..tiny import save_tiny_pixel_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
-BLOCK_DIFFIT = """
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "diffit_hf" or name.startswith("diffit_hf."):
-            raise ImportError("diffit_hf is not installed here")
-sys.meta_path.insert(0, _Block())
-"""
 
 
 @pytest.fixture
@@ -41,17 +30,6 @@ def hub():
     server, state = start_hub()
     yield f"http://127.0.0.1:{server.server_address[1]}", state
     server.shutdown()
-
-
-def run_against(endpoint: str, code: str, cwd: Path, block_diffit: bool = False) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(cwd / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_DISABLE_XET="1", DIFFUSERS_VERBOSITY="error", GRADIO_ANALYTICS_ENABLED="False")
-    script = (BLOCK_DIFFIT if block_diffit else "") + textwrap.dedent(code)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
 
 
 def third_party_imports(source: str) -> set[str]:

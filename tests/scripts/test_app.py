@@ -95,7 +95,10 @@ def test_generation_is_the_pipelines_and_bad_input_shows_its_own_message(app, pi
         (dict(classes=["Bag"], steps=0), pipeline_message(class_labels=["Bag"], num_inference_steps=0)),
         (dict(classes=[]), pipeline_message(class_labels=[])),
         (dict(classes=["12"]), pipeline_message(class_labels=[12])),  # ids typed as digits, checked by the pipeline
+        (dict(classes=["Bag"], steps=None), pipeline_message(class_labels=["Bag"], num_inference_steps=None)),
+        (dict(classes=["Bag"], per_class=None), pipeline_message(class_labels=["Bag"], num_images_per_label=None)),
         (dict(classes=["Bag"], steps=1001), "**Error:** num_inference_steps must be <= 1000 here, got 1001."),
+        (dict(classes=["Bag"], seed=None), "**Error:** seed must be an integer, got None."),
         (dict(classes=["Bag", "Coat", "Shirt"], per_class=3),
          "**Error:** 9 images asked for; this app makes at most 8 at a time."),
     ]
