@@ -10,15 +10,19 @@ VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 
-# 1. System packages: Fashion-MNIST (the offline demo dataset) from Debian. Skipped where apt is absent or we are
-#    not root; the data loader then tells the user how to install it.
+# 1. System packages from Debian: Fashion-MNIST (the offline demo dataset) and Chromium (the app's browser test,
+#    driven by Playwright). Skipped where apt is absent or we are not root; the data loader then tells the user how to
+#    install the dataset, and the browser test is skipped, naming the package.
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-    if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    missing=()
+    [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    if [ "${#missing[@]}" -gt 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 else
-    echo "setup: apt-get unavailable or not root; skipping dataset-fashion-mnist (install it yourself)." >&2
+    echo "setup: apt-get unavailable or not root; skipping dataset-fashion-mnist and chromium (install them yourself)." >&2
 fi
 
 # 2. Virtual environment.
@@ -30,8 +34,19 @@ fi
 # 3. PyTorch first, so that nothing else pulls in a different (e.g. multi-GB CUDA) build.
 "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
 
-# 4. The package with its test and dev extras (editable).
-"$VENV/bin/python" -m pip install -q -e ".[test,dev]"
+# 4. The package with its test and dev extras (editable), and the app extra (gradio, for pipelines/app.py) only if
+#    pip's resolver installs no torch for it: that would replace the build of step 3. Without it the app's tests skip.
+extras="test,dev"
+report="$(mktemp)"
+"$VENV/bin/python" -m pip install -q --dry-run --report "$report" -e ".[app]"
+if "$VENV/bin/python" -c "import json, sys; sys.exit(any(item['metadata']['name'].lower() == 'torch'
+                          for item in json.load(open(sys.argv[1]))['install']))" "$report"; then
+    extras="$extras,app"
+else
+    echo "setup: gradio would install another torch; skipping the app extra (pipelines/app.py)." >&2
+fi
+rm -f "$report"
+"$VENV/bin/python" -m pip install -q -e ".[$extras]"
 
 # 5. clean-fid for Inception FID, without its dependencies: its metadata asks for torchvision (which would pull
 #    another torch), but the TorchScript Inception loader we use (cleanfid.inception_torchscript) does not import it.

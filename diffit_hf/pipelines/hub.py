@@ -493,25 +493,34 @@ def push_to_hub(
     an existing repo -> `FileExistsError`. `license`, `base_model`, `source_url`: see `write_model_card`.
     """
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="diffit-push-") as tmp:
         staging = stage_for_hub(folder, Path(tmp) / "repo", repo_id=repo_id, license=license, base_model=base_model,
                                 source_url=source_url)
         verify_pipeline(staging)  # nothing is uploaded unless the staged pipeline loads and samples
-        try:
+        with push_errors(api, repo_id):
             url = api.create_repo(repo_id, private=private, exist_ok=exist_ok, repo_type="model")
             api.upload_folder(repo_id=repo_id, folder_path=str(staging),
                               commit_message=commit_message or "Upload DiffiTPipeline with diffit_hf")
-        except HfHubHTTPError as err:
-            status = err.response.status_code if err.response is not None else None
-            if status in (401, 403):
-                raise PermissionError(f"The Hub refused the push to {repo_id} (HTTP {status}): log in with "
-                                      f"`hf auth login` or pass a token with write access.") from err
-            if status == 409:
-                raise FileExistsError(f"{repo_id} already exists; pass exist_ok=True to push a new commit.") from err
-            raise
-        except _transport_errors() as err:
-            raise ConnectionError(f"Could not reach the Hub at {api.endpoint} to push {repo_id}: {err}") from err
     return str(url)
+
+
+@contextmanager
+def push_errors(api, repo_id: str) -> Iterator[None]:
+    """The Hub's refusals of a push as clear errors: 401/403 -> `PermissionError`, 409 (the repo exists) ->
+    `FileExistsError`, an unreachable endpoint -> `ConnectionError`."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status in (401, 403):
+            raise PermissionError(f"The Hub refused the push to {repo_id} (HTTP {status}): log in with "
+                                  f"`hf auth login` or pass a token with write access.") from err
+        if status == 409:
+            raise FileExistsError(f"{repo_id} already exists; pass exist_ok=True to push a new commit.") from err
+        raise
+    except _transport_errors() as err:
+        raise ConnectionError(f"Could not reach the Hub at {api.endpoint} to push {repo_id}: {err}") from err

@@ -7,10 +7,8 @@ HF_ENDPOINT pointing at the local server and HF_HUB_OFFLINE unset.
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -27,16 +25,8 @@ from diffit_hf.pipelines import pipeline_diffit
 from diffit_hf.pipelines.hub import local_view, remote_code_files, stage_for_hub, write_model_card
 
 from ..hub_server import READ_TOKEN, WRITE_TOKEN, start_hub
+from ..hub_server import run_against as run_code
 from ..tiny import tiny_vae
-
-BLOCK_DIFFIT = """
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "diffit_hf" or name.startswith("diffit_hf."):
-            raise ImportError("diffit_hf is not installed here")
-sys.meta_path.insert(0, _Block())
-"""
 
 GENERATE = """
 import numpy as np, torch
@@ -72,15 +62,8 @@ def local_images(folder) -> np.ndarray:
 
 
 def run_against(endpoint: str, code: str, tmp_path: Path, block_diffit: bool = False) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_DISABLE_XET="1", DIFFUSERS_VERBOSITY="error")
-    script = (BLOCK_DIFFIT if block_diffit else "") + textwrap.dedent(code) + (GENERATE if "OUT =" in code else "")
-    Path(tmp_path).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    """`hub_server.run_against`, and a code that sets `OUT` then samples `pipe` into it (`GENERATE`)."""
+    return run_code(endpoint, textwrap.dedent(code) + (GENERATE if "OUT =" in code else ""), tmp_path, block_diffit)
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
