@@ -42,15 +42,16 @@ DEMO = ROOT / "training" / "configs" / "demo_fmnist.yaml"
 DIT = ("DiT-S/4", {"num_layers": 6})
 DIFFIT = ("DiffiT-S/2", {"num_layers": 6, "patch_size": 4})
 ADALN = {"adaln_zero": True}
-ADALN_FINAL = {"adaln_zero": True, "conditioned_final_layer": True}
+ADALN_FINAL = {"adaln_zero": True, "final_layer_type": "adaln"}
 # row -> (preset, model overrides, extra train_latent flags)
 ROWS = {
     "DiT-S/4 (demo)": (*DIT, []),
     "DiffiT (published)": (*DIFFIT, []),
     "DiffiT + zero-init residual": (DIFFIT[0], {**DIFFIT[1], "zero_init_residual": True}, []),
-    "DiffiT + conditioned final layer": (DIFFIT[0], {**DIFFIT[1], "conditioned_final_layer": True}, []),
+    "DiffiT + adaLN final layer": (DIFFIT[0], {**DIFFIT[1], "final_layer_type": "adaln"}, []),
+    "DiffiT + LayerNorm final layer": (DIFFIT[0], {**DIFFIT[1], "final_layer_type": "layernorm"}, []),
     "DiffiT + adaLN-Zero": (DIFFIT[0], {**DIFFIT[1], **ADALN}, []),
-    "DiffiT + adaLN-Zero + cond. final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, []),
+    "DiffiT + adaLN-Zero + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, []),
     "DiffiT, clip 1 (MDT)": (*DIFFIT, ["--max-grad-norm", "1.0"]),
     "DiffiT, lr 1e-4": (*DIFFIT, ["--learning-rate", "1e-4"]),
 }
@@ -153,7 +154,7 @@ def demo_speed(args) -> dict:
     """The demo's model configurations (16 tokens, batch 64): the steps/s behind the ablation's equal-wall-clock
     budgets, in the ablation's precision."""
     models = {"DiT-S/4 (demo)": DIT, "DiffiT (published)": DIFFIT, "DiffiT + adaLN-Zero": (DIFFIT[0], {
-        **DIFFIT[1], **ADALN}), "DiffiT + adaLN-Zero + cond. final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL})}
+        **DIFFIT[1], **ADALN}), "DiffiT + adaLN-Zero + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL})}
     secs = alternate({k: make_train_step(p, o, 16, 64, args.precision, "auto") for k, (p, o) in models.items()},
                      args.repeats)
     return {"name": f"demo config: train step, 16x16x4, {args.precision}, batch 64, 6 blocks, 16 tokens",
@@ -185,13 +186,19 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def checkpoint_pipeline(folder: Path, step: int) -> Path:
-    """The run's exported pipeline with the EMA weights of checkpoint `step` (the equal-steps point)."""
+    """The run's pipeline at `step`: the exported one when training ended there, else one with the EMA weights of
+    checkpoint `step`."""
     from diffit_hf import DiffiTPipeline
 
+    if json.loads((folder / "train_results.json").read_text())["steps"] == step:
+        return folder
     out = folder / f"at-{step}"
     if not (out / "model_index.json").exists():
         pipe = DiffiTPipeline.from_pretrained(folder)
-        ema = folder / "checkpoints" / f"checkpoint-{step}" / "transformer_ema"
+        ckpt = [c for c in (folder / "checkpoints").glob("checkpoint-*") if int(c.name.split("-")[1]) == step]
+        if not ckpt:
+            raise FileNotFoundError(f"{folder} holds no checkpoint of step {step}: delete the run folder to redo it.")
+        ema = ckpt[0] / "transformer_ema"
         pipe.transformer = type(pipe.transformer).from_pretrained(ema)
         tmp = folder / f".at-{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -220,6 +227,8 @@ def ablation_row(name: str, args, rates: dict[str, float]) -> dict:
     model_key = next((k for k in rates if ROWS.get(k, (None, None))[:2] == (preset, overrides)), None)
     rate = rates.get(model_key) or rates["DiffiT (published)" if preset.startswith("DiffiT") else "DiT-S/4 (demo)"]
     wall_steps = round(args.steps * rate / rates["DiT-S/4 (demo)"])
+    if abs(wall_steps - args.steps) <= 0.02 * args.steps:  # within timing noise: one budget, one evaluation
+        wall_steps = args.steps
     first, last = sorted((args.steps, wall_steps))
     folder = ROOT / args.out / name.replace(" ", "_").replace("/", "").replace(",", "").replace("+", "plus")
     folder.mkdir(parents=True, exist_ok=True)
@@ -234,14 +243,14 @@ def ablation_row(name: str, args, rates: dict[str, float]) -> dict:
     for line in (folder / "logs" / "loss.csv").read_text().splitlines()[1:]:
         step, loss = line.split(",")[:2]
         losses[int(step)] = float(loss)
-    at = {s: checkpoint_pipeline(folder, s) if s != last else folder for s in (first, last)}
+    at = {s: checkpoint_pipeline(folder, s) for s in (first, last)}
     row = {"run": name, "model": preset, "model_config": overrides, "flags": flags, "params": train["params"],
            "steps_per_s_demo_config": rate, "equal_wall_steps": wall_steps,
            "loss": {str(s): losses[s] for s in (150, 400, args.steps, wall_steps) if s in losses}}
     row["equal_steps"] = {"steps": args.steps, "pipeline": str(at[args.steps].relative_to(ROOT)),
-                          **evaluate(at[args.steps], folder / f"eval-{args.steps}.json", args)}
+                          **evaluate(at[args.steps], folder / f"eval-{args.steps}-n{args.num_samples}.json", args)}
     row["equal_wall"] = {"steps": wall_steps, "pipeline": str(at[wall_steps].relative_to(ROOT)),
-                         **evaluate(at[wall_steps], folder / f"eval-{wall_steps}.json", args)}
+                         **evaluate(at[wall_steps], folder / f"eval-{wall_steps}-n{args.num_samples}.json", args)}
     cells = (("steps", row["equal_steps"]), ("wall", row["equal_wall"]))
     print(f"{name}: " + ", ".join(f"{k} FID {v['fid']:.2f}/{v['fid2']:.2f} cc {v['cc']:.1%}/{v['cc2']:.1%}"
                                   for k, v in cells), flush=True)
@@ -309,7 +318,7 @@ def guidance(args) -> dict:
     def one(job):
         name, scale, schedule = job
         pipeline = ROOT / runs[name]["equal_wall"]["pipeline"]
-        out = pipeline / f"eval-guidance-{schedule}-{scale}.json"
+        out = pipeline / f"eval-guidance-{schedule}-{scale}-n{args.num_samples}.json"
         return {"run": name, "scale": scale, "schedule": schedule, **evaluate(pipeline, out, args, scale, schedule)}
 
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -12,9 +12,9 @@ the image-space U-shaped model in `unet_diffit.py`.
 TMSA conditions additively only. In softmax_j((q_i + q_t) . (k_j + k_t)) every term constant over the keys j cancels,
 so the time part of the key, x_t W_kt (and the key bias), cannot change the attention: the time token acts through
 q_t . k_j (one key re-weighting shared by all queries) and v_t (a shift of the output). `test_transformer_diffit`
-proves it (outputs unchanged, zero gradient). The opt-in `DiffiTModel` flags `adaln_zero`, `conditioned_final_layer`
-and `zero_init_residual` add DiT's multiplicative, identity-at-init conditioning beside TMSA (docs/diffit_vs_dit.md);
-they are off by default and NVIDIA's weights convert without them.
+proves it (outputs unchanged, zero gradient). The opt-in `DiffiTModel` settings `adaln_zero`, `final_layer_type` and
+`zero_init_residual` add DiT's multiplicative, identity-at-init conditioning beside TMSA, or DiT's output layers
+(docs/diffit_vs_dit.md); they are off by default and NVIDIA's weights convert without them.
 """
 
 from __future__ import annotations
@@ -222,8 +222,9 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         token_mixer (`str`, defaults to `"attention"`): `"attention"` (TMSA) or `"pool"` (DiffiP pooling mixer).
         adaln_zero (`bool`, defaults to `False`): Opt-in, not DiffiT: DiT's adaLN-Zero modulation of every block
             beside TMSA (zero-initialised, blocks start as the identity).
-        conditioned_final_layer (`bool`, defaults to `False`): Opt-in, not DiffiT: DiT's adaLN final layer
-            (shift/scale from the time token, zero-initialised) instead of the unconditioned LayerNorm -> SiLU.
+        final_layer_type (`str`, defaults to `"layernorm_silu"`): DiffiT's unconditioned LayerNorm -> SiLU -> Linear;
+            opt-in, not DiffiT: `"layernorm"` (affine LayerNorm -> Linear, unconditioned, as DiT's in-context
+            design) or `"adaln"` (DiT's adaLN final layer: shift/scale from SiLU(x_t), zero-initialised).
         zero_init_residual (`bool`, defaults to `False`): Opt-in init, not DiffiT's: zero the attention and MLP
             output projections so that every block starts as the identity (the function is unchanged).
     """
@@ -248,7 +249,7 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         window_size: int | None = None,
         token_mixer: str = "attention",
         adaln_zero: bool = False,
-        conditioned_final_layer: bool = False,
+        final_layer_type: str = "layernorm_silu",
         zero_init_residual: bool = False,
     ):
         super().__init__()
@@ -276,8 +277,7 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         )
 
         # 3. Output: LayerNorm -> SiLU -> Linear, unconditioned (or, opt-in, DiT's adaLN final layer)
-        final_norm = "adaln" if conditioned_final_layer else "layernorm_silu"
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, norm_type=final_norm)
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, norm_type=final_layer_type)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -336,7 +336,7 @@ class DiffiTModel(ModelMixin, ConfigMixin):
                 x = block(x, time_token, grid_size)  # (N, T, D)
 
         # 3. Output
-        x = self.final_layer(x, F.silu(time_token) if self.config.conditioned_final_layer else None)  # (N, T, p*p*C)
+        x = self.final_layer(x, F.silu(time_token) if self.config.final_layer_type == "adaln" else None)  # (N, T, p*p*C)
         output = unpatchify(x, p, grid_size, self.out_channels)  # (N, C_out, H, W)
 
         if not return_dict:

@@ -390,7 +390,7 @@ def test_time_token_shifts_every_query_of_a_sample_alike():
     assert delta.abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("flags", [{"adaln_zero": True}, {"conditioned_final_layer": True},
+@pytest.mark.parametrize("flags", [{"adaln_zero": True}, {"final_layer_type": "adaln"}, {"final_layer_type": "layernorm"},
                                    {"zero_init_residual": True}])
 def test_opt_in_conditioning_flags(flags):
     """Off by default (the published DiffiT); each flag changes the parameters or the init it says, blocks start as
@@ -402,17 +402,20 @@ def test_opt_in_conditioning_flags(flags):
     extra = set(model.state_dict()) - set(base.state_dict())
     if flags.get("adaln_zero"):
         assert extra == {f"transformer_blocks.{i}.adaln_linear.{p}" for i in range(2) for p in ("weight", "bias")}
-    elif flags.get("conditioned_final_layer"):
+    elif flags.get("final_layer_type") == "adaln":
         assert extra == {"final_layer.adaln_linear.weight", "final_layer.adaln_linear.bias"}
+    elif flags.get("final_layer_type") == "layernorm":
+        assert extra == {"final_layer.norm.weight", "final_layer.norm.bias"}
     else:
         assert not extra
-    assert all(not getattr(base.config, k) for k in flags)
+    assert not base.config.adaln_zero and not base.config.zero_init_residual
+    assert base.config.final_layer_type == "layernorm_silu"
 
     # identity at init: a block's output equals its input (adaLN-Zero gates / zeroed projections)
     x, t = torch.randn(2, 16, 16), torch.randn(2, 16)
     block = model.transformer_blocks[0]
     identity = torch.allclose(block(x, t, (4, 4)), x)
-    assert identity == (not flags.get("conditioned_final_layer"))
+    assert identity == ("final_layer_type" not in flags)
     assert not torch.allclose(base.transformer_blocks[0](x, t, (4, 4)), x)
 
     # conditioned: with trained-size weights the output depends on the time token through the added path
@@ -421,12 +424,14 @@ def test_opt_in_conditioning_flags(flags):
         if flags.get("adaln_zero"):
             block.attn.to_qkv_time.weight.zero_(); block.attn.to_qkv_time.bias.zero_()  # noqa: E702
             assert not torch.allclose(block(x, t, (4, 4)), block(x, torch.randn(2, 16), (4, 4)))
-        if flags.get("conditioned_final_layer"):
+        if flags.get("final_layer_type") == "adaln":
             a = model.final_layer(x, torch.nn.functional.silu(t))
             assert not torch.allclose(a, model.final_layer(x, torch.nn.functional.silu(torch.randn(2, 16))))
     latents = torch.randn(2, 4, 8, 8)
     out = model(latents, torch.tensor([1, 900]), torch.tensor([0, 2])).sample
     assert out.shape == (2, 8, 8, 8) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="valid choices are adaln, layernorm, layernorm_silu"):
+        DiffiTModel(**kwargs, final_layer_type="silu")
 
 
 def test_relative_bias_is_cached_for_sampling_and_follows_the_table():
