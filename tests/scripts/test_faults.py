@@ -219,3 +219,12 @@ def test_a_damaged_cache_names_the_file_and_how_to_rebuild_it(cache, tmp_path):
     (corrupt / "index.json").write_text("{not json")
     with pytest.raises(ValueError, match="index.json is corrupt"):
         LatentDataset(corrupt)
+
+
+@pytest.mark.parametrize("gamma", [-5.0, 0.0, float("nan")])
+def test_snr_gamma_must_be_positive(train_latent, config, cache, tmp_path, gamma):
+    """A negative gamma trains by gradient ascent, 0 with a zero loss: refused before the run folder exists."""
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"snr_gamma \(min-SNR weighting\) must be > 0, got .*leave it unset"):
+        train_latent.main(config(cache, out, snr_gamma=gamma))
+    assert not out.exists()
