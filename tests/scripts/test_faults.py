@@ -5,6 +5,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -228,3 +229,39 @@ def test_snr_gamma_must_be_positive(train_latent, config, cache, tmp_path, gamma
     with pytest.raises(ValueError, match=r"snr_gamma \(min-SNR weighting\) must be > 0, got .*leave it unset"):
         train_latent.main(config(cache, out, snr_gamma=gamma))
     assert not out.exists()
+
+
+def test_generate_never_overwrites_earlier_samples_without_overwrite(script, tmp_path):
+    from diffit_hf.training.config import make_config
+
+    from ..tiny import save_tiny_pixel_pipeline
+
+    generate = script("pipelines/generate.py")
+    pipe = save_tiny_pixel_pipeline(tmp_path / "pipe", sample_size=8, patch_size=4)
+
+    def run(out, n, **kw):
+        generate.main(make_config(generate.GenerateConfig, dict(model=str(pipe), num_samples=n, steps=1, out=out,
+                                                                device="cpu", **kw)))
+
+    folder = tmp_path / "samples"
+    run(str(folder) + "/", 3)
+    before = snapshot(folder)
+    with pytest.raises(FileExistsError, match=r"samples already holds 4 files of earlier samples; pass --overwrite"):
+        run(str(folder) + "/", 2)
+    assert snapshot(folder) == before
+    run(str(folder) + "/", 2, overwrite=True)  # replaced: no sample of the old job stays beside the new ones
+    assert sorted(snapshot(folder)) == ["000000.png", "000001.png", "labels.json"]
+    assert sorted(json.loads((folder / "labels.json").read_text())) == ["000000.png", "000001.png"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match=r"photos holds files that are not samples \(holiday.jpg\)"):
+        run(str(photos), 2, overwrite=True)  # not even with --overwrite
+    assert snapshot(photos) == {"holiday.jpg": b"mine"}
+    npz = tmp_path / "samples.npz"
+    npz.write_bytes(b"earlier")
+    with pytest.raises(FileExistsError, match=r"samples.npz exists; pass --overwrite to replace it"):
+        run(str(npz), 2)
+    assert npz.read_bytes() == b"earlier"
+    run(str(npz), 2, overwrite=True)
+    assert len(np.load(npz)["arr_1"]) == 2
