@@ -265,3 +265,48 @@ def test_generate_never_overwrites_earlier_samples_without_overwrite(script, tmp
     assert npz.read_bytes() == b"earlier"
     run(str(npz), 2, overwrite=True)
     assert len(np.load(npz)["arr_1"]) == 2
+
+
+def test_a_cache_is_never_completed_or_relabelled_with_another_dataset(tmp_path):
+    from datasets import ClassLabel, Dataset, Features, Image
+
+    from diffit_hf.data import encode_to_cache
+
+    from ..tiny import tiny_vae
+
+    def images(seed, labels=None):
+        rng = np.random.default_rng(seed)
+        features = Features({"image": Image(), "label": ClassLabel(names=["a", "b", "c"])})
+        return Dataset.from_dict({"image": list(rng.integers(0, 256, (8, 8, 8), dtype=np.uint8)),
+                                  "label": labels or [i % 3 for i in range(8)]}, features=features)
+
+    vae = tiny_vae(sample_size=8)
+
+    def encode(data, out, **kw):
+        return encode_to_cache(vae, data, out, resolution=8, grayscale=True, shard_size=4, progress=False, **kw)
+
+    first, other = images(0), images(1)
+    encode(first, tmp_path / "cache", dataset_name="first", split="train")
+    before = snapshot(tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"cache made with dataset_fingerprint='\w+', this run has '\w+' .*dataset "
+                                         r"'first' vs 'second'.*another --out, or delete the folder"):
+        encode(other, tmp_path / "cache", dataset_name="second", split="train")
+    with pytest.raises(ValueError, match="dataset_fingerprint"):  # the same images with other labels
+        encode(images(0, labels=[0] * 8), tmp_path / "cache", dataset_name="first", split="train")
+    with pytest.raises(ValueError, match="cache made with split='train', this run has 'test'"):
+        encode(first, tmp_path / "cache", dataset_name="first", split="test")
+    assert snapshot(tmp_path / "cache") == before  # nothing encoded, the index not relabelled
+    # an interrupted encode (shard 0 of 2, no index yet) is not finished with another dataset
+    encode(first, tmp_path / "partial", process_index=0, num_processes=2)
+    partial = snapshot(tmp_path / "partial")
+    with pytest.raises(ValueError, match=r"shard-00000.safetensors was made by another encode \(dataset_fingerprint"
+                                         r" \w+ -> \w+;.*\): refusing to mix caches"):
+        encode(other, tmp_path / "partial")
+    assert snapshot(tmp_path / "partial") == partial
+    # a cache whose shards were mixed by hand is refused when read
+    encode(other, tmp_path / "other")
+    (tmp_path / "cache" / "shard-00001.safetensors").write_bytes((tmp_path / "other" / "shard-00001.safetensors")
+                                                                 .read_bytes())
+    with pytest.raises(ValueError, match=r"shard-00001.safetensors holds latents of another dataset .*delete "
+                                         r"shard-00001.safetensors and rerun training/encode_latents.py"):
+        LatentDataset(tmp_path / "cache")
