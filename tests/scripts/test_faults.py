@@ -310,3 +310,24 @@ def test_a_cache_is_never_completed_or_relabelled_with_another_dataset(tmp_path)
     with pytest.raises(ValueError, match=r"shard-00001.safetensors holds latents of another dataset .*delete "
                                          r"shard-00001.safetensors and rerun training/encode_latents.py"):
         LatentDataset(tmp_path / "cache")
+
+
+def test_init_from_refuses_a_source_whose_config_differs_with_the_same_shapes(tmp_path):
+    from diffit_hf.models.presets import create_model_for_data
+    from diffit_hf.training.init_weights import init_from_pretrained
+
+    create_model_for_data("DiT-S/2", (4, 8, 8), 10, num_layers=1, num_attention_heads=2,
+                          attention_head_dim=16).save_pretrained(tmp_path / "source")
+    model = create_model_for_data("DiT-S/2", (4, 8, 8), 10, num_layers=1, num_attention_heads=4, attention_head_dim=8)
+    assert {k: v.shape for k, v in weights(tmp_path / "source").items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}  # every tensor fits
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"was trained with another model config \(num_attention_heads: source 2, "
+                                         r"this run 4; attention_head_dim: source 16, this run 8\).*--model-config"):
+        init_from_pretrained(model, str(tmp_path / "source"), log=lambda _: None)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing loaded
+    # the keys fine-tuning may change still load: another class count and resolution
+    other = create_model_for_data("DiT-S/2", (4, 16, 16), 3, num_layers=1, num_attention_heads=2,
+                                  attention_head_dim=16)
+    assert init_from_pretrained(other, str(tmp_path / "source"), log=lambda _: None) == \
+        ["cond_embed.class_embedder.weight"]
