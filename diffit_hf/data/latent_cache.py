@@ -376,6 +376,11 @@ def load_cache_vae(meta: dict, vae: str | None = None):
     reference, subfolder = (vae, None) if vae else (meta.get("vae"), meta.get("vae_subfolder"))
     if not reference:
         raise ValueError("The latent cache records no VAE; pass the one that encoded it with --vae.")
+    local = Path(reference).is_absolute() or reference.startswith((".", "~")) or reference.count("/") > 1
+    if local and not (Path(reference).expanduser() / (subfolder or "")).is_dir():  # not a Hub id: never looked up
+        raise ValueError(f"--vae {reference}: no such folder." if vae else
+                         f"The cache's VAE at {reference} is missing (moved or deleted): pass the VAE that encoded "
+                         f"the cache with --vae (its fingerprint is checked).")
     model = AutoencoderKL.from_pretrained(reference, subfolder=subfolder).eval()
     if model.config.latent_channels != meta["latent_shape"][0]:
         raise ValueError(f"The VAE {reference} has {model.config.latent_channels} latent channels; the cache's "

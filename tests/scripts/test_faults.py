@@ -331,3 +331,16 @@ def test_init_from_refuses_a_source_whose_config_differs_with_the_same_shapes(tm
                                   attention_head_dim=16)
     assert init_from_pretrained(other, str(tmp_path / "source"), log=lambda _: None) == \
         ["cond_embed.class_embedder.weight"]
+
+
+def test_a_moved_cache_vae_is_named_instead_of_looked_up_on_the_hub(cache, tmp_path):
+    from diffit_hf.data import load_cache_vae
+
+    meta = json.loads((cache / "index.json").read_text())
+    moved = {**meta, "vae": str(tmp_path / "gone" / "vae")}
+    with pytest.raises(ValueError, match=r"The cache's VAE at .*gone/vae is missing \(moved or deleted\): pass the "
+                                         r"VAE that encoded the cache with --vae"):
+        load_cache_vae(moved)
+    with pytest.raises(ValueError, match=r"--vae .*elsewhere: no such folder"):
+        load_cache_vae(meta, str(tmp_path / "elsewhere"))
+    assert load_cache_vae(moved, meta["vae"]).config.latent_channels == 4  # the way out
