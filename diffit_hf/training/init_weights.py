@@ -43,9 +43,9 @@ def _folder_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def _official_state_dict(path: Path, model: ModelMixin) -> tuple[dict[str, torch.Tensor], dict]:
     """An official DiT checkpoint converted to our keys, as a `DiTModel` of the run's architecture with the
     checkpoint's class count and sample size."""
-    from ..models.conversion import convert_official_dit
+    from ..models.conversion import convert_official_dit, load_checkpoint_file
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint_file(path, "--init-from")
     state = state.get("ema", state)
     config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
     rows = state.get("y_embedder.embedding_table.weight")

@@ -344,3 +344,33 @@ def test_a_moved_cache_vae_is_named_instead_of_looked_up_on_the_hub(cache, tmp_p
     with pytest.raises(ValueError, match=r"--vae .*elsewhere: no such folder"):
         load_cache_vae(meta, str(tmp_path / "elsewhere"))
     assert load_cache_vae(moved, meta["vae"]).config.latent_channels == 4  # the way out
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_without_unsafe_advice(script, tmp_path, monkeypatch):
+    from diffit_hf.models.presets import create_model_for_data
+    from diffit_hf.training.config import parse_config
+    from diffit_hf.training.init_weights import init_from_pretrained
+
+    from ..tiny import save_tiny_pixel_pipeline
+
+    notes = tmp_path / "notes.pt"
+    notes.write_bytes(b"my notes, not a checkpoint")
+    model = create_model_for_data("DiT-S/2", (4, 8, 8), 10, num_layers=1)
+    not_a_checkpoint = r"notes.pt: not a checkpoint of tensors, or a damaged one \(UnpicklingError\)"
+    with pytest.raises(ValueError, match=f"--init-from .*{not_a_checkpoint}") as err:
+        init_from_pretrained(model, str(notes), log=lambda _: None)
+    assert "weights_only` set to `False`" not in str(err.value) and err.value.__cause__ is None
+    convert = script("pipelines/convert_dit.py")
+
+    def vae_first(name):  # the VAE (a download) is loaded only once the source is known to be good
+        raise AssertionError("the VAE was loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(convert, "load_vae", vae_first)
+    with pytest.raises(ValueError, match=f"--official .*{not_a_checkpoint}"):
+        convert.main(parse_config(convert.ConvertConfig, ["--official", str(notes), "--out", str(tmp_path / "o")]))
+    save_tiny_pixel_pipeline(tmp_path / "ours", sample_size=8, patch_size=4)
+    with pytest.raises(ValueError, match="holds a DiTModel, not a diffusers DiTTransformer2DModel: it is already a "
+                                         "diffit_hf pipeline and needs no conversion"):
+        convert.main(parse_config(convert.ConvertConfig, ["--diffusers", str(tmp_path / "ours"),
+                                                          "--out", str(tmp_path / "o")]))
+    assert not (tmp_path / "o").exists()
