@@ -394,6 +394,11 @@ def load_cache_vae(meta: dict, vae: str | None = None):
     return model
 
 
+def _file_identity(stat: os.stat_result) -> tuple[int, int, int]:
+    """(inode, size, modification time): changes when a file is replaced, truncated or rewritten."""
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 class LatentDataset(Dataset):
     """Rows of a latent cache as `(latents * scaling_factor, label)`, read lazily from the shards.
 
@@ -428,7 +433,8 @@ class LatentDataset(Dataset):
                 "encode_latents.py --random-flip (both orientations are stored), or train without --random-flip."
             )
         shape, dtype = list(self.meta["latent_shape"]), self.meta["dtype"]
-        self.shards: list[tuple[str, dict, int]] = []  # (path, safetensors header, data offset) per shard
+        # (path, safetensors header, data offset, file identity) per shard
+        self.shards: list[tuple[str, dict, int, tuple[int, int, int]]] = []
         labels = []
         for i in range(self.meta["num_shards"]):
             path = shard_path(cache_dir, i)
@@ -437,6 +443,7 @@ class LatentDataset(Dataset):
                 fd = os.open(path, os.O_RDONLY)
                 try:
                     labels.append(_pread_tensor(fd, header, data_start, "label"))  # (n,)
+                    identity = _file_identity(os.fstat(fd))
                 finally:
                     os.close(fd)
             except (OSError, ValueError, KeyError) as err:
@@ -458,7 +465,7 @@ class LatentDataset(Dataset):
             if i < self.meta["num_shards"] - 1 and len(labels[-1]) != self.meta["shard_size"]:
                 raise ValueError(f"{path.name} holds {len(labels[-1])} rows, {INDEX} says {self.meta['shard_size']} "
                                  f"per shard; {rebuild}.")
-            self.shards.append((str(path), header, data_start))
+            self.shards.append((str(path), header, data_start, identity))
         self.labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)  # (N,)
         if len(self.labels) != self.meta["num_samples"]:
             raise ValueError(
@@ -482,28 +489,49 @@ class LatentDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _open_shard(self, shard: int) -> tuple[int, dict, int]:
+        """(file descriptor, header, data offset) of shard `shard`, checked to be the file whose header was read when
+        the cache was opened: `ValueError` naming the shard if it was truncated, replaced or rewritten since."""
+        path, header, data_start, identity = self.shards[shard]
+        rebuild = "delete it and rebuild it with training/encode_latents.py (complete shards are kept)"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as err:
+            raise ValueError(f"{path} is missing ({err}) since the cache was opened: {rebuild}.") from err
+        now = _file_identity(os.fstat(fd))
+        if now != identity:
+            os.close(fd)
+            if now[1] < identity[1]:
+                raise ValueError(f"{path} was truncated while this run read it ({now[1]} of {identity[1]} bytes): "
+                                 f"{rebuild}, then resume the run.")
+            raise ValueError(f"{path} was replaced or rewritten while this run read it (its rows may have changed): "
+                             "let the encode finish, then resume the run from its latest checkpoint.")
+        return fd, header, data_start
+
     def read_row(self, i: int, flipped: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The stored latent mean and std of row `i` (of the mirrored image where `flipped`), (C, h, w) each, in
-        float32; `ValueError` naming the shard and row if they are not finite."""
+        float32; `ValueError` naming the shard and row if they are not finite, or if the shard changed on disk."""
         shard, row = divmod(i, self.meta["shard_size"])
-        path, header, data_start = self.shards[shard]
         suffix = "_flip" if flipped else ""
-        fd = os.open(path, os.O_RDONLY)
+        fd, header, data_start = self._open_shard(shard)
         try:
             mean = _pread_tensor(fd, header, data_start, f"mean{suffix}", row).float()
             std = _pread_tensor(fd, header, data_start, f"std{suffix}", row).float()
+        except ValueError as err:  # a short read: the file shrank between the check and the read
+            raise ValueError(f"{self.shards[shard][0]} is truncated ({err} of row {row}): delete it and rebuild it "
+                             "with training/encode_latents.py (complete shards are kept).") from err
         finally:
             os.close(fd)
         if not (mean.isfinite().all() and std.isfinite().all()):
-            raise _non_finite_error(Path(path), [row], shard * self.meta["shard_size"])
+            raise _non_finite_error(Path(self.shards[shard][0]), [row], shard * self.meta["shard_size"])
         return mean, std
 
     def read_all(self, name: str = "mean") -> torch.Tensor:
         """Tensor `name` ("mean", "std", "mean_flip", "std_flip") of every row, (N, C, h, w) in the stored dtype:
         the whole cache in memory, for small caches and tests."""
         parts = []
-        for path, header, data_start in self.shards:
-            fd = os.open(path, os.O_RDONLY)
+        for shard in range(len(self.shards)):
+            fd, header, data_start = self._open_shard(shard)
             try:
                 parts.append(_pread_tensor(fd, header, data_start, name))
             finally:

@@ -374,3 +374,32 @@ def test_a_file_that_is_not_a_checkpoint_is_named_without_unsafe_advice(script, 
         convert.main(parse_config(convert.ConvertConfig, ["--diffusers", str(tmp_path / "ours"),
                                                           "--out", str(tmp_path / "o")]))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_shard_truncated_or_replaced_while_a_run_reads_it_is_named(cache, tmp_path):
+    copy = tmp_path / "cache"
+    copy.mkdir()
+    for f in cache.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    shard = copy / "shard-00001.safetensors"
+    data = LatentDataset(copy, resample=False)  # the headers are read here, the rows later
+    original = data[133][0]
+    # replaced (e.g. an encode into the same folder): the same layout, other rows, a new file
+    tensors = load_file(str(shard))
+    tensors["mean"] = tensors["mean"] + 1.0
+    with safe_open(str(shard), framework="pt") as f:
+        metadata = f.metadata()
+    save_file(tensors, str(tmp_path / "new.safetensors"), metadata=metadata)
+    os.replace(tmp_path / "new.safetensors", shard)
+    with pytest.raises(ValueError, match=r"shard-00001.safetensors was replaced or rewritten while this run read it "
+                                         r".*resume the run from its latest checkpoint"):
+        data[133]
+    assert torch.equal(data[5][0], LatentDataset(cache, resample=False)[5][0])  # the other shard still reads
+    assert torch.equal(LatentDataset(copy, resample=False)[133][0], original + tensors["mean"].new_tensor(0.5))
+    # truncated while read: the shard and the way to rebuild it, not a bare "short read"
+    data = LatentDataset(copy, resample=False)
+    shard.write_bytes(shard.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match=r"shard-00001.safetensors was truncated while this run read it "
+                                         r"\(\d+ of \d+ bytes\): delete it and rebuild it with "
+                                         r"training/encode_latents.py"):
+        data[133]
