@@ -18,6 +18,7 @@ import math
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 from .distributed import is_sharded, load_sharded_ema, save_full, unsharded_class
@@ -51,32 +52,79 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def checkpoint_problem(path: str | Path, parts: tuple[str, ...] = (), num_processes: int = 1) -> str | None:
+def _torch_file_problem(path: Path) -> str | None:
+    """Why the `torch.save` archive `path` cannot be loaded (missing, truncated, not an archive), or None; reads
+    the zip directory only, never unpickles."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = path.stat().st_size
+            if any(info.header_offset + info.compress_size > size for info in archive.infolist()):
+                return f"{path.name} is truncated"
+    except (OSError, zipfile.BadZipFile) as err:
+        return f"{path.name} is truncated or damaged ({err})"
+    return None
+
+
+def _pretrained_folder_problem(folder: Path) -> str | None:
+    """Why the save_pretrained folder `folder` cannot be loaded (config not a JSON object, weights missing or
+    truncated), or None; reads the config and the weights' headers only."""
+    from ..data.latent_cache import read_header  # the safetensors layout, checked without reading the tensors
+
+    name = folder.name
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        return f"{name}/config.json is missing"
+    except (OSError, ValueError) as err:
+        return f"{name}/config.json is unreadable ({err})"
+    if not isinstance(config, dict):
+        return f"{name}/config.json holds no config"
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return f"{name}/ holds no safetensors weights"
+    for file in files:
+        try:
+            read_header(file)
+        except (OSError, ValueError) as err:
+            return f"{name}/{file.name} is truncated or damaged ({err})"
+    return None
+
+
+def checkpoint_problem(path: str | Path, parts: tuple[str, ...] = (), num_processes: int = 1,
+                       num_schedulers: int = 0) -> str | None:
     """Why `path` is not a complete checkpoint, or None: each of `parts` (save_pretrained folders written by
-    `register_checkpoint_hooks`) holds a config and weights, and accelerate's optimiser (FSDP: its sharded
-    `optimizer_0/`) and per-process RNG states are there."""
+    `register_checkpoint_hooks`) holds a readable config and untruncated weights, and accelerate's optimiser (FSDP:
+    its sharded `optimizer_0/`), the `num_schedulers` learning-rate schedules and the per-process RNG states are
+    intact archives: every file that resuming loads (a truncated RNG state would be skipped by accelerate without
+    an error, losing the exact resume)."""
     path = Path(path)
     if not path.is_dir():
         return "it is not a folder"
     for part in parts:
-        if not (path / part / "config.json").is_file():
-            return f"{part}/config.json is missing"
-        if not any((path / part).glob("*.safetensors")):
-            return f"{part}/ holds no safetensors weights"
+        problem = _pretrained_folder_problem(path / part)
+        if problem:
+            return problem
     if (path / "optimizer_0").is_dir():  # FSDP: accelerate's sharded model and optimiser state
         for name in ("pytorch_model_fsdp_0", "optimizer_0"):
             if not (path / name / ".metadata").is_file():
                 return f"{name}/.metadata is missing"
     elif not (path / "optimizer.bin").is_file():
         return "optimizer.bin is missing"
-    for name in (f"random_states_{rank}.pkl" for rank in range(num_processes)):
-        if not (path / name).is_file():
-            return f"{name} is missing"
+    archives = [path / "optimizer.bin"] if (path / "optimizer.bin").exists() else []
+    archives += [path / ("scheduler.bin" if i == 0 else f"scheduler_{i}.bin") for i in range(num_schedulers)]
+    archives += [path / f"random_states_{rank}.pkl" for rank in range(num_processes)]
+    archives += [path / "scaler.pt"] if (path / "scaler.pt").exists() else []
+    for archive in archives:
+        problem = _torch_file_problem(archive)
+        if problem:
+            return problem
     return None
 
 
 def resolve_checkpoint(resume: str, folder: str | Path, parts: tuple[str, ...] = (), num_processes: int = 1,
-                       log=print) -> Path:
+                       log=print, num_schedulers: int = 0) -> Path:
     """`"latest"` -> the newest complete checkpoint in `folder` (incomplete newer ones are skipped, saying why);
     otherwise `resume` must be a complete checkpoint folder."""
     if resume != "latest":
@@ -84,14 +132,14 @@ def resolve_checkpoint(resume: str, folder: str | Path, parts: tuple[str, ...] =
         if not path.is_dir():
             raise FileNotFoundError(f"No checkpoint to resume from ({resume!r} does not exist).")
         checkpoint_step(path)
-        problem = checkpoint_problem(path, parts, num_processes)
+        problem = checkpoint_problem(path, parts, num_processes, num_schedulers)
         if problem:
             raise ValueError(f"Cannot resume from {path}: {problem}. Resume from another checkpoint, or from "
                              "'latest' (the newest complete one).")
         return path
     skipped = []
     for path in reversed(list_checkpoints(folder)):
-        problem = checkpoint_problem(path, parts, num_processes)
+        problem = checkpoint_problem(path, parts, num_processes, num_schedulers)
         if problem is None:
             for name in skipped:
                 log(f"skipped the incomplete checkpoint {name}")
@@ -111,7 +159,8 @@ def resume_from_checkpoint(accelerator, resume: str | None, folder: str | Path, 
     if resume == "latest" and latest_checkpoint(folder) is None:
         accelerator.print(f"--resume-from-checkpoint latest: no checkpoint in {folder}, starting from scratch")
         return 0
-    path = resolve_checkpoint(resume, folder, parts, accelerator.num_processes, log=accelerator.print)
+    path = resolve_checkpoint(resume, folder, parts, accelerator.num_processes, log=accelerator.print,
+                              num_schedulers=len(accelerator._schedulers))  # each one's scheduler*.bin is loaded
     accelerator.load_state(str(path))
     accelerator.print(f"resumed from {path} at step {checkpoint_step(path)}")
     return checkpoint_step(path)

@@ -403,3 +403,44 @@ def test_a_shard_truncated_or_replaced_while_a_run_reads_it_is_named(cache, tmp_
                                          r"\(\d+ of \d+ bytes\): delete it and rebuild it with "
                                          r"training/encode_latents.py"):
         data[133]
+
+
+def test_latest_validates_every_file_it_loads_and_falls_back(train_latent, config, cache, tmp_path, capsys):
+    import shutil
+
+    from diffit_hf.training.checkpoints import resolve_checkpoint
+
+    out = tmp_path / "run"
+    train_latent.main(config(cache, out, max_steps=4, checkpointing_steps=2))
+    ckpts, newest = out / "checkpoints", out / "checkpoints" / "checkpoint-0000004"
+    shutil.copytree(newest, tmp_path / "pristine")
+
+    def cut(name):
+        (newest / name).write_bytes((newest / name).read_bytes()[:-100])
+
+    damages = {  # what happened to the newest checkpoint -> the reason `latest` gives for skipping it
+        "scheduler.bin is missing": lambda: (newest / "scheduler.bin").unlink(),
+        "optimizer.bin is truncated": lambda: cut("optimizer.bin"),
+        "random_states_0.pkl is truncated": lambda: cut("random_states_0.pkl"),
+        "transformer/diffusion_pytorch_model.safetensors is truncated": lambda: cut(
+            "transformer/diffusion_pytorch_model.safetensors"),
+        "transformer_ema/config.json is unreadable": lambda: (newest / "transformer_ema/config.json").write_text(""),
+    }
+    for reason, damage in damages.items():
+        damage()
+        said = []
+        assert resolve_checkpoint("latest", ckpts, ("transformer", "transformer_ema"), log=said.append,
+                                  num_schedulers=1).name == "checkpoint-0000002", reason
+        assert len(said) == 1 and f"checkpoint-0000004 ({reason}" in said[0]
+        shutil.rmtree(newest)
+        shutil.copytree(tmp_path / "pristine", newest)
+    # end to end: a truncated RNG state (which accelerate would skip silently) makes the run resume the older one
+    cut("random_states_0.pkl")
+    capsys.readouterr()
+    train_latent.main(config(cache, out, max_steps=5, checkpointing_steps=100, resume_from_checkpoint="latest"))
+    printed = capsys.readouterr().out
+    assert "checkpoint-0000004 (random_states_0.pkl is truncated" in printed and "at step 2" in printed
+    assert loss_steps(out) == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match=r"Cannot resume from .*checkpoint-0000004: random_states_0.pkl is "
+                                         r"truncated.*Resume from another checkpoint"):
+        train_latent.main(config(cache, out, max_steps=9, resume_from_checkpoint=str(newest)))
