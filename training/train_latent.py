@@ -288,7 +288,8 @@ def main(cfg: TrainConfig) -> dict:
                              cfg.lr_finder_min, cfg.lr_finder_max, cfg.lr_finder_steps, output_dir=out)
 
     # 5. Resume, run folder, trackers
-    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts)
+    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts,
+                                  batch_per_process=cfg.batch_size * cfg.gradient_accumulation_steps)
     history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,
                           is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
@@ -347,7 +348,8 @@ def main(cfg: TrainConfig) -> dict:
                 history.flush()
             if step % cfg.checkpointing_steps == 0 or step == cfg.max_steps:
                 with timed(seconds, "checkpoints"):
-                    save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
+                    save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit,
+                                    batch_per_process=cfg.batch_size * accum)
                     history.flush()  # the CSV never lags behind the newest checkpoint
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
                 with timed(seconds, "validation"):

@@ -444,3 +444,27 @@ def test_latest_validates_every_file_it_loads_and_falls_back(train_latent, confi
     with pytest.raises(ValueError, match=r"Cannot resume from .*checkpoint-0000004: random_states_0.pkl is "
                                          r"truncated.*Resume from another checkpoint"):
         train_latent.main(config(cache, out, max_steps=9, resume_from_checkpoint=str(newest)))
+
+
+def test_resuming_with_another_number_of_processes_is_refused_naming_the_change(train_latent, config, cache,
+                                                                                 tmp_path):
+    from diffit_hf.training.checkpoints import resolve_checkpoint
+
+    out = tmp_path / "run"
+    train_latent.main(config(cache, out, max_steps=2, checkpointing_steps=2))
+    ckpt = out / "checkpoints" / "checkpoint-0000002"
+    assert json.loads((ckpt / "processes.json").read_text()) == {"num_processes": 1, "batch_per_process": 16}
+    # 1 -> 2: the complete checkpoint is named as written by 1 process, not called incomplete
+    with pytest.raises(ValueError, match=r"written by 1 process\(es\) \(global batch 1 x 16 = 16\); this run has 2 "
+                                         r"\(global batch 2 x 16 = 32\).*accelerate launch --num_processes 1"):
+        resolve_checkpoint("latest", out / "checkpoints", ("transformer", "transformer_ema"), num_processes=2,
+                           num_schedulers=1, batch_per_process=16)
+    # 2 -> 1 (a checkpoint as two processes write it): refused before anything is loaded or written
+    (ckpt / "random_states_1.pkl").write_bytes((ckpt / "random_states_0.pkl").read_bytes())
+    (ckpt / "processes.json").write_text(json.dumps({"num_processes": 2, "batch_per_process": 16}))
+    before = snapshot(out)
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\) \(global batch 2 x 16 = 32\); this run has 1 "
+                                         r"\(global batch 1 x 16 = 16\): resuming would change the global batch.*"
+                                         r"--init-from .*checkpoint-0000002/transformer in another --output-dir"):
+        train_latent.main(config(cache, out, max_steps=4, resume_from_checkpoint="latest"))
+    assert snapshot(out) == before
