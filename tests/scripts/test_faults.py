@@ -468,3 +468,33 @@ def test_resuming_with_another_number_of_processes_is_refused_naming_the_change(
                                          r"--init-from .*checkpoint-0000002/transformer in another --output-dir"):
         train_latent.main(config(cache, out, max_steps=4, resume_from_checkpoint="latest"))
     assert snapshot(out) == before
+
+
+def test_evaluate_refuses_unlike_images_and_warns_of_a_rank_deficient_fid(script, tmp_path):
+    from diffit_hf.evaluation import FashionClassifier
+    from diffit_hf.training.config import make_config
+
+    from ..tiny import save_tiny_pixel_pipeline
+
+    evaluate = script("training/evaluate.py")
+    save_tiny_pixel_pipeline(tmp_path / "pipe", sample_size=16, patch_size=8)  # 16-px grayscale samples
+    FashionClassifier().save_pretrained(tmp_path / "clf")
+    values = dict(pipeline=str(tmp_path / "pipe"), num_samples=8, batch_size=8, num_inference_steps=1,
+                  scheduler="ddim", extractor=str(tmp_path / "clf"), classifier=None, second_extractor=None,
+                  floor_split=None, reference_limit=50, cache_dir=str(tmp_path / "stats"),
+                  output=str(tmp_path / "eval.json"))
+    with pytest.raises(ValueError, match=r"samples 1x16x16 images \(channels x height x width\); the real images are "
+                                         r"read as 1x32x32.*Pass --resolution 16 and --grayscale"):
+        evaluate.main(make_config(evaluate.EvalConfig, values))  # refused before sampling: nothing written
+    with pytest.raises(ValueError, match=r"read as 3x16x16.*--resolution 16 and --grayscale"):
+        evaluate.main(make_config(evaluate.EvalConfig, {**values, "resolution": 16, "grayscale": False}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf", "pipe"]
+    dim = FashionClassifier.from_pretrained(tmp_path / "clf").features(torch.zeros(1, 1, 32, 32)).shape[1]
+    assert dim >= 50
+    result = evaluate.main(make_config(evaluate.EvalConfig, {**values, "resolution": 16}))
+    assert result["warnings"] == [
+        f"FID from 8 samples of {dim}-d features: the covariance is rank-deficient (rank <= 7 < {dim}), so this FID "
+        f"is biased and not comparable with others; use more than {dim} (ideally 10x as many).",
+        f"FID from 50 reference images of {dim}-d features: the covariance is rank-deficient (rank <= 49 < {dim}), "
+        f"so this FID is biased and not comparable with others; use more than {dim} (ideally 10x as many)."]
+    assert json.loads((tmp_path / "eval.json").read_text())["warnings"] == result["warnings"]
