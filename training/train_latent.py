@@ -301,6 +301,9 @@ def main(cfg: TrainConfig) -> dict:
 
     # 6. Train
     accum = cfg.gradient_accumulation_steps
+    # accelerate also steps at the end of every epoch, so an epoch is ceil(batches / accum) steps (its last one
+    # shorter when accum does not divide the loader): the position in the epoch counts steps, not step * accum
+    steps_per_epoch = -(-len(loader) // accum)
     accelerator.print(f"training {cfg.model} ({sum(p.numel() for p in transformer.parameters()):,} parameters, "
                       f"{cfg.objective}) on {len(data.dataset):,} examples of shape {data.shape}, "
                       f"{accelerator.num_processes} process(es), batch {cfg.batch_size} x {accum} accumulation")
@@ -309,7 +312,8 @@ def main(cfg: TrainConfig) -> dict:
     seconds = {"checkpoints": 0.0, "validation": 0.0}  # where the loop's time goes besides training steps
     model.train()
     while step < cfg.max_steps:
-        epoch, skip = divmod(step * accum, len(loader))
+        epoch, skip = divmod(step, steps_per_epoch)
+        skip *= accum  # the batches of this epoch's steps done (a resumed run continues mid-epoch)
         loader.set_epoch(epoch)
         if hasattr(data.dataset, "set_epoch"):
             data.dataset.set_epoch(epoch)  # latent resampling noise = f(seed, epoch, index)

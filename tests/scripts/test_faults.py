@@ -498,3 +498,39 @@ def test_evaluate_refuses_unlike_images_and_warns_of_a_rank_deficient_fid(script
         f"FID from 50 reference images of {dim}-d features: the covariance is rank-deficient (rank <= 49 < {dim}), "
         f"so this FID is biased and not comparable with others; use more than {dim} (ideally 10x as many)."]
     assert json.loads((tmp_path / "eval.json").read_text())["warnings"] == result["warnings"]
+
+
+def test_every_epoch_reads_every_batch_when_accumulation_does_not_divide_the_loader(train_latent, config, cache,
+                                                                                     tmp_path, monkeypatch):
+    """256 rows in batches of 16: 16 batches per epoch, 3 per optimiser step. accelerate steps at the end of every
+    epoch (a last step of 1 batch), so an epoch is 6 steps; counting 18 batches per 6 steps skipped the first 2
+    batches of epoch 1 and 1 of epoch 2 (read from the code in issue 22, point 12, and seen here)."""
+    read, make = [], train_latent.make_objective
+
+    def set_epoch(self, epoch):  # called by the loop and by accelerate's loader: once per epoch here
+        if not read or read[-1][0] != epoch:
+            read.append([epoch, 0])
+        self.epoch = epoch
+
+    def counting(*args, **kwargs):
+        objective = make(*args, **kwargs)
+        losses = objective.training_losses
+
+        def training_losses(*a, **k):
+            read[-1][1] += 1
+            return losses(*a, **k)
+
+        objective.training_losses = training_losses
+        return objective
+
+    monkeypatch.setattr(LatentDataset, "set_epoch", set_epoch)
+    monkeypatch.setattr(train_latent, "make_objective", counting)
+    common = dict(gradient_accumulation_steps=3, log_every=1, validation_steps=100)
+    train_latent.main(config(cache, tmp_path / "straight", max_steps=12, checkpointing_steps=100, **common))
+    assert read == [[0, 16], [1, 16]]  # every batch of both epochs, none skipped
+    # a resume in the middle of epoch 1 continues where the straight run was, to the bit
+    train_latent.main(config(cache, tmp_path / "resumed", max_steps=8, checkpointing_steps=8, **common))
+    train_latent.main(config(cache, tmp_path / "resumed", max_steps=12, checkpointing_steps=100,
+                             resume_from_checkpoint="latest", **common))
+    with open(tmp_path / "straight" / "logs" / "loss.csv") as a, open(tmp_path / "resumed" / "logs" / "loss.csv") as b:
+        assert a.read() == b.read()
