@@ -25,6 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffusers import DiTTransformer2DModel
 from diffusers.utils.logging import get_logger
 
 from diffit_hf import convert_diffusers_dit, convert_official_diffit, convert_official_dit, list_presets
@@ -92,15 +93,12 @@ def model_config(cfg: ConvertConfig) -> dict | str:
 def check_diffusers_dit(source: str) -> None:
     """`ValueError` unless `source` holds a diffusers `DiTTransformer2DModel` in `transformer/` (one of our own
     pipelines needs no conversion)."""
-    from diffusers import DiTTransformer2DModel
-
-    config = DiTTransformer2DModel.load_config(source, subfolder="transformer")
-    if config.get("_class_name") != "DiTTransformer2DModel":
-        raise ValueError(
-            f"--diffusers {source} holds a {config.get('_class_name')}, not a diffusers DiTTransformer2DModel"
-            + (": it is already a diffit_hf pipeline and needs no conversion; load it with "
-               "DiffiTPipeline.from_pretrained." if config.get("_class_name") in ("DiTModel", "DiffiTModel") else ".")
-        )
+    found = DiTTransformer2DModel.load_config(source, subfolder="transformer").get("_class_name")
+    if found != "DiTTransformer2DModel":
+        ours = found in ("DiTModel", "DiffiTModel", "DiffiTUNetModel")
+        raise ValueError(f"--diffusers {source} holds a {found}, not a diffusers DiTTransformer2DModel" + (
+            ": it is already a diffit_hf pipeline and needs no conversion; load it with "
+            "DiffiTPipeline.from_pretrained." if ours else "."))
 
 
 def main(cfg: ConvertConfig) -> None:
@@ -109,8 +107,6 @@ def main(cfg: ConvertConfig) -> None:
             raise ValueError(f"No checkpoint file {path}.")
     # the source is checked first, then the VAE (a download) before the conversion: fail fast offline
     if cfg.diffusers:
-        from diffusers import DiTTransformer2DModel
-
         check_diffusers_dit(cfg.diffusers)
     else:
         flag = "--official" if cfg.official else "--official-diffit"
