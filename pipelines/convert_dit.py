@@ -25,11 +25,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from diffusers import DiTTransformer2DModel
 from diffusers.utils.logging import get_logger
-from safetensors.torch import load_file
 
 from diffit_hf import convert_diffusers_dit, convert_official_diffit, convert_official_dit, list_presets
+from diffit_hf.models.conversion import load_checkpoint_file
 from diffit_hf.models.presets import preset_config
 from diffit_hf.pipelines.converted import SD_VAE, converted_pipeline, load_vae
 from diffit_hf.pipelines.hub import PROVENANCE
@@ -78,13 +78,6 @@ class ConvertConfig:
         self.preset = self.preset or ("DiffiT-XL/2" if self.official_diffit else "DiT-XL/2")
 
 
-def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors, or from a torch pickle restricted to tensors (`weights_only=True`)."""
-    if path.endswith(".safetensors"):
-        return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def model_config(cfg: ConvertConfig) -> dict | str:
     """The config of an official checkpoint: --config, or --preset with --latent-size / --num-classes (a DiffiT
     preset without --latent-size stays a name, so the converter reads the latent size from the checkpoint)."""
@@ -97,18 +90,33 @@ def model_config(cfg: ConvertConfig) -> dict | str:
     return config
 
 
+def check_diffusers_dit(source: str) -> None:
+    """`ValueError` unless `source` holds a diffusers `DiTTransformer2DModel` in `transformer/` (one of our own
+    pipelines needs no conversion)."""
+    found = DiTTransformer2DModel.load_config(source, subfolder="transformer").get("_class_name")
+    if found != "DiTTransformer2DModel":
+        ours = found in ("DiTModel", "DiffiTModel", "DiffiTUNetModel")
+        raise ValueError(f"--diffusers {source} holds a {found}, not a diffusers DiTTransformer2DModel" + (
+            ": it is already a diffit_hf pipeline and needs no conversion; load it with "
+            "DiffiTPipeline.from_pretrained." if ours else "."))
+
+
 def main(cfg: ConvertConfig) -> None:
     for path in (cfg.official, cfg.official_diffit):
         if path is not None and not Path(path).is_file():
             raise ValueError(f"No checkpoint file {path}.")
-    vae = None if cfg.vae.lower() == "none" else load_vae(cfg.vae)  # before the conversion: fail fast offline
-    if cfg.official:
-        model = convert_official_dit(load_checkpoint(cfg.official), model_config(cfg))
-    elif cfg.official_diffit:
-        model = convert_official_diffit(load_checkpoint(cfg.official_diffit), model_config(cfg))
+    # the source is checked first, then the VAE (a download) before the conversion: fail fast offline
+    if cfg.diffusers:
+        check_diffusers_dit(cfg.diffusers)
     else:
-        from diffusers import DiTTransformer2DModel
-
+        flag = "--official" if cfg.official else "--official-diffit"
+        state = load_checkpoint_file(cfg.official or cfg.official_diffit, flag)
+    vae = None if cfg.vae.lower() == "none" else load_vae(cfg.vae)
+    if cfg.official:
+        model = convert_official_dit(state, model_config(cfg))
+    elif cfg.official_diffit:
+        model = convert_official_diffit(state, model_config(cfg))
+    else:
         model = convert_diffusers_dit(DiTTransformer2DModel.from_pretrained(cfg.diffusers, subfolder="transformer"))
     # where the weights come from: the folder's model card keeps the source's license and names the base model
     if cfg.official:

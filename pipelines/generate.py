@@ -20,7 +20,9 @@ key of `--config file.yaml`).
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,7 @@ from diffit_hf.utils import atomic_path, atomic_write_json
 logger = get_logger("diffit_hf.generate")  # shown by parse_config (show_library_logs)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEDULER_NAMES = sorted({*SCHEDULERS, *FLOW_SCHEDULERS, *EDM_SCHEDULERS})  # the pipeline checks the model's kind
+SAMPLE_FILE = re.compile(r"\d{6,}\.png|labels\.json")  # what a folder output holds
 
 
 @dataclass
@@ -79,6 +82,8 @@ class GenerateConfig:
     # 4. Output
     out: str = field(default="grid.png", metadata={
         "help": "a grid image (.png, .jpg), an .npz (ADM layout), or a folder (ending in /) for PNGs"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an existing .npz, or a folder of earlier samples (a folder with other files is refused)"})
 
     def __post_init__(self):
         if self.model is None:
@@ -96,6 +101,10 @@ class GenerateConfig:
                              "samples.npz or --out samples/ (a grid takes --num-per-label).")
         if kind != "grid" and (self.num_samples is None or self.num_samples < 1):
             raise ValueError(f"--out {out} needs --num-samples N (N >= 1): the images to write.")
+        if kind == "npz" and out.exists() and not self.overwrite:
+            raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it, or another --out.")
+        if kind == "folder":
+            check_samples_folder(out, self.overwrite)
         for name in ("steps", "num_per_label", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
@@ -115,6 +124,20 @@ class GenerateConfig:
         if self.out.endswith(("/", "\\")) or Path(self.out).is_dir():
             return "folder"
         return "grid"
+
+
+def check_samples_folder(out: Path, overwrite: bool) -> None:
+    """`FileExistsError` unless `out` is absent, empty, or (with `overwrite`) holds only earlier samples."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder for PNGs; pass another --out.")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    others = [name for name in held if not SAMPLE_FILE.fullmatch(name)]
+    if others:
+        raise FileExistsError(f"--out {out} holds files that are not samples ({', '.join(others[:5])}"
+                              f"{', ...' if len(others) > 5 else ''}); pass a new or empty folder.")
+    if held and not overwrite:
+        raise FileExistsError(f"--out {out} already holds {len(held)} files of earlier samples; pass --overwrite to "
+                              "replace them, or another --out.")
 
 
 def load_pipeline(cfg: GenerateConfig, device: torch.device | str) -> tuple[DiffiTPipeline, dict]:
@@ -172,13 +195,22 @@ def write_samples(cfg: GenerateConfig, pipe: DiffiTPipeline, sampling: dict, acc
         rgb = np.repeat(array, 3, axis=3) if array.shape[3] == 1 else array
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
             np.savez(f, rgb, label_array)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+    else:  # written beside `out`, then moved in: labels.json, moved last, lists exactly the PNGs of one job
+        check_samples_folder(out, cfg.overwrite)  # again: nothing else was put there while sampling
+        tmp = out.resolve().with_name(f".{out.resolve().name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         for i, image in enumerate(array):
-            Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(out / f"{i:06d}.png")
+            Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(tmp / f"{i:06d}.png")
         id2label = {int(k): v for k, v in (pipe.config.id2label or {}).items()}
-        atomic_write_json(out / "labels.json", {f"{i:06d}.png": {"label": int(y), "name": id2label.get(int(y))}
+        atomic_write_json(tmp / "labels.json", {f"{i:06d}.png": {"label": int(y), "name": id2label.get(int(y))}
                                                 for i, y in enumerate(label_array)})
+        out.mkdir(parents=True, exist_ok=True)
+        for old in sorted(out.iterdir(), key=lambda p: p.name != "labels.json"):  # earlier samples (--overwrite)
+            old.unlink()
+        for new in sorted(tmp.iterdir(), key=lambda p: p.name == "labels.json"):
+            os.replace(new, out / new.name)
+        tmp.rmdir()
     logger.info(f"wrote {out} ({len(array)} images of {array.shape[1]}x{array.shape[2]}x{array.shape[3]})")
 
 

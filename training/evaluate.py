@@ -42,6 +42,7 @@ from diffit_hf.data import load_image_tensors
 from diffit_hf.evaluation import (
     class_consistency,
     feature_stats,
+    few_samples_warning,
     frechet_distance,
     in_batches,
     inception_score,
@@ -54,7 +55,7 @@ from diffit_hf.evaluation import (
 from diffit_hf.evaluation.extractors import DEFAULT_INCEPTION_WEIGHTS, INCEPTION_FILE
 from diffit_hf.pipelines.grid import labelled_grid
 from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS
-from diffit_hf.pipelines.sampling import configure_sampling, sample_indices
+from diffit_hf.pipelines.sampling import configure_sampling, output_image_shape, sample_indices
 from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.training.runtime import set_cpu_threads
 from diffit_hf.utils import atomic_path, atomic_write_json
@@ -182,11 +183,23 @@ def main(cfg: EvalConfig) -> dict:
     classifier = load_extractor(cfg.classifier, accelerator.device) if cfg.classifier else None
     second = load_extractor(cfg.second_extractor, accelerator.device) if cfg.second_extractor else None
     reference_stats = load_reference_stats(cfg.reference_stats) if cfg.reference_stats else None
+    dim = extractor(torch.zeros(1, 3, 32, 32)).shape[1]
     if reference_stats is not None:  # before sampling: statistics of another extractor are useless
-        dim = extractor(torch.zeros(1, 3, 32, 32)).shape[1]
         if len(reference_stats[0]) != dim:
             raise ValueError(f"{cfg.reference_stats} holds {len(reference_stats[0])}-d statistics, the extractor "
                              f"{extractor.name} gives {dim}-d features: use the extractor they were made with.")
+    # samples and real images alike: the extractors resize both, so a mismatch would be scored without a word
+    shape, real_shape = output_image_shape(pipe), (1 if cfg.grayscale else 3, cfg.resolution, cfg.resolution)
+    if shape != real_shape and (reference_stats is None or cfg.floor_split):
+        raise ValueError(
+            f"{cfg.pipeline} samples {'x'.join(map(str, shape))} images (channels x height x width); the real "
+            f"images are read as {'x'.join(map(str, real_shape))}: the extractor would compare resized, unlike "
+            f"images. Pass --resolution {shape[1]} and {'--grayscale' if shape[0] == 1 else '--no-grayscale'} to "
+            "read the real images as the pipeline samples.")
+    warnings = [w for w in (few_samples_warning(cfg.num_samples, dim),
+                            few_samples_warning(cfg.reference_limit or dim + 1, dim, "reference images")) if w]
+    for warning in warnings:
+        logger.warning(warning)
 
     # 1. Samples: each process its share of the indices; gathered on every process
     mine = list(range(accelerator.process_index, cfg.num_samples, accelerator.num_processes))
@@ -247,7 +260,7 @@ def main(cfg: EvalConfig) -> dict:
                       else None, sampling={"scheduler": pipe.scheduler.__class__.__name__, **sampling},
                       sampling_seconds=sample_seconds, total_seconds=time.time() - start_time,
                       num_processes=accelerator.num_processes, device=str(accelerator.device),
-                      config=dataclasses.asdict(cfg))
+                      config=dataclasses.asdict(cfg), **({"warnings": warnings} if warnings else {}))
         out = Path(cfg.output) if cfg.output else (Path(cfg.pipeline) / "eval.json" if Path(cfg.pipeline).is_dir()
                                                    else Path("eval.json"))
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -288,7 +288,8 @@ def main(cfg: TrainConfig) -> dict:
                              cfg.lr_finder_min, cfg.lr_finder_max, cfg.lr_finder_steps, output_dir=out)
 
     # 5. Resume, run folder, trackers
-    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts)
+    step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts,
+                                  batch_per_process=cfg.batch_size * cfg.gradient_accumulation_steps)
     history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,
                           is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
@@ -300,6 +301,9 @@ def main(cfg: TrainConfig) -> dict:
 
     # 6. Train
     accum = cfg.gradient_accumulation_steps
+    # accelerate also steps at the end of every epoch, so an epoch is ceil(batches / accum) steps (its last one
+    # shorter when accum does not divide the loader): the position in the epoch counts steps, not step * accum
+    steps_per_epoch = -(-len(loader) // accum)
     accelerator.print(f"training {cfg.model} ({sum(p.numel() for p in transformer.parameters()):,} parameters, "
                       f"{cfg.objective}) on {len(data.dataset):,} examples of shape {data.shape}, "
                       f"{accelerator.num_processes} process(es), batch {cfg.batch_size} x {accum} accumulation")
@@ -308,7 +312,8 @@ def main(cfg: TrainConfig) -> dict:
     seconds = {"checkpoints": 0.0, "validation": 0.0}  # where the loop's time goes besides training steps
     model.train()
     while step < cfg.max_steps:
-        epoch, skip = divmod(step * accum, len(loader))
+        epoch, skip = divmod(step, steps_per_epoch)
+        skip *= accum  # the batches of this epoch's steps done (a resumed run continues mid-epoch)
         loader.set_epoch(epoch)
         if hasattr(data.dataset, "set_epoch"):
             data.dataset.set_epoch(epoch)  # latent resampling noise = f(seed, epoch, index)
@@ -347,7 +352,8 @@ def main(cfg: TrainConfig) -> dict:
                 history.flush()
             if step % cfg.checkpointing_steps == 0 or step == cfg.max_steps:
                 with timed(seconds, "checkpoints"):
-                    save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit)
+                    save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit,
+                                    batch_per_process=cfg.batch_size * accum)
                     history.flush()  # the CSV never lags behind the newest checkpoint
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
                 with timed(seconds, "validation"):

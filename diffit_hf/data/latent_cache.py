@@ -3,14 +3,16 @@
 Layout of a cache folder:
 
     index.json                  VAE id and config hash, scaling factor, resolution, shapes, counts, class names,
-                                storage dtype, whether flipped images were encoded too
+                                storage dtype, whether flipped images were encoded too, the dataset's source, split,
+                                columns and fingerprint (row count, labels, a few images)
     shard-00000.safetensors     rows [0, shard_size): "mean", "std" (N, C, h, w) in the cache's dtype (float32 by
                                 default, or bfloat16 / float16), "label" (N,) int64, "start" (); with
                                 `random_flip`, also "mean_flip", "std_flip": the encodings of the mirrored images
 
 Shards are assigned round-robin to processes, written to a temporary name and renamed when complete, so a partial
 shard is never taken for a complete one; a rerun skips the shards that load and match the index. A cache made with
-another VAE or resolution is refused.
+another VAE, resolution or dataset is refused (every shard records them too, so an interrupted encode is never
+finished with another dataset).
 
 Reading is lazy (`LatentDataset`): only the shards' headers and labels are read when a cache is opened; each row's
 mean and std are read from disk when the row is fetched, so a process's memory does not grow with the cache (an
@@ -27,6 +29,7 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
@@ -43,6 +46,9 @@ _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16"
 _ST_NAMES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 _ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "I64": torch.int64}
 _LEGACY = {"dtype": "float32", "random_flip": False}  # caches written before these options
+# what a shard and the run that reads or completes it must agree on (the shards also record "dataset", the source)
+_SHARD_KEYS = ("vae_fingerprint", "resolution", "grayscale", "dtype", "random_flip", "dataset_fingerprint", "split",
+               "image_column", "label_column")
 
 
 def storage_dtype(name: str) -> str:
@@ -64,6 +70,20 @@ def vae_fingerprint(vae) -> str:
         h.update(name.encode())
         h.update(str(tuple(tensor.shape)).encode())
         h.update(tensor.detach().float().flatten()[:16].cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset, num_images: int = 16) -> str:
+    """sha256 of a dataset's row count, every label and the pixels of `num_images` evenly spaced images: changes
+    with another dataset, split or column, and reads the label column and a few images, not the whole dataset."""
+    n = len(dataset)
+    h = hashlib.sha256(str(n).encode())
+    if "label" in dataset.column_names:
+        h.update(json.dumps([int(y) for y in dataset["label"]]).encode())
+    for i in sorted({k * (n - 1) // max(num_images - 1, 1) for k in range(num_images)}) if n else []:
+        pixels = np.asarray(dataset[i]["image"])
+        h.update(f"{pixels.shape}{pixels.dtype}".encode())
+        h.update(pixels.tobytes())
     return h.hexdigest()[:16]
 
 
@@ -133,7 +153,7 @@ def _tensor_names(meta: dict) -> set[str]:
 
 def _shard_meta(meta: dict) -> dict[str, str]:
     meta = {**_LEGACY, **meta}
-    return {key: str(meta[key]) for key in ("vae_fingerprint", "resolution", "grayscale", "dtype", "random_flip")}
+    return {key: str(meta.get(key)) for key in (*_SHARD_KEYS, "dataset")}
 
 
 def _shard_problem(path: Path, meta: dict, start: int, count: int) -> str | None:
@@ -150,8 +170,12 @@ def _shard_problem(path: Path, meta: dict, start: int, count: int) -> str | None
             os.close(fd)
     except (OSError, ValueError, KeyError) as err:
         return f"it is missing or truncated ({err})"
-    if stored != _shard_meta(meta):
-        raise ValueError(f"{path} was made with {stored}, this run has {_shard_meta(meta)}: refusing to mix caches.")
+    wanted = _shard_meta(meta)
+    changed = [f"{k} {stored.get(k)} -> {wanted[k]}" for k in _SHARD_KEYS if stored.get(k) != wanted[k]]
+    if changed:
+        raise ValueError(f"{path} was made by another encode ({', '.join(changed)}; dataset "
+                         f"{stored.get('dataset')} -> {wanted['dataset']}): refusing to mix caches. Encode into "
+                         "another --out, or delete the folder to encode it anew.")
     shape = [count, *meta["latent_shape"]]
     names = set(header) - {"__metadata__"}
     if names != _tensor_names(meta):  # e.g. a shard encoded with(out) flips
@@ -215,9 +239,12 @@ def encode_to_cache(
     num_workers: int = 0,
     dataset_name: str | None = None,
     split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> dict:
     """Encodes `dataset` (`image` and optional `label` columns) into `cache_dir`; returns the index dict.
-    `dataset_name` and `split` (what was encoded: a name, folder or Hub id) are recorded in the index for model cards.
+    `dataset_name`, `split` and the columns (what was encoded: a name, folder or Hub id) are recorded in the index
+    (for model cards) and in every shard, with the dataset's fingerprint: a cache of another dataset is refused.
 
     Each process encodes the shards `i` with `i % num_processes == process_index`; the index is written by process 0
     only once every shard is present (call again after all processes finish, or use `training/encode_latents.py`).
@@ -253,16 +280,21 @@ def encode_to_cache(
         "random_flip": random_flip,
         "dataset": dataset_name,
         "split": split,
+        "image_column": image_column,
+        "label_column": label_column,
+        "dataset_fingerprint": dataset_fingerprint(dataset),
     }
     index_path = cache_dir / INDEX
     if index_path.exists():
         old = {"dtype": "float32", "random_flip": False, **json.loads(index_path.read_text())}
         for key in ("vae_fingerprint", "resolution", "grayscale", "num_samples", "shard_size", "latent_shape",
-                    "dtype", "random_flip"):
+                    "dtype", "random_flip", "dataset_fingerprint", "split", "image_column", "label_column",
+                    "class_names"):
             if old.get(key) != meta[key]:
                 raise ValueError(
                     f"{cache_dir} holds a cache made with {key}={old.get(key)!r}, this run has {meta[key]!r} "
-                    f"(VAE {old.get('vae')!r} vs {vae_id!r}). Use another folder or delete it."
+                    f"(VAE {old.get('vae')!r} vs {vae_id!r}, dataset {old.get('dataset')!r} vs {dataset_name!r}). "
+                    "Encode into another --out, or delete the folder to encode it anew."
                 )
 
     def rows(i: int) -> tuple[int, int]:
@@ -320,7 +352,8 @@ def encode_dataset(accelerator, vae_path: str, dataset: str, out: str | Path, re
     # a local VAE is recorded by its absolute path: training from another folder finds the same one
     vae_id = str(Path(vae_path).resolve()) if Path(vae_path).is_dir() else vae_path
     kwargs = dict(vae_id=vae_id, vae_subfolder=vae_subfolder, shard_size=shard_size, batch_size=batch_size,
-                  dtype=dtype, random_flip=random_flip, dataset_name=dataset, split=split)
+                  dtype=dtype, random_flip=random_flip, dataset_name=dataset, split=split, image_column=image_column,
+                  label_column=label_column)
     with torch.no_grad():
         meta = encode_to_cache(vae, data, out, resolution, grayscale, process_index=accelerator.process_index,
                                num_processes=accelerator.num_processes, progress=accelerator.is_local_main_process,
@@ -343,6 +376,11 @@ def load_cache_vae(meta: dict, vae: str | None = None):
     reference, subfolder = (vae, None) if vae else (meta.get("vae"), meta.get("vae_subfolder"))
     if not reference:
         raise ValueError("The latent cache records no VAE; pass the one that encoded it with --vae.")
+    local = Path(reference).is_absolute() or reference.startswith((".", "~")) or reference.count("/") > 1
+    if local and not (Path(reference).expanduser() / (subfolder or "")).is_dir():  # not a Hub id: never looked up
+        raise ValueError(f"--vae {reference}: no such folder." if vae else
+                         f"The cache's VAE at {reference} is missing (moved or deleted): pass the VAE that encoded "
+                         f"the cache with --vae (its fingerprint is checked).")
     model = AutoencoderKL.from_pretrained(reference, subfolder=subfolder).eval()
     if model.config.latent_channels != meta["latent_shape"][0]:
         raise ValueError(f"The VAE {reference} has {model.config.latent_channels} latent channels; the cache's "
@@ -354,6 +392,11 @@ def load_cache_vae(meta: dict, vae: str | None = None):
             f"({meta.get('vae')}), or encode the dataset again with this one (training/encode_latents.py)."
         )
     return model
+
+
+def _file_identity(stat: os.stat_result) -> tuple[int, int, int]:
+    """(inode, size, modification time): changes when a file is replaced, truncated or rewritten."""
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 class LatentDataset(Dataset):
@@ -390,7 +433,8 @@ class LatentDataset(Dataset):
                 "encode_latents.py --random-flip (both orientations are stored), or train without --random-flip."
             )
         shape, dtype = list(self.meta["latent_shape"]), self.meta["dtype"]
-        self.shards: list[tuple[str, dict, int]] = []  # (path, safetensors header, data offset) per shard
+        # (path, safetensors header, data offset, file identity) per shard
+        self.shards: list[tuple[str, dict, int, tuple[int, int, int]]] = []
         labels = []
         for i in range(self.meta["num_shards"]):
             path = shard_path(cache_dir, i)
@@ -399,6 +443,7 @@ class LatentDataset(Dataset):
                 fd = os.open(path, os.O_RDONLY)
                 try:
                     labels.append(_pread_tensor(fd, header, data_start, "label"))  # (n,)
+                    identity = _file_identity(os.fstat(fd))
                 finally:
                     os.close(fd)
             except (OSError, ValueError, KeyError) as err:
@@ -411,10 +456,16 @@ class LatentDataset(Dataset):
                         f"{path.name} holds {_ST_DTYPES.get(entry['dtype'], entry['dtype'])} latents of shape "
                         f"{tuple(entry['shape'][1:])}; {INDEX} says {dtype} {shape}: the index was edited or belongs "
                         f"to another cache; {rebuild}.")
+            made_from = (header.get("__metadata__") or {}).get("dataset_fingerprint")
+            if self.meta.get("dataset_fingerprint") and made_from != self.meta["dataset_fingerprint"]:
+                raise ValueError(f"{path.name} holds latents of another dataset (fingerprint {made_from}, {INDEX}'s "
+                                 f"{self.meta['dataset_fingerprint']}): the cache mixes two encodes; delete "
+                                 f"{path.name} and rerun training/encode_latents.py with the dataset "
+                                 f"{self.meta.get('dataset')!r}.")
             if i < self.meta["num_shards"] - 1 and len(labels[-1]) != self.meta["shard_size"]:
                 raise ValueError(f"{path.name} holds {len(labels[-1])} rows, {INDEX} says {self.meta['shard_size']} "
                                  f"per shard; {rebuild}.")
-            self.shards.append((str(path), header, data_start))
+            self.shards.append((str(path), header, data_start, identity))
         self.labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)  # (N,)
         if len(self.labels) != self.meta["num_samples"]:
             raise ValueError(
@@ -438,28 +489,49 @@ class LatentDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _open_shard(self, shard: int) -> tuple[int, dict, int]:
+        """(file descriptor, header, data offset) of shard `shard`, checked to be the file whose header was read when
+        the cache was opened: `ValueError` naming the shard if it was truncated, replaced or rewritten since."""
+        path, header, data_start, identity = self.shards[shard]
+        rebuild = "delete it and rebuild it with training/encode_latents.py (complete shards are kept)"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as err:
+            raise ValueError(f"{path} is missing ({err}) since the cache was opened: {rebuild}.") from err
+        now = _file_identity(os.fstat(fd))
+        if now != identity:
+            os.close(fd)
+            if now[1] < identity[1]:
+                raise ValueError(f"{path} was truncated while this run read it ({now[1]} of {identity[1]} bytes): "
+                                 f"{rebuild}, then resume the run.")
+            raise ValueError(f"{path} was replaced or rewritten while this run read it (its rows may have changed): "
+                             "let the encode finish, then resume the run from its latest checkpoint.")
+        return fd, header, data_start
+
     def read_row(self, i: int, flipped: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The stored latent mean and std of row `i` (of the mirrored image where `flipped`), (C, h, w) each, in
-        float32; `ValueError` naming the shard and row if they are not finite."""
+        float32; `ValueError` naming the shard and row if they are not finite, or if the shard changed on disk."""
         shard, row = divmod(i, self.meta["shard_size"])
-        path, header, data_start = self.shards[shard]
         suffix = "_flip" if flipped else ""
-        fd = os.open(path, os.O_RDONLY)
+        fd, header, data_start = self._open_shard(shard)
         try:
             mean = _pread_tensor(fd, header, data_start, f"mean{suffix}", row).float()
             std = _pread_tensor(fd, header, data_start, f"std{suffix}", row).float()
+        except ValueError as err:  # a short read: the file shrank between the check and the read
+            raise ValueError(f"{self.shards[shard][0]} is truncated ({err} of row {row}): delete it and rebuild it "
+                             "with training/encode_latents.py (complete shards are kept).") from err
         finally:
             os.close(fd)
         if not (mean.isfinite().all() and std.isfinite().all()):
-            raise _non_finite_error(Path(path), [row], shard * self.meta["shard_size"])
+            raise _non_finite_error(Path(self.shards[shard][0]), [row], shard * self.meta["shard_size"])
         return mean, std
 
     def read_all(self, name: str = "mean") -> torch.Tensor:
         """Tensor `name` ("mean", "std", "mean_flip", "std_flip") of every row, (N, C, h, w) in the stored dtype:
         the whole cache in memory, for small caches and tests."""
         parts = []
-        for path, header, data_start in self.shards:
-            fd = os.open(path, os.O_RDONLY)
+        for shard in range(len(self.shards)):
+            fd, header, data_start = self._open_shard(shard)
             try:
                 parts.append(_pread_tensor(fd, header, data_start, name))
             finally:

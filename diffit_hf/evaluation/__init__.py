@@ -12,6 +12,7 @@ from .extractors import (
 from .metrics import (
     class_consistency,
     feature_stats,
+    few_samples_warning,
     frechet_distance,
     inception_score,
     kernel_inception_distance,
@@ -27,6 +28,7 @@ __all__ = [
     "InceptionFeatures",
     "class_consistency",
     "feature_stats",
+    "few_samples_warning",
     "frechet_distance",
     "gaussian_blur",
     "in_batches",

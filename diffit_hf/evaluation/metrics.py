@@ -40,6 +40,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt_product(sigma1, sigma2))
 
 
+def few_samples_warning(num_samples: int, dim: int, what: str = "samples") -> str | None:
+    """The warning for an FID from `num_samples` `dim`-d features when `num_samples <= dim`: the covariance is
+    rank-deficient (rank at most `num_samples - 1`), so the number is biased upwards and not comparable."""
+    if num_samples > dim:
+        return None
+    return (f"FID from {num_samples} {what} of {dim}-d features: the covariance is rank-deficient (rank <= "
+            f"{num_samples - 1} < {dim}), so this FID is biased and not comparable with others; use more than "
+            f"{dim} (ideally 10x as many).")
+
+
 def kernel_inception_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 10, subset_size: int = 1000,
                               seed: int = 0) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (x.y / D + 1)^3, mean and std over subsets."""

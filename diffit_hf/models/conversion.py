@@ -10,6 +10,7 @@ compute, then dropped.
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +52,29 @@ _OFFICIAL_DIFFIT_RENAMES = _SHARED_RENAMES + [
     (r"^blocks\.(\d+)\.attn\.relative_position_bias_table$", r"transformer_blocks.\1.attn.rel_pos_bias.table"),
     (r"^blocks\.(\d+)\.mlp\.fc(\d)\.", r"transformer_blocks.\1.ff.fc\2."),
 ]
+
+
+def load_checkpoint_file(path: str | Path, flag: str = "--official") -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file: `.safetensors`, or a torch pickle restricted to tensors (`weights_only=True`;
+    DiT's `{"model", "ema", ...}` dicts keep their nesting). `ValueError` naming `flag` and the file when it is not
+    such a checkpoint; torch's own message is not passed on, as it advises `weights_only=False`, which runs any code
+    the file holds."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        state = load_file(str(path)) if path.suffix == ".safetensors" else \
+            torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, OSError, EOFError, RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"{flag} {path}: not a checkpoint of tensors, or a damaged one ({type(err).__name__}). Pass an official "
+            "checkpoint (.pt / .safetensors) or a save_pretrained folder. It is read with weights_only=True on "
+            "purpose: never load a file you do not trust with weights_only=False (it can run any code)."
+        ) from None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{flag} {path}: holds {type(state).__name__}, not a state dict of tensors.")
+    return dict(state)
 
 
 def _rename(key: str, renames: list[tuple[str, str]]) -> str:

@@ -72,6 +72,16 @@ def sample_indices(
     return torch.cat(images), torch.tensor(ids if ids is not None else [-1] * len(indices))
 
 
+def output_image_shape(pipe) -> tuple[int, int, int]:
+    """`(channels, height, width)` of the images `pipe` returns, from its configs (nothing is sampled)."""
+    size = pipe.transformer.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if pipe.vae is None:  # pixel space
+        return pipe.transformer.config.in_channels, height, width
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    return pipe.vae.config.out_channels, height * factor, width * factor
+
+
 def to_uint8_nhwc(images: torch.Tensor, rgb: bool = False) -> np.ndarray:
     """`(N, C, H, W)` in `[0, 1]` -> uint8 `(N, H, W, C)` as image files hold them (`rgb`: 1 channel repeated to 3,
     the layout of ADM's evaluation suite)."""

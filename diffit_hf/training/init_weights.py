@@ -5,7 +5,8 @@ checkpoint (`.pt`, converted with `convert_official_dit`), or a Hub repo id of e
 the model must come from the source with the same shape, except the class-label table: with another number of
 classes it is rebuilt, the class rows freshly initialised and the null row (label `num_classes`, "no class", used by
 classifier-free guidance) copied from the source's null row, so that the unconditional prediction keeps its meaning.
-The positional table is no weight (computed from the sample size), so a new resolution loads too.
+The positional table is no weight (computed from the sample size), so a new resolution loads too. Every other config
+key must match the source's, even where the tensors' shapes do (another head split, window size, block type).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from diffusers.models.modeling_utils import ModelMixin
 
 LABEL_TABLE = "cond_embed.class_embedder.weight"  # (num_classes + 1, D): the last row is the null class
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+# config keys a fine-tuned model may change: the class count, the resolution (the positional table is computed),
+# the label dropout of training and an init-only flag; every other key changes what the loaded weights compute
+FINE_TUNING_MAY_CHANGE = {"num_classes", "sample_size", "class_dropout_prob", "zero_init_residual"}
 
 
 def _folder_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -39,9 +43,9 @@ def _folder_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def _official_state_dict(path: Path, model: ModelMixin) -> tuple[dict[str, torch.Tensor], dict]:
     """An official DiT checkpoint converted to our keys, as a `DiTModel` of the run's architecture with the
     checkpoint's class count and sample size."""
-    from ..models.conversion import convert_official_dit
+    from ..models.conversion import convert_official_dit, load_checkpoint_file
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint_file(path, "--init-from")
     state = state.get("ema", state)
     config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
     rows = state.get("y_embedder.embedding_table.weight")
@@ -131,6 +135,15 @@ def init_from_pretrained(model: ModelMixin, source: str, log=print) -> list[str]
             f"--init-from {source} holds another architecture: missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"other shapes {shapes}; config differences (source, this run): {differ}. Pick the matching --model "
             "and --model-config (only the class count may differ)."
+        )
+    changed = {k: (config[k], v) for k, v in dict(model.config).items()
+               if not k.startswith("_") and k not in FINE_TUNING_MAY_CHANGE and k in config and config[k] != v}
+    if changed:  # the same shapes computing something else, e.g. 2 heads of 16 -> 4 heads of 8
+        pairs = "; ".join(f"{k}: source {a!r}, this run {b!r}" for k, (a, b) in changed.items())
+        raise ValueError(
+            f"--init-from {source} was trained with another model config ({pairs}): its tensors fit, but these keys "
+            f"change what they compute. Pass the source's values with --model / --model-config (only "
+            f"{', '.join(sorted(FINE_TUNING_MAY_CHANGE))} may differ)."
         )
     model.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()}, strict=True)
     log(f"initialised {type(model).__name__} from {source}"

@@ -44,6 +44,9 @@ class DDPMObjective:
         if learn_sigma and prediction_type != "epsilon":
             raise ValueError(f"Only the epsilon objective learns sigma; build the model with learn_sigma=False for "
                              f"{prediction_type!r}.")
+        if snr_gamma is not None and not snr_gamma > 0:  # <= 0 or NaN: a zero, negative (gradient ascent) or NaN loss
+            raise ValueError(f"snr_gamma (min-SNR weighting) must be > 0, got {snr_gamma}; 5 is the paper's value, "
+                             "or leave it unset for no weighting.")
         self.name = prediction_type
         self.prediction_type, self.learn_sigma, self.snr_gamma = prediction_type, learn_sigma, snr_gamma
         self.scheduler = dit_scheduler(learn_sigma, prediction_type)  # trained and sampled with DiT's diffusion
