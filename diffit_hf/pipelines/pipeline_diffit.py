@@ -8,6 +8,7 @@ models).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -15,6 +16,7 @@ import numbers
 import os
 import tempfile
 
+import numpy as np
 import torch
 from diffusers.models import AutoencoderKL
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
@@ -94,14 +96,62 @@ def dit_scheduler(learn_sigma: bool = True, prediction_type: str = "epsilon") ->
                          timestep_spacing="linspace", prediction_type=prediction_type)
 
 
-def guidance_scale_at(scale: float, schedule: str, timestep: float, num_train_timesteps: int,
-                      scale_pow: float = 4.0) -> float:
+def ddpm_log_sigmas(scheduler) -> np.ndarray:
+    """`log sigma_t = 0.5 * log((1 - abar_t) / abar_t)` of a DDPM-family scheduler's training schedule, `(T,)`, in
+    float64 (linear betas rebuilt in float64 as `diffit_hf.training.losses.posterior_tables` does); `sigma_t` is the
+    noise level `x_t / sqrt(abar_t) = x0 + sigma_t * eps`, i.e. `1 / sqrt(SNR)`."""
+    config = scheduler.config
+    if config.get("beta_schedule") == "linear" and config.get("trained_betas") is None:
+        betas = np.linspace(config.beta_start, config.beta_end, config.num_train_timesteps, dtype=np.float64)
+    else:
+        betas = scheduler.betas.double().numpy()
+    abar = np.cumprod(1.0 - betas)
+    return 0.5 * np.log((1.0 - abar) / abar)
+
+
+@functools.lru_cache(maxsize=1)
+def _dit_log_sigmas() -> np.ndarray:
+    return ddpm_log_sigmas(dit_scheduler())
+
+
+def step_log_sigma(prediction_type: str, model_timestep: float, num_train_timesteps: int = 1000,
+                   log_sigmas: np.ndarray | None = None) -> float:
+    """The noise level `log sigma` (`sigma = 1 / sqrt(SNR)`, `x = x0 + sigma * eps` up to a scale) of the step whose
+    model input carries `model_timestep` (what the transformer receives):
+    - `"flow"`: `t = model_timestep / T` and `x_t = (1 - t) x0 + t eps`, so `sigma = t / (1 - t)`;
+    - `"edm"`: `model_timestep = EDM_TIMESTEP_SCALE * ln(sigma) / 4`;
+    - DDPM (`"epsilon"`, `"v_prediction"`): `log_sigmas` (`ddpm_log_sigmas(scheduler)`) interpolated at the
+      (possibly fractional) training timestep."""
+    t = float(model_timestep)
+    if prediction_type == "edm":
+        return 4.0 * t / EDM_TIMESTEP_SCALE
+    if prediction_type == "flow":
+        t = min(max(t / num_train_timesteps, 0.0), 1.0)
+        return math.inf if t == 1.0 else -math.inf if t == 0.0 else math.log(t) - math.log1p(-t)
+    return float(np.interp(t, np.arange(len(log_sigmas)), log_sigmas))
+
+
+def dit_timestep_fraction(prediction_type: str, model_timestep: float, num_train_timesteps: int = 1000,
+                          log_sigmas: np.ndarray | None = None) -> float:
+    """`t / T` of DiT's diffusion (1000 steps, linear betas 1e-4..0.02) at the noise level of a step
+    (`step_log_sigma`, same arguments): the common clock of the guidance schedules, so that DDPM, flow and EDM models
+    ramp at the same noise levels. A scheduler with DiT's own schedule reads `t / T` directly (NVIDIA's clock);
+    others are interpolated in log sigma, clamped to DiT's t = 0 (sigma ~0.01) .. 999 (sigma ~157)."""
+    dit = _dit_log_sigmas()
+    if prediction_type not in ("flow", "edm") and np.array_equal(log_sigmas, dit):
+        return float(model_timestep) / len(dit)
+    log_sigma = step_log_sigma(prediction_type, model_timestep, num_train_timesteps, log_sigmas)
+    return float(np.interp(log_sigma, dit, np.arange(len(dit)))) / len(dit)
+
+
+def guidance_scale_at(scale: float, schedule: str, timestep_fraction: float, scale_pow: float = 4.0) -> float:
     """Guidance scale for one step: constant, or DiffiT's power-cosine ramp
-    `1 + (scale - 1) * 0.5 * (1 - cos(pi * (1 - t / T) ** scale_pow))` (small at high noise, `scale` at t = 0;
-    `scale_pow` is the `--scale_pow` of NVIDIA's sampling script, 4 by default)."""
+    `1 + (scale - 1) * 0.5 * (1 - cos(pi * (1 - t / T) ** scale_pow))` (1 at high noise, `scale` at t = 0; `scale_pow`
+    is the `--scale_pow` of NVIDIA's sampling script, 4 by default), with `t / T = timestep_fraction`, the step's noise
+    level on DiT's clock (`dit_timestep_fraction`): for DiT's diffusion exactly NVIDIA's `forward_with_cfg`."""
     if schedule == "constant":
         return scale
-    progress = (1.0 - float(timestep) / num_train_timesteps) ** scale_pow
+    progress = (1.0 - timestep_fraction) ** scale_pow
     return 1.0 + (scale - 1.0) * 0.5 * (1.0 - math.cos(math.pi * progress))
 
 
@@ -439,7 +489,8 @@ class DiffiTPipeline(DiffusionPipeline):
                 Classifier-free guidance scale, a finite number; `<= 1` disables guidance (no unconditional pass).
             guidance_schedule (`str`, defaults to `"constant"`):
                 One of `GUIDANCE_SCHEDULES`: `"constant"`, or `"power_cosine"` (DiffiT's schedule, ramping the scale
-                up as noise decreases).
+                up as noise decreases; defined on the noise level, as DiT's diffusion reaches it, so that flow and
+                EDM models ramp at the same SNRs as DDPM ones, see `guidance_scale_at`).
             guidance_channels (`int`, *optional*):
                 Guide only the first `guidance_channels` channels; `None` guides all (3 reproduces the DiT/DiffiT
                 papers' sampling code on 4-channel latents).
@@ -512,20 +563,23 @@ class DiffiTPipeline(DiffusionPipeline):
         takes_generator = "generator" in inspect.signature(scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator else {}
         guidance_channels = channels if guidance_channels is None else guidance_channels
+        prediction_type = self.config.prediction_type
         num_train_timesteps = scheduler.config.get("num_train_timesteps", 1000)
+        log_sigmas = ddpm_log_sigmas(scheduler) if prediction_type not in ("flow", "edm") else None
         for t in self.progress_bar(scheduler.timesteps):
             model_input = torch.cat([latents, latents]) if use_cfg else latents
             if hasattr(scheduler, "scale_model_input"):  # (the flow-matching schedulers have none)
                 model_input = scheduler.scale_model_input(model_input, t)
-            timesteps = t.expand(model_input.shape[0]) if torch.is_tensor(t) else t
-            if self.config.prediction_type == "edm":  # the EDM schedulers' timesteps are c_noise
-                timesteps = timesteps * EDM_TIMESTEP_SCALE
+            model_t = t
+            if prediction_type == "edm":  # the EDM schedulers' timesteps are c_noise
+                model_t = t * EDM_TIMESTEP_SCALE
+            timesteps = model_t.expand(model_input.shape[0]) if torch.is_tensor(model_t) else model_t
             out = self.transformer(model_input, timesteps, model_labels).sample  # (B or 2B, C or 2C, H, W)
             pred, variance = out[:, :channels], out[:, channels:]  # epsilon, v or velocity; learned variance
             if use_cfg:  # guidance is linear in the prediction, so it is the same for every prediction type
                 cond, uncond = pred.chunk(2)
-                scale = guidance_scale_at(guidance_scale, guidance_schedule, t, num_train_timesteps,
-                                          guidance_scale_pow)
+                fraction = dit_timestep_fraction(prediction_type, model_t, num_train_timesteps, log_sigmas)
+                scale = guidance_scale_at(guidance_scale, guidance_schedule, fraction, guidance_scale_pow)
                 guided = uncond[:, :guidance_channels] + scale * (cond - uncond)[:, :guidance_channels]
                 pred = torch.cat([guided, cond[:, guidance_channels:]], dim=1)
                 variance = variance.chunk(2)[0]

@@ -1,0 +1,97 @@
+"""What the samplers feed the model and how guidance follows the noise level, for every objective: recorded with a
+stand-in transformer whose guided prediction is the guidance scale itself."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffit_hf import DiffiTPipeline, DiTModel, dit_scheduler
+from diffit_hf.training.objectives import make_objective
+
+OBJECTIVES = ("epsilon", "v_prediction", "flow", "edm")
+
+
+class Recorder(torch.nn.Module):
+    """Predicts 1 for class labels and 0 for the null label, so that the guided prediction equals the guidance scale
+    (`uncond + scale * (cond - uncond)`); records the timesteps it receives."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.timesteps = inner, []
+        self.config, self.dtype, self.device = inner.config, inner.dtype, inner.device
+
+    def forward(self, x, t, y):
+        self.timesteps.append(t[0].item() if torch.is_tensor(t) else float(t))
+        cond = (y < self.config.num_classes).to(x.dtype).view(-1, 1, 1, 1)
+        return type("Out", (), {"sample": cond.expand_as(x).clone()})()
+
+
+def recording_pipeline(scheduler):
+    torch.manual_seed(0)
+    model = DiTModel(sample_size=4, patch_size=2, in_channels=4, num_layers=1, num_attention_heads=2,
+                     attention_head_dim=8, num_classes=10, learn_sigma=False)
+    pipe = DiffiTPipeline(transformer=Recorder(model), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def applied_scales(pipe, steps, **kwargs):
+    """(model timesteps, guidance scales) of each model evaluation of one sampling call."""
+    scales, step = [], pipe.scheduler.step
+
+    def recording_step(model_output, timestep, sample, **step_kwargs):
+        scales.append(model_output.flatten()[0].item())  # (every element holds the scale)
+        return step(model_output, timestep, sample, **step_kwargs)
+
+    pipe.scheduler.step = recording_step
+    pipe.transformer.timesteps.clear()
+    pipe(7, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="latent", **kwargs)
+    return list(pipe.transformer.timesteps), scales
+
+
+def dit_fraction_at_snr(snr: float) -> float:
+    """t / T of DiT's diffusion where abar / (1 - abar) = snr, from diffusers' own alphas_cumprod."""
+    abar = dit_scheduler().alphas_cumprod.double().numpy()
+    log_snr = np.log(abar / (1 - abar))  # decreasing in t
+    minus_log_snr = math.inf if snr == 0 else -math.inf if snr == math.inf else -math.log(snr)
+    return float(np.interp(minus_log_snr, -log_snr, np.arange(len(abar)))) / len(abar)
+
+
+def nvidia_scale(scale, fraction, scale_pow=4.0):
+    """NVIDIA's forward_with_cfg: 1 + (s - 1) * 0.5 * (1 - cos(pi * (1 - t / 1000) ** pow))."""
+    return 1 + (scale - 1) * 0.5 * (1 - math.cos(math.pi * (1 - fraction) ** scale_pow))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_power_cosine_guidance_is_one_at_the_highest_noise_and_full_at_the_lowest(objective):
+    pipe = recording_pipeline(make_objective(objective).pipeline_scheduler())
+    _, scales = applied_scales(pipe, 20, guidance_scale=4.4, guidance_schedule="power_cosine")
+    assert scales[0] == pytest.approx(1.0, abs=0.01), scales  # EDM's c_noise timesteps gave 4.4 at sigma = 80
+    assert scales[-1] == pytest.approx(4.4, rel=1e-3), scales
+    assert all(a <= b + 1e-9 for a, b in zip(scales, scales[1:])), scales  # ramps up as the noise falls
+
+
+def test_the_diffit_preset_guides_exactly_as_nvidias_forward_with_cfg():
+    pipe = recording_pipeline(dit_scheduler(learn_sigma=False))
+    timesteps, scales = applied_scales(pipe, 250, guidance_scale=4.4, guidance_schedule="power_cosine")
+    assert timesteps[0] == 999 and timesteps[-1] == 0 and len(scales) == 250
+    expected = [np.float32(nvidia_scale(4.4, t / 1000)).item() for t in timesteps]
+    assert scales == expected  # bit for bit (the guided prediction is float32)
+
+
+@pytest.mark.parametrize("objective", ["flow", "edm"])
+def test_power_cosine_guidance_matches_ddpm_at_the_same_snr(objective):
+    """Flow (sigma = t) and EDM steps get DiT's scale at the DiT timestep of the same SNR (flow t = 0.5 is SNR 1,
+    DiT's t ~ 260: 1.70 at scale 4.4, where the raw t / T gave 1.03)."""
+    pipe = recording_pipeline(make_objective(objective).pipeline_scheduler())
+    timesteps, scales = applied_scales(pipe, 12, guidance_scale=4.4, guidance_schedule="power_cosine")
+    for t, scale in zip(timesteps, scales):
+        if objective == "flow":
+            s = t / 1000
+            snr = math.inf if s == 0 else ((1 - s) / s) ** 2
+        else:
+            snr = math.exp(-2 * 4 * t / 1000)  # t = 1000 * ln(sigma) / 4, SNR = 1 / sigma^2
+        assert scale == pytest.approx(nvidia_scale(4.4, dit_fraction_at_snr(snr)), rel=1e-3, abs=1e-3), (t, scale)
+    assert 1.2 < max(scales[len(scales) // 2 - 2: len(scales) // 2 + 2]) < 4.3  # mid-range steps are mid-range
