@@ -155,6 +155,29 @@ def guidance_scale_at(scale: float, schedule: str, timestep_fraction: float, sca
     return 1.0 + (scale - 1.0) * 0.5 * (1.0 - math.cos(math.pi * progress))
 
 
+def is_flow_dpm_solver(scheduler) -> bool:
+    """Whether `scheduler` is DPM-Solver on flow sigmas (`DPMSolverMultistepScheduler(use_flow_sigmas=True)`)."""
+    return type(scheduler).__name__ == "DPMSolverMultistepScheduler" and bool(scheduler.config.get("use_flow_sigmas"))
+
+
+def set_timesteps(scheduler, num_inference_steps: int, device: torch.device | str | None = None) -> None:
+    """`scheduler.set_timesteps`, except for DPM-Solver on flow sigmas: diffusers starts those at `1 - 1/T` (and keeps
+    `floor(1000 sigma)` as timesteps); here they start at pure noise, `sigma = shift(1)`, spaced as diffusers spaces
+    them (`linspace(1, 0)`, shifted by `flow_shift`). At sigma 1 (alpha 0, lambda = -inf) DPM-Solver++'s first step is
+    exactly DDIM's (`exp(-h) = 0`) and the next step's second-order term vanishes (`1 / r0 = 0`). The pipeline feeds
+    the model `1000 * scheduler.sigmas[i]`, not the truncated `timesteps`."""
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    if not is_flow_dpm_solver(scheduler):
+        return
+    shift = float(scheduler.config.flow_shift)  # (set_timesteps wrote exp(mu) here under dynamic shifting)
+    sigmas = np.linspace(1.0, 0.0, num_inference_steps + 1)[:-1]
+    sigmas = shift * sigmas / (1.0 + (shift - 1.0) * sigmas)
+    last = scheduler.sigmas[-1:]  # (final_sigmas_type)
+    scheduler.sigmas = torch.cat([torch.from_numpy(sigmas).float(), last])
+    # the solver finds its step index by these (integer) timesteps
+    scheduler.timesteps = torch.from_numpy(sigmas * scheduler.config.num_train_timesteps).to(device, torch.int64)
+
+
 class DiffiTPipeline(DiffusionPipeline):
     r"""
     Image generation with a DiT or DiffiT denoiser (latent with an `AutoencoderKL`, or pixel space without one).
@@ -554,7 +577,7 @@ class DiffiTPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=dtype)
         scheduler = self._sampling_scheduler()
-        scheduler.set_timesteps(num_inference_steps, device=device)
+        set_timesteps(scheduler, num_inference_steps, device)
         latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers: 1
 
         # 4. Denoising loop
@@ -566,13 +589,16 @@ class DiffiTPipeline(DiffusionPipeline):
         prediction_type = self.config.prediction_type
         num_train_timesteps = scheduler.config.get("num_train_timesteps", 1000)
         log_sigmas = ddpm_log_sigmas(scheduler) if prediction_type not in ("flow", "edm") else None
-        for t in self.progress_bar(scheduler.timesteps):
+        flow_dpm = is_flow_dpm_solver(scheduler)
+        for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
             model_input = torch.cat([latents, latents]) if use_cfg else latents
             if hasattr(scheduler, "scale_model_input"):  # (the flow-matching schedulers have none)
                 model_input = scheduler.scale_model_input(model_input, t)
             model_t = t
             if prediction_type == "edm":  # the EDM schedulers' timesteps are c_noise
                 model_t = t * EDM_TIMESTEP_SCALE
+            elif flow_dpm:  # its timesteps are int64 floor(1000 sigma); the model was trained on the continuous 1000 t
+                model_t = (scheduler.sigmas[i] * num_train_timesteps).to(device)
             timesteps = model_t.expand(model_input.shape[0]) if torch.is_tensor(model_t) else model_t
             out = self.transformer(model_input, timesteps, model_labels).sample  # (B or 2B, C or 2C, H, W)
             pred, variance = out[:, :channels], out[:, channels:]  # epsilon, v or velocity; learned variance

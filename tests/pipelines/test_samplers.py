@@ -95,3 +95,38 @@ def test_power_cosine_guidance_matches_ddpm_at_the_same_snr(objective):
             snr = math.exp(-2 * 4 * t / 1000)  # t = 1000 * ln(sigma) / 4, SNR = 1 / sigma^2
         assert scale == pytest.approx(nvidia_scale(4.4, dit_fraction_at_snr(snr)), rel=1e-3, abs=1e-3), (t, scale)
     assert 1.2 < max(scales[len(scales) // 2 - 2: len(scales) // 2 + 2]) < 4.3  # mid-range steps are mid-range
+
+
+def flow_dpm_scheduler(**config):
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", **config)
+
+
+def test_dpm_solver_on_flow_sigmas_feeds_the_model_the_continuous_sigma_from_pure_noise():
+    """diffusers keeps int64 timesteps floor(1000 sigma) starting at sigma 0.999 (999, 856, ... for 7 steps); a flow
+    model trained on the continuous 1000 t must see 1000, 857.14..., starting from pure noise."""
+    pipe = recording_pipeline(flow_dpm_scheduler())
+    timesteps, _ = applied_scales(pipe, 7, guidance_scale=1.0)
+    np.testing.assert_allclose(timesteps, 1000 * np.linspace(1, 0, 8)[:-1], rtol=0, atol=1e-3)
+    shifted = recording_pipeline(flow_dpm_scheduler(flow_shift=3.0))
+    timesteps, _ = applied_scales(shifted, 7, guidance_scale=1.0)
+    sigmas = np.linspace(1, 0, 8)[:-1]
+    np.testing.assert_allclose(timesteps, 1000 * 3 * sigmas / (1 + 2 * sigmas), rtol=0, atol=1e-3)
+
+
+def test_dpm_solver_on_flow_sigmas_integrates_the_velocity_of_a_known_flow_from_sigma_one():
+    """A 'model' returning the exact velocity (x - x0) / t lands on x0, starting from pure noise (sigma 1)."""
+    x0 = torch.randn(1, 4, 4, 4)
+
+    class ExactVelocity(Recorder):
+        def forward(self, x, t, y):
+            self.timesteps.append(t[0].item())
+            return type("Out", (), {"sample": (x - x0) / (t / 1000).view(-1, 1, 1, 1)})()
+
+    pipe = recording_pipeline(flow_dpm_scheduler())
+    pipe.transformer = ExactVelocity(pipe.transformer.inner)
+    noise = torch.randn(1, 4, 4, 4)
+    out = pipe(7, guidance_scale=1.0, num_inference_steps=5, latents=noise, output_type="latent").images
+    assert pipe.transformer.timesteps[0] == 1000.0  # x = eps: the model sees pure noise at t = 1000
+    torch.testing.assert_close(out, x0, rtol=1e-4, atol=1e-4)
