@@ -30,6 +30,9 @@ SCHEDULERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm": "DPMSolve
 # flow models (velocity prediction): the flow-matching schedulers, and DPM-Solver++ on flow sigmas
 FLOW_SCHEDULERS = {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler",
                    "dpm": "DPMSolverMultistepScheduler"}
+# options of FlowMatchEulerDiscreteScheduler that the flow Heun and DPM-Solver schedulers lack, with their defaults
+FLOW_EULER_ONLY = {"shift_terminal": None, "invert_sigmas": False, "use_karras_sigmas": False,
+                   "use_exponential_sigmas": False, "use_beta_sigmas": False, "stochastic_sampling": False}
 EDM_SCHEDULERS = {"euler": "EDMEulerScheduler", "dpm": "EDMDPMSolverMultistepScheduler"}  # EDM-preconditioned models
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow", "edm")
 # EDM's c_noise = ln(sigma) / 4 lies in about [-1.6, 1.1]; the timestep embedding was designed for 0..1000, so the
@@ -155,18 +158,40 @@ def guidance_scale_at(scale: float, schedule: str, timestep_fraction: float, sca
     return 1.0 + (scale - 1.0) * 0.5 * (1.0 - math.cos(math.pi * progress))
 
 
+def flow_dynamic_mu(config, image_seq_len: int) -> float:
+    """The `mu` of a flow scheduler's dynamic shifting for images of `image_seq_len` tokens: linear in the token count
+    from `base_shift` at `base_image_seq_len` to `max_shift` at `max_image_seq_len` (SD3 / Flux pipelines)."""
+    slope = (config.max_shift - config.base_shift) / (config.max_image_seq_len - config.base_image_seq_len)
+    return config.base_shift + slope * (image_seq_len - config.base_image_seq_len)
+
+
+def flow_dynamic_shift(config, image_seq_len: int) -> float:
+    """The fixed `shift` that samples the same sigmas as dynamic shifting at `image_seq_len` tokens: `exp(mu)`
+    (`time_shift_type="exponential"`, `e^mu t / (e^mu t + 1 - t)`) or `mu` (`"linear"`)."""
+    mu = flow_dynamic_mu(config, image_seq_len)
+    return math.exp(mu) if config.get("time_shift_type", "exponential") == "exponential" else mu
+
+
 def is_flow_dpm_solver(scheduler) -> bool:
     """Whether `scheduler` is DPM-Solver on flow sigmas (`DPMSolverMultistepScheduler(use_flow_sigmas=True)`)."""
     return type(scheduler).__name__ == "DPMSolverMultistepScheduler" and bool(scheduler.config.get("use_flow_sigmas"))
 
 
-def set_timesteps(scheduler, num_inference_steps: int, device: torch.device | str | None = None) -> None:
-    """`scheduler.set_timesteps`, except for DPM-Solver on flow sigmas: diffusers starts those at `1 - 1/T` (and keeps
-    `floor(1000 sigma)` as timesteps); here they start at pure noise, `sigma = shift(1)`, spaced as diffusers spaces
-    them (`linspace(1, 0)`, shifted by `flow_shift`). At sigma 1 (alpha 0, lambda = -inf) DPM-Solver++'s first step is
-    exactly DDIM's (`exp(-h) = 0`) and the next step's second-order term vanishes (`1 / r0 = 0`). The pipeline feeds
-    the model `1000 * scheduler.sigmas[i]`, not the truncated `timesteps`."""
-    scheduler.set_timesteps(num_inference_steps, device=device)
+def set_timesteps(scheduler, num_inference_steps: int, device: torch.device | str | None = None,
+                  image_seq_len: int | None = None) -> None:
+    """`scheduler.set_timesteps` (with the `mu` of dynamic shifting for images of `image_seq_len` tokens), except
+    for DPM-Solver on flow sigmas: diffusers starts those at `1 - 1/T` (and keeps `floor(1000 sigma)` as timesteps);
+    here they start at pure noise, `sigma = shift(1)`, spaced as diffusers spaces them (`linspace(1, 0)`, shifted by
+    `flow_shift`). At sigma 1 (alpha 0, lambda = -inf) DPM-Solver++'s first step is exactly DDIM's (`exp(-h) = 0`)
+    and the next step's second-order term vanishes (`1 / r0 = 0`). The pipeline feeds the model
+    `1000 * scheduler.sigmas[i]`, not the truncated `timesteps`."""
+    config = scheduler.config
+    if config.get("use_dynamic_shifting") and config.get("base_shift") is not None:  # flow Euler: needs mu
+        if image_seq_len is None:
+            raise ValueError(f"{type(scheduler).__name__} uses dynamic shifting: pass image_seq_len.")
+        scheduler.set_timesteps(num_inference_steps, device=device, mu=flow_dynamic_mu(config, image_seq_len))
+    else:
+        scheduler.set_timesteps(num_inference_steps, device=device)
     if not is_flow_dpm_solver(scheduler):
         return
     shift = float(scheduler.config.flow_shift)  # (set_timesteps wrote exp(mu) here under dynamic shifting)
@@ -337,10 +362,7 @@ class DiffiTPipeline(DiffusionPipeline):
             if name not in FLOW_SCHEDULERS:
                 raise ValueError(f"Scheduler {name!r} does not sample a flow model; valid choices are "
                                  f"{', '.join(FLOW_SCHEDULERS)}.")
-            num_train_timesteps = self.scheduler.config.get("num_train_timesteps", 1000)
-            options = {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 1.0}
-            self.scheduler = getattr(diffusers, FLOW_SCHEDULERS[name])(
-                num_train_timesteps=num_train_timesteps, **(options if name == "dpm" else {}))
+            self.scheduler = self._flow_scheduler(name)
             return
         if name not in SCHEDULERS:
             raise ValueError(f"Unknown scheduler {name!r}; valid choices are {', '.join(SCHEDULERS)}.")
@@ -348,6 +370,39 @@ class DiffiTPipeline(DiffusionPipeline):
         variance = ("learned_range" if learned else "fixed_large") if name == "ddpm" else None
         overrides = {"variance_type": variance, "prediction_type": self.config.prediction_type}
         self.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(self.scheduler.config, **overrides)
+
+    def _image_seq_len(self) -> int:
+        """Tokens per image (latent pixels / patch^2): what the flow schedulers' dynamic shifting depends on."""
+        _, _, height, width = self._latents_shape(None, 1)
+        patch = self.transformer.config.get("patch_size") or 1
+        return (height // patch) * (width // patch)
+
+    def _flow_scheduler(self, name: str):
+        """The `FLOW_SCHEDULERS[name]` scheduler with the current one's time shift: `shift` / `flow_shift`, and
+        dynamic shifting resolved for this model's token count where the target has no such option (the shift is
+        then fixed, so it samples the same noise levels). Options only the flow Euler scheduler has
+        (`shift_terminal`, Karras/exponential/beta sigmas, ...) are refused for the others, never dropped."""
+        import diffusers
+
+        config = self.scheduler.config
+        shift = config.get("shift", config.get("flow_shift", 1.0))
+        num_train_timesteps = config.get("num_train_timesteps", 1000)
+        if name == "euler":  # keeps every option of a flow Euler config
+            euler = config if isinstance(self.scheduler, diffusers.FlowMatchEulerDiscreteScheduler) else {
+                "num_train_timesteps": num_train_timesteps}
+            return diffusers.FlowMatchEulerDiscreteScheduler.from_config(euler, shift=shift)
+        kept = {key: config[key] for key, default in FLOW_EULER_ONLY.items() if config.get(key, default) != default}
+        if kept:
+            raise ValueError(f"The saved flow scheduler sets {kept}, which {FLOW_SCHEDULERS[name]} cannot apply; "
+                             "sample with use_scheduler('euler'), or drop these options from the scheduler.")
+        if config.get("use_dynamic_shifting") and config.get("base_shift") is not None:
+            shift = flow_dynamic_shift(config, self._image_seq_len())
+        if name == "heun":
+            return diffusers.FlowMatchHeunDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
+        solver = config if is_flow_dpm_solver(self.scheduler) else {"num_train_timesteps": num_train_timesteps}
+        return diffusers.DPMSolverMultistepScheduler.from_config(
+            solver, use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=shift,
+            use_dynamic_shifting=False)
 
     @property
     def num_classes(self) -> int:
@@ -577,7 +632,7 @@ class DiffiTPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=dtype)
         scheduler = self._sampling_scheduler()
-        set_timesteps(scheduler, num_inference_steps, device)
+        set_timesteps(scheduler, num_inference_steps, device, self._image_seq_len())
         latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers: 1
 
         # 4. Denoising loop

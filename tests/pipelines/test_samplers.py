@@ -130,3 +130,41 @@ def test_dpm_solver_on_flow_sigmas_integrates_the_velocity_of_a_known_flow_from_
     out = pipe(7, guidance_scale=1.0, num_inference_steps=5, latents=noise, output_type="latent").images
     assert pipe.transformer.timesteps[0] == 1000.0  # x = eps: the model sees pure noise at t = 1000
     torch.testing.assert_close(out, x0, rtol=1e-4, atol=1e-4)
+
+
+def test_use_scheduler_keeps_the_saved_flow_shift():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe = recording_pipeline(FlowMatchEulerDiscreteScheduler(shift=3.0))
+    pipe.use_scheduler("heun")
+    assert pipe.scheduler.config.shift == 3.0
+    pipe.use_scheduler("dpm")
+    assert pipe.scheduler.config.flow_shift == 3.0 and pipe.scheduler.config.use_flow_sigmas
+    pipe.use_scheduler("euler")
+    assert type(pipe.scheduler) is FlowMatchEulerDiscreteScheduler and pipe.scheduler.config.shift == 3.0
+    # the shifted schedule reaches the model: sigma ~0.5 shifted by 3 is ~0.75
+    timesteps, _ = applied_scales(pipe, 3, guidance_scale=1.0)
+    assert timesteps[0] == 1000.0 and 745 < timesteps[1] < 755, timesteps
+
+
+def test_use_scheduler_keeps_dynamic_shifting_and_refuses_what_it_cannot_apply():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    dynamic = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                              base_image_seq_len=1, max_image_seq_len=16)
+    pipe = recording_pipeline(dynamic)
+    tokens = (4 // 2) ** 2  # 4x4 latents, patch 2
+    mu = 0.5 + (1.15 - 0.5) / (16 - 1) * (tokens - 1)
+    euler, _ = applied_scales(pipe, 4, guidance_scale=1.0)  # samples (diffusers wants mu for dynamic shifting)
+    pipe.use_scheduler("euler")
+    assert pipe.scheduler.config.use_dynamic_shifting and pipe.scheduler.config.max_image_seq_len == 16
+    pipe.use_scheduler("heun")  # no dynamic shifting there: the fixed shift of this model's token count
+    assert pipe.scheduler.config.shift == pytest.approx(math.exp(mu))
+    heun, _ = applied_scales(pipe, 4, guidance_scale=1.0)
+    assert heun[:2] == pytest.approx(euler[:2], rel=1e-3)  # the dynamic schedule's noise levels (667 unshifted)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift_terminal=0.1)
+    for name in ("heun", "dpm"):
+        with pytest.raises(ValueError, match="shift_terminal.*use_scheduler\\('euler'\\)"):
+            pipe.use_scheduler(name)
+    pipe.use_scheduler("euler")
+    assert pipe.scheduler.config.shift_terminal == 0.1
