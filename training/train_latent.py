@@ -92,12 +92,16 @@ class TrainConfig:
     # 3. Objective and optimisation (DiT: epsilon + learned sigma; AdamW lr 1e-4, no weight decay, constant lr,
     #    no clipping)
     objective: str = field(default="epsilon", metadata={
-        "choices": list(OBJECTIVES), "help": "epsilon (DiT: DDPM + learned sigma), v_prediction, or flow (SiT)"})
+        "choices": list(OBJECTIVES),
+        "help": "epsilon (DiT: DDPM + learned sigma), v_prediction, flow (SiT) or edm (Karras et al. 2022)"})
     timestep_sampling: str = field(default="uniform", metadata={
         "choices": list(TIMESTEP_SAMPLING), "help": "flow: t uniform or logit-normal (SD3)"})
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    snr_gamma: float | None = field(default=None, metadata={"help": "min-SNR weighting (DDPM objectives), e.g. 5"})
+    logit_mean: float = field(default=0.0, metadata={
+        "help": "flow with --timestep-sampling logit_normal only: the normal's mean"})
+    logit_std: float = field(default=1.0, metadata={
+        "help": "flow with --timestep-sampling logit_normal only: the normal's std"})
+    snr_gamma: float | None = field(default=None, metadata={
+        "help": "min-SNR weighting (DDPM objectives), e.g. 5; weights the loss, the logged mse stays unweighted"})
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"choices": LR_SCHEDULES})

@@ -58,6 +58,11 @@ SAMPLING_PRESETS: dict[str, dict[int | None, dict]] = {
 }
 
 
+def schedulers_for(prediction_type: str) -> dict[str, str]:
+    """`DiffiTPipeline.use_scheduler` short names -> diffusers classes that sample a `prediction_type` model."""
+    return {"flow": FLOW_SCHEDULERS, "edm": EDM_SCHEDULERS}.get(prediction_type, SCHEDULERS)
+
+
 def sampling_preset(name: str, latent_size: int | tuple[int, int]) -> dict:
     """The settings of a paper's sampler for a model with `latent_size` latents: `scheduler` (a `SCHEDULERS` short
     name for `DiffiTPipeline.use_scheduler`) and `__call__` arguments (`num_inference_steps`, `guidance_scale`,

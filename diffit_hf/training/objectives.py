@@ -157,6 +157,10 @@ def make_objective(name: str, learn_sigma: bool = False, snr_gamma: float | None
     """The objective called `name` (one of `OBJECTIVES`), with its options; `ValueError` for options it lacks."""
     if name not in OBJECTIVES:
         raise ValueError(f"Unknown objective {name!r}; valid choices are {', '.join(OBJECTIVES)}.")
+    if (logit_mean, logit_std) != (0.0, 1.0) and (name, timestep_sampling) != ("flow", "logit_normal"):
+        raise ValueError(f"logit_mean / logit_std (--logit-mean / --logit-std) set the logit-normal timestep "
+                         f"sampling; they apply only with objective 'flow' and timestep_sampling 'logit_normal', "
+                         f"not {name!r} with {timestep_sampling!r}.")
     if name in ("flow", "edm"):
         if snr_gamma is not None:
             raise ValueError(f"snr_gamma (min-SNR weighting) applies to the DDPM objectives, not to {name!r}.")
