@@ -213,7 +213,7 @@ def test_model_card_is_generated_from_the_pipeline(pipeline_dir, tmp_path):
 
 @pytest.mark.parametrize("scheduler, listed", [
     ("FlowMatchEulerDiscreteScheduler", "euler, heun, dpm (samplers of this flow model)"),
-    ("EDMEulerScheduler", "euler, dpm (samplers of this edm model)"),
+    ("EDMEulerScheduler", "euler, dpm, heun (samplers of this edm model)"),
     ("DDPMScheduler", "ddpm, ddim, dpm, euler, heun (samplers of this epsilon model)"),
 ])
 def test_model_card_lists_only_the_schedulers_of_the_models_objective(scheduler, listed, tmp_path):

@@ -361,9 +361,9 @@ def test_use_scheduler_by_short_name():
 
 OBJECTIVE_SCHEDULERS = {"epsilon": ["ddpm", "ddim", "dpm", "euler", "heun"],
                         "v_prediction": ["ddpm", "ddim", "dpm", "euler", "heun"], "flow": ["euler", "heun", "dpm"],
-                        "edm": ["euler", "dpm"]}
+                        "edm": ["euler", "dpm", "heun"]}
 REFUSED = {"flow": "does not sample a flow model; valid choices are euler, heun, dpm",
-           "edm": "does not sample an EDM model; valid choices are euler, dpm"}
+           "edm": "does not sample an EDM model; valid choices are euler, dpm, heun"}
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVE_SCHEDULERS))

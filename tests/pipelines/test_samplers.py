@@ -168,3 +168,46 @@ def test_use_scheduler_keeps_dynamic_shifting_and_refuses_what_it_cannot_apply()
             pipe.use_scheduler(name)
     pipe.use_scheduler("euler")
     assert pipe.scheduler.config.shift_terminal == 0.1
+
+
+def test_edm_heun_is_karras_algorithm_1_with_an_euler_last_step(tmp_path):
+    """use_scheduler("heun") on an EDM model samples as EDM's Alg. 1, written out here on the same Karras sigmas:
+    Heun steps, then an Euler step to sigma 0; N steps cost 2N - 1 model evaluations."""
+    from diffusers import EDMEulerScheduler
+
+    class Nonlinear(Recorder):  # F(c_in x, t): any fixed nonlinear function of the input and the timestep
+        def forward(self, x, t, y):
+            self.timesteps.append(t[0].item())
+            return type("Out", (), {"sample": torch.tanh(x) * (1 + t.view(-1, 1, 1, 1) / 1000)})()
+
+    pipe = recording_pipeline(EDMEulerScheduler())
+    pipe.transformer = Nonlinear(pipe.transformer.inner)
+    pipe.use_scheduler("heun")
+    assert type(pipe.scheduler).__name__ == "EDMHeunScheduler" and pipe.config.prediction_type == "edm"
+    steps, noise = 5, torch.randn(1, 4, 4, 4)
+    out = pipe(7, guidance_scale=1.0, num_inference_steps=steps, latents=noise, output_type="latent").images
+
+    reference = EDMEulerScheduler()
+    reference.set_timesteps(steps)
+    sigmas, sd = reference.sigmas.double().tolist(), 0.5
+
+    def denoise(x, s):  # D(x; s) = c_skip x + c_out F(c_in x; 1000 ln(s) / 4)
+        f = torch.tanh(x / math.sqrt(s**2 + sd**2)) * (1 + math.log(s) / 4)
+        return sd**2 / (s**2 + sd**2) * x + s * sd / math.sqrt(s**2 + sd**2) * f
+
+    x = noise.double() * reference.init_noise_sigma
+    for s, s_next in zip(sigmas, sigmas[1:]):
+        d = (x - denoise(x, s)) / s
+        x_next = x + (s_next - s) * d
+        if s_next > 0:  # second-order correction (Alg. 1, lines 6-8)
+            x_next = x + (s_next - s) * 0.5 * (d + (x_next - denoise(x_next, s_next)) / s_next)
+        x = x_next
+    torch.testing.assert_close(out.double(), x, rtol=1e-4, atol=1e-4)
+    visited = [math.exp(4 * t / 1000) for t in pipe.transformer.timesteps]
+    assert len(visited) == 2 * steps - 1
+    assert visited == pytest.approx([sigmas[0]] + [s for s in sigmas[1:-1] for _ in (0, 1)], rel=1e-5)
+    # saved as the EDM Euler config it extends (plain diffusers has no EDM Heun): loads, and heun is one call away
+    pipe.transformer = pipe.transformer.inner
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert type(pipe.scheduler).__name__ == "EDMHeunScheduler"
+    assert type(DiffiTPipeline.from_pretrained(tmp_path / "pipe").scheduler) is EDMEulerScheduler
