@@ -404,7 +404,9 @@ class DiffiTPipeline(DiffusionPipeline):
     def use_scheduler(self, name: str) -> None:
         """Swaps in another diffusers scheduler by short name, for what the model predicts: `SCHEDULERS` for
         epsilon / v models (from the current config; DDPM uses the learned variance when the model has one, the
-        others sample with the prediction alone), `FLOW_SCHEDULERS` for flow models."""
+        others sample with the prediction alone), `FLOW_SCHEDULERS` for flow models (keeping the time shift, see
+        `_flow_scheduler`), `EDM_SCHEDULERS` for EDM models (from the current config: `sigma_data`, sigma range;
+        `"heun"` is EDM's Alg. 1, `EDMHeunScheduler`)."""
         import diffusers
 
         if self.config.prediction_type == "edm":

@@ -147,3 +147,32 @@ def test_train_latent_help_names_every_objective(script):
 
     help_text = {f.name: f.metadata.get("help", "") for f in fields(script("training/train_latent.py").TrainConfig)}
     assert all(name in help_text["objective"] for name in OBJECTIVES), help_text["objective"]
+
+
+@pytest.mark.parametrize("sigma_data", [0.5, 1.0])
+def test_edm_sigma_data_is_the_same_in_training_and_in_the_saved_sampler(sigma_data):
+    objective = make_objective("edm", sigma_data=sigma_data)
+    scheduler = objective.pipeline_scheduler()
+    assert objective.sigma_data == scheduler.config.sigma_data == sigma_data
+    x0, out = torch.randn(6, 3, 4, 4) * sigma_data, torch.randn(6, 3, 4, 4)
+    model = Recorder(out)
+    torch.manual_seed(1)
+    losses = objective.training_losses(model, x0, None)
+    torch.manual_seed(1)
+    noise = torch.randn_like(x0)
+    s = torch.exp(-1.2 + 1.2 * torch.randn(6)).view(-1, 1, 1, 1)
+    x_in, _, _ = model.calls[0]
+    # the model input and the denoiser of training are the sampler's preconditioning
+    torch.testing.assert_close(x_in, scheduler.precondition_inputs(x0 + s * noise, s))
+    denoised = scheduler.precondition_outputs(x0 + s * noise, out, s)
+    weight = (s**2 + sigma_data**2) / (s * sigma_data) ** 2
+    torch.testing.assert_close(losses["loss"], (weight * (denoised - x0).square()).mean())
+
+
+def test_edm_sigma_data_is_refused_where_it_does_nothing_or_is_not_a_std():
+    for name in ("epsilon", "flow"):
+        with pytest.raises(ValueError, match="applies to the edm objective"):
+            make_objective(name, sigma_data=1.0)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="sigma_data must be a positive finite number"):
+            make_objective("edm", sigma_data=bad)
