@@ -92,12 +92,19 @@ class TrainConfig:
     # 3. Objective and optimisation (DiT: epsilon + learned sigma; AdamW lr 1e-4, no weight decay, constant lr,
     #    no clipping)
     objective: str = field(default="epsilon", metadata={
-        "choices": list(OBJECTIVES), "help": "epsilon (DiT: DDPM + learned sigma), v_prediction, or flow (SiT)"})
+        "choices": list(OBJECTIVES),
+        "help": "epsilon (DiT: DDPM + learned sigma), v_prediction, flow (SiT) or edm (Karras et al. 2022)"})
     timestep_sampling: str = field(default="uniform", metadata={
         "choices": list(TIMESTEP_SAMPLING), "help": "flow: t uniform or logit-normal (SD3)"})
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    snr_gamma: float | None = field(default=None, metadata={"help": "min-SNR weighting (DDPM objectives), e.g. 5"})
+    logit_mean: float = field(default=0.0, metadata={
+        "help": "flow with --timestep-sampling logit_normal only: the normal's mean"})
+    logit_std: float = field(default=1.0, metadata={
+        "help": "flow with --timestep-sampling logit_normal only: the normal's std"})
+    snr_gamma: float | None = field(default=None, metadata={
+        "help": "min-SNR weighting (DDPM objectives), e.g. 5; weights the loss, the logged mse stays unweighted"})
+    edm_sigma_data: float | None = field(default=None, metadata={
+        "help": "edm: the data's std sigma_data, saved in the pipeline's scheduler (default: 1.0 for latent caches, "
+                "scaled to std ~1; 0.5 for pixels in [-1, 1], EDM's)"})
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"choices": LR_SCHEDULES})
@@ -153,6 +160,14 @@ class TrainConfig:
 #################################################################################
 
 
+def edm_sigma_data(cfg: TrainConfig) -> float | None:
+    """--edm-sigma-data, or for the edm objective the data's default: 1.0 for latent caches (scaled to std ~1), 0.5
+    for pixels in [-1, 1] (EDM's; with 0.5 on unit-variance latents c_in x reaches std 2 at low noise)."""
+    if cfg.objective != "edm" or cfg.edm_sigma_data is not None:
+        return cfg.edm_sigma_data  # (make_objective refuses it for the other objectives)
+    return 1.0 if cfg.latents else 0.5
+
+
 def check_config(cfg: TrainConfig) -> dict:
     """Raises ValueError for a config that cannot run, before any work; returns the model overrides."""
     if cfg.latents and cfg.dataset:
@@ -183,7 +198,7 @@ def check_config(cfg: TrainConfig) -> dict:
         raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
     overrides = {**model_overrides_for(cfg.objective), **overrides}
     make_objective(cfg.objective, overrides.get("learn_sigma", True), cfg.snr_gamma, cfg.timestep_sampling,
-                   cfg.logit_mean, cfg.logit_std)  # objective and options that do not go together -> ValueError
+                   cfg.logit_mean, cfg.logit_std, edm_sigma_data(cfg))  # options that do not go together -> ValueError
     return overrides
 
 
@@ -261,7 +276,7 @@ def main(cfg: TrainConfig) -> dict:
 
     # 4. Objective, optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
     objective = make_objective(cfg.objective, transformer.config.learn_sigma, cfg.snr_gamma, cfg.timestep_sampling,
-                               cfg.logit_mean, cfg.logit_std)
+                               cfg.logit_mean, cfg.logit_std, edm_sigma_data(cfg))
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)

@@ -239,7 +239,7 @@ With diffit_hf (not on PyPI; install it from source: `{{ install }}`):
 from diffit_hf import DiffiTPipeline
 
 pipe = DiffiTPipeline.from_pretrained("{{ repo_id }}")
-pipe.use_scheduler("dpm")  # any of ddpm, ddim, dpm, euler, heun for what the model predicts
+pipe.use_scheduler("dpm")  # or any of {{ scheduler_names }} (samplers of this {{ prediction_type }} model)
 images = pipe({{ example_labels }}, guidance_scale=4.0, num_inference_steps=25).images
 images[0].save("sample.png")
 ```
@@ -375,9 +375,12 @@ def write_model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
+    from .pipeline_diffit import schedulers_for
+
     folder = Path(folder)
     index = json.loads((folder / "model_index.json").read_text())
     config = json.loads((folder / "transformer" / "config.json").read_text())
+    prediction_type = index.get("prediction_type") or "epsilon"
     id2label = {int(k): v for k, v in (index.get("id2label") or {}).items()}
     classes = [id2label[k] for k in sorted(id2label)]
     num_classes = int(config.get("num_classes") or 0)
@@ -425,7 +428,8 @@ def write_model_card(
         space="VAE latents" if index.get("vae", [None])[0] else "pixels", shape=shape,
         vae=bool(index.get("vae", [None])[0]), classes=classes, conditional=conditional, num_classes=num_classes,
         grid="samples.png" if (folder / "samples.png").exists() else None, license_text=license_text,
-        repo_id=repo_id or str(folder),
+        repo_id=repo_id or str(folder), prediction_type=prediction_type,
+        scheduler_names=", ".join(schedulers_for(prediction_type)),
         example_labels=repr(classes[:2]) if classes else (repr(list(range(min(2, num_classes)))) if conditional
                                                           else "None"),
         install=SOURCE_INSTALL.format(url=source_url) if source_url else LOCAL_INSTALL,

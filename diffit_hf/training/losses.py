@@ -120,7 +120,8 @@ def diffusion_loss(
     scheduler: DDPMScheduler,
     weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """DiT's loss for one batch; returns `{"loss", "mse", "vb"}` (batch means; `vb` is 0 without learned sigma).
+    """DiT's loss for one batch; returns `{"loss", "mse", "vb"}` (batch means; `vb` is 0 without learned sigma;
+    `mse` unweighted, `loss` with `weight`).
 
     Args:
         model_output (`torch.Tensor`): `(N, C, H, W)` prediction, or `(N, 2C, H, W)` epsilon and variance values v.
@@ -134,11 +135,10 @@ def diffusion_loss(
     channels = x_start.shape[1]
     prediction = model_output[:, :channels].float()
     mse = per_sample_mse(prediction, target)  # (N,)
-    if weight is not None:
-        mse = mse * weight
+    weighted = mse if weight is None else mse * weight  # "mse" stays the plain MSE, comparable across weightings
     if model_output.shape[1] == channels:
-        return {"loss": mse.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
+        return {"loss": weighted.mean(), "mse": mse.mean(), "vb": mse.new_zeros(())}
     if model_output.shape[1] != 2 * channels:
         raise ValueError(f"model_output has {model_output.shape[1]} channels; expected {channels} or {2 * channels}.")
     vb = variational_bound(prediction, model_output[:, channels:], x_start, x_t, timesteps, scheduler)
-    return {"loss": (mse + vb).mean(), "mse": mse.mean(), "vb": vb.mean()}
+    return {"loss": (weighted + vb).mean(), "mse": mse.mean(), "vb": vb.mean()}

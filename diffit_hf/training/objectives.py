@@ -18,6 +18,8 @@ Only `epsilon` learns sigma: the others sample with a fixed variance or none, so
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import DDPMScheduler, EDMEulerScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
@@ -156,19 +158,30 @@ OBJECTIVES = ("epsilon", "v_prediction", "flow", "edm")
 
 
 def make_objective(name: str, learn_sigma: bool = False, snr_gamma: float | None = None,
-                   timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0):
-    """The objective called `name` (one of `OBJECTIVES`), with its options; `ValueError` for options it lacks."""
+                   timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
+                   sigma_data: float | None = None):
+    """The objective called `name` (one of `OBJECTIVES`), with its options; `ValueError` for options it lacks.
+    `sigma_data` (edm only): the data's standard deviation, saved in the pipeline's scheduler (0.5 if `None`, EDM's
+    value for pixels in [-1, 1]; unit-variance latents need 1.0, Karras et al. 2022, App. B.6)."""
     if name not in OBJECTIVES:
         raise ValueError(f"Unknown objective {name!r}; valid choices are {', '.join(OBJECTIVES)}.")
+    if (logit_mean, logit_std) != (0.0, 1.0) and (name, timestep_sampling) != ("flow", "logit_normal"):
+        raise ValueError(f"logit_mean / logit_std (--logit-mean / --logit-std) set the logit-normal timestep "
+                         f"sampling; they apply only with objective 'flow' and timestep_sampling 'logit_normal', "
+                         f"not {name!r} with {timestep_sampling!r}.")
     if name in ("flow", "edm"):
         if snr_gamma is not None:
             raise ValueError(f"snr_gamma (min-SNR weighting) applies to the DDPM objectives, not to {name!r}.")
         if learn_sigma:
             raise ValueError(f"The {name} objective has no learned variance; build the model with learn_sigma=False.")
+    if sigma_data is not None and name != "edm":
+        raise ValueError(f"sigma_data (--edm-sigma-data) applies to the edm objective, not to {name!r}.")
+    if sigma_data is not None and not 0 < sigma_data < math.inf:
+        raise ValueError(f"sigma_data must be a positive finite number, got {sigma_data!r}.")
     if name == "edm":
         if timestep_sampling != "uniform":
             raise ValueError("timestep_sampling applies to the flow objective; edm draws log-normal sigmas.")
-        return EDMObjective()
+        return EDMObjective(sigma_data=0.5 if sigma_data is None else sigma_data)
     if name == "flow":
         return FlowObjective(timestep_sampling, logit_mean, logit_std)
     if timestep_sampling != "uniform":

@@ -211,6 +211,22 @@ def test_model_card_is_generated_from_the_pipeline(pipeline_dir, tmp_path):
     assert "pip install 'diffit-hf @ git+https://example.org/diffit_hf.git'" in card.read_text()
 
 
+@pytest.mark.parametrize("scheduler, listed", [
+    ("FlowMatchEulerDiscreteScheduler", "euler, heun, dpm (samplers of this flow model)"),
+    ("EDMEulerScheduler", "euler, dpm, heun (samplers of this edm model)"),
+    ("DDPMScheduler", "ddpm, ddim, dpm, euler, heun (samplers of this epsilon model)"),
+])
+def test_model_card_lists_only_the_schedulers_of_the_models_objective(scheduler, listed, tmp_path):
+    import diffusers
+
+    model = DiTModel(sample_size=4, patch_size=2, in_channels=4, num_layers=1, num_attention_heads=2,
+                     attention_head_dim=8, num_classes=0, learn_sigma=False)
+    DiffiTPipeline(transformer=model, scheduler=getattr(diffusers, scheduler)()).save_pretrained(tmp_path / "pipe")
+    line = next(line for line in write_model_card(tmp_path / "pipe").read_text().splitlines()
+                if "pipe.use_scheduler(" in line)
+    assert line.endswith(f"# or any of {listed}"), line
+
+
 def test_converted_weights_keep_their_license(pipeline_dir, tmp_path):
     (pipeline_dir / "provenance.json").write_text(json.dumps({"source": "facebookresearch/DiT",
                                                               "base_model": "facebook/DiT-XL-2-256"}))

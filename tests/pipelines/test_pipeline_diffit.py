@@ -178,16 +178,16 @@ def test_guidance_uses_null_class_from_config_and_channels():
 
 
 def test_power_cosine_schedule():
-    assert guidance_scale_at(4.0, "constant", 500, 1000) == 4.0
-    assert guidance_scale_at(4.0, "power_cosine", 999.999, 1000) == pytest.approx(1.0, abs=1e-6)
-    assert guidance_scale_at(4.0, "power_cosine", 0, 1000) == pytest.approx(4.0)
-    mid = guidance_scale_at(4.0, "power_cosine", 500, 1000)
+    assert guidance_scale_at(4.0, "constant", 0.5) == 4.0
+    assert guidance_scale_at(4.0, "power_cosine", 0.999999) == pytest.approx(1.0, abs=1e-6)
+    assert guidance_scale_at(4.0, "power_cosine", 0.0) == pytest.approx(4.0)
+    mid = guidance_scale_at(4.0, "power_cosine", 0.5)
     assert mid == pytest.approx(1 + 3 * 0.5 * (1 - np.cos(np.pi * 0.5**4)))
     pipe = tiny_pipeline()
     assert not np.allclose(run(pipe, guidance_schedule="power_cosine"), run(pipe))
     assert GUIDANCE_SCHEDULES == ("constant", "power_cosine")  # the list CLIs offer
     # NVIDIA's --scale_pow: the exponent of (1 - t / T)
-    assert guidance_scale_at(4.0, "power_cosine", 500, 1000, 2.0) == pytest.approx(
+    assert guidance_scale_at(4.0, "power_cosine", 0.5, 2.0) == pytest.approx(
         1 + 3 * 0.5 * (1 - np.cos(np.pi * 0.5**2)))
     assert not np.allclose(run(pipe, guidance_schedule="power_cosine", guidance_scale_pow=2.0),
                            run(pipe, guidance_schedule="power_cosine"))
@@ -361,9 +361,9 @@ def test_use_scheduler_by_short_name():
 
 OBJECTIVE_SCHEDULERS = {"epsilon": ["ddpm", "ddim", "dpm", "euler", "heun"],
                         "v_prediction": ["ddpm", "ddim", "dpm", "euler", "heun"], "flow": ["euler", "heun", "dpm"],
-                        "edm": ["euler", "dpm"]}
+                        "edm": ["euler", "dpm", "heun"]}
 REFUSED = {"flow": "does not sample a flow model; valid choices are euler, heun, dpm",
-           "edm": "does not sample an EDM model; valid choices are euler, dpm"}
+           "edm": "does not sample an EDM model; valid choices are euler, dpm, heun"}
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVE_SCHEDULERS))

@@ -137,3 +137,20 @@ def test_lr_finder_sweeps_real_batches(train_latent, config, cache, tmp_path):
     assert lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-6) and len(rows) >= 10
     assert result["suggested_lr"] in lrs  # which lr is suggested: tests/training/test_lr_finder.py
     assert (out / "lr_finder.png").exists() and not (out / "checkpoints").exists()
+
+
+def test_edm_sigma_data_defaults_to_the_data_and_reaches_the_saved_scheduler(train_latent, config, cache, tmp_path,
+                                                                              monkeypatch):
+    """Unit-variance latents train and sample with sigma_data 1.0 (EDM's 0.5 is for pixels in [-1, 1])."""
+    made, make = [], train_latent.make_objective
+    monkeypatch.setattr(train_latent, "make_objective", lambda *a, **k: made.append(make(*a, **k)) or made[-1])
+    out = tmp_path / "run"
+    train_latent.main(config(cache, out, objective="edm", max_steps=2, checkpointing_steps=2))
+    assert made[-1].sigma_data == 1.0
+    assert DiffiTPipeline.from_pretrained(out).scheduler.config.sigma_data == 1.0
+    pixels = config(cache, tmp_path / "pixels", latents=None, dataset="fashion-mnist", objective="edm")
+    assert train_latent.edm_sigma_data(pixels) == 0.5
+    chosen = config(cache, tmp_path / "chosen", objective="edm", edm_sigma_data=0.7)
+    assert train_latent.edm_sigma_data(chosen) == 0.7
+    with pytest.raises(ValueError, match="applies to the edm objective"):
+        train_latent.main(config(cache, tmp_path / "eps", edm_sigma_data=0.7))

@@ -5,7 +5,7 @@ import torch
 from diffusers.training_utils import compute_snr
 
 from diffit_hf import DiTModel
-from diffit_hf.training.objectives import DDPMObjective, EDMObjective, FlowObjective, make_objective
+from diffit_hf.training.objectives import OBJECTIVES, DDPMObjective, EDMObjective, FlowObjective, make_objective
 
 
 class Recorder(torch.nn.Module):
@@ -57,6 +57,9 @@ def test_min_snr_weighting(prediction_type):
     abar = abar.view(-1, 1, 1, 1)
     target = noise if prediction_type == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
     torch.testing.assert_close(losses["loss"], ((out - target).square().mean(dim=(1, 2, 3)) * weight).mean())
+    # the logged mse stays the plain MSE (comparable with an unweighted run); only the loss is weighted
+    torch.testing.assert_close(losses["mse"], (out - target).square().mean())
+    assert not torch.allclose(losses["mse"], losses["loss"])
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "logit_normal"])
@@ -127,3 +130,49 @@ def test_learned_sigma_adds_the_vb_term_and_bad_combinations_are_refused():
     with pytest.raises(ValueError, match="needs 8"):  # a model without sigma channels for a learned-sigma objective
         make_objective("epsilon", learn_sigma=True).training_losses(Recorder(torch.zeros(2, 4, 2, 2)),
                                                                     torch.randn(2, 4, 2, 2), None)
+
+
+def test_logit_normal_parameters_are_refused_where_they_do_nothing():
+    for name, sampling in (("epsilon", "uniform"), ("edm", "uniform"), ("flow", "uniform")):
+        with pytest.raises(ValueError, match="apply only with objective 'flow' and timestep_sampling 'logit_normal'"):
+            make_objective(name, timestep_sampling=sampling, logit_mean=0.5)
+        with pytest.raises(ValueError, match="--logit-std"):
+            make_objective(name, timestep_sampling=sampling, logit_std=2.0)
+    objective = make_objective("flow", timestep_sampling="logit_normal", logit_mean=0.5, logit_std=2.0)
+    assert (objective.logit_mean, objective.logit_std) == (0.5, 2.0)
+
+
+def test_train_latent_help_names_every_objective(script):
+    from dataclasses import fields
+
+    help_text = {f.name: f.metadata.get("help", "") for f in fields(script("training/train_latent.py").TrainConfig)}
+    assert all(name in help_text["objective"] for name in OBJECTIVES), help_text["objective"]
+
+
+@pytest.mark.parametrize("sigma_data", [0.5, 1.0])
+def test_edm_sigma_data_is_the_same_in_training_and_in_the_saved_sampler(sigma_data):
+    objective = make_objective("edm", sigma_data=sigma_data)
+    scheduler = objective.pipeline_scheduler()
+    assert objective.sigma_data == scheduler.config.sigma_data == sigma_data
+    x0, out = torch.randn(6, 3, 4, 4) * sigma_data, torch.randn(6, 3, 4, 4)
+    model = Recorder(out)
+    torch.manual_seed(1)
+    losses = objective.training_losses(model, x0, None)
+    torch.manual_seed(1)
+    noise = torch.randn_like(x0)
+    s = torch.exp(-1.2 + 1.2 * torch.randn(6)).view(-1, 1, 1, 1)
+    x_in, _, _ = model.calls[0]
+    # the model input and the denoiser of training are the sampler's preconditioning
+    torch.testing.assert_close(x_in, scheduler.precondition_inputs(x0 + s * noise, s))
+    denoised = scheduler.precondition_outputs(x0 + s * noise, out, s)
+    weight = (s**2 + sigma_data**2) / (s * sigma_data) ** 2
+    torch.testing.assert_close(losses["loss"], (weight * (denoised - x0).square()).mean())
+
+
+def test_edm_sigma_data_is_refused_where_it_does_nothing_or_is_not_a_std():
+    for name in ("epsilon", "flow"):
+        with pytest.raises(ValueError, match="applies to the edm objective"):
+            make_objective(name, sigma_data=1.0)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="sigma_data must be a positive finite number"):
+            make_objective("edm", sigma_data=bad)
