@@ -336,7 +336,8 @@ class DiffiTModel(ModelMixin, ConfigMixin):
                 x = block(x, time_token, grid_size)  # (N, T, D)
 
         # 3. Output
-        x = self.final_layer(x, F.silu(time_token) if self.config.final_layer_type == "adaln" else None)  # (N, T, p*p*C)
+        c = F.silu(time_token) if self.config.final_layer_type == "adaln" else None  # DiT's adaLN output only
+        x = self.final_layer(x, c)  # (N, T, p*p*C_out)
         output = unpatchify(x, p, grid_size, self.out_channels)  # (N, C_out, H, W)
 
         if not return_dict:

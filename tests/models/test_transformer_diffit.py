@@ -390,8 +390,8 @@ def test_time_token_shifts_every_query_of_a_sample_alike():
     assert delta.abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("flags", [{"adaln_zero": True}, {"final_layer_type": "adaln"}, {"final_layer_type": "layernorm"},
-                                   {"zero_init_residual": True}])
+@pytest.mark.parametrize("flags", [{"adaln_zero": True}, {"final_layer_type": "adaln"},
+                                   {"final_layer_type": "layernorm"}, {"zero_init_residual": True}])
 def test_opt_in_conditioning_flags(flags):
     """Off by default (the published DiffiT); each flag changes the parameters or the init it says, blocks start as
     the identity where promised, and the conditioned parts really depend on the time token."""
