@@ -22,7 +22,7 @@ from .hub import push_errors
 # pipelines/app.py of the diffit_hf checkout this package runs from (the project installs from source)
 APP_FILE = Path(__file__).resolve().parents[2] / "pipelines" / "app.py"
 # what app.py imports (gradio aside) and what the model repo's remote code imports, as distributions
-SPACE_REQUIREMENTS = ("torch", "diffusers", "huggingface_hub", "safetensors")
+SPACE_REQUIREMENTS = ("torch", "diffusers", "huggingface_hub", "safetensors", "numpy")
 
 
 def pinned_requirements(names: tuple[str, ...] = SPACE_REQUIREMENTS) -> str:
