@@ -2,8 +2,9 @@
 
     python benchmarks/update_readme.py
 
-- `<!-- bench:start -->` ... `<!-- bench:end -->`: benchmarks/results/bench_{models,compile,sampling,data}.md and
-  gpu_bench.md (each rendered from its JSON by the benchmark script that measured it; absent files are skipped).
+- `<!-- bench:start -->` ... `<!-- bench:end -->` of benchmarks/README.md: benchmarks/results/bench_{models,compile,
+  sampling,data}.md and gpu_bench.md (each rendered from its JSON by the benchmark script that measured it; absent
+  files are skipped).
 - `<!-- demo:start -->` ... `<!-- demo:end -->`: benchmarks/results/demo_fmnist.json (written by
   `benchmarks/collect_demo.py` from the demo's own metrics files).
 - `<!-- objectives:start -->` ... `<!-- objectives:end -->`: benchmarks/results/bench_objectives.md (written by
@@ -77,11 +78,12 @@ def bench_tables() -> list[Path]:
 
 
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
     bench = [p.read_text().strip() for p in bench_tables() if p.exists()]
     if bench:
-        text = replace_section(text, "bench", "\n\n".join(bench))
+        page = ROOT / "benchmarks" / "README.md"
+        page.write_text(replace_section(page.read_text(), "bench", "\n\n".join(bench)))
+    readme = ROOT / "README.md"
+    text = readme.read_text()
     objectives = RESULTS / "bench_objectives.md"
     if objectives.exists():
         text = replace_section(text, "objectives", objectives.read_text())
