@@ -196,3 +196,24 @@ def run_against(endpoint: str, code: str, cwd, block_diffit: bool = False) -> st
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+GENERATE = """
+import numpy as np, torch
+pipe.set_progress_bar_config(disable=True)
+images = pipe([7, "Bag"], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
+np.save(OUT, images)
+"""
+
+
+def run_and_sample(endpoint: str, code: str, cwd, block_diffit: bool = False) -> str:
+    """`run_against`, and a code that sets `OUT` then samples `pipe` into it (`GENERATE`)."""
+    return run_against(endpoint, textwrap.dedent(code) + (GENERATE if "OUT =" in code else ""), cwd, block_diffit)
+
+
+def card_meta(path) -> dict:
+    """The YAML front matter of a model card file."""
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f.read().split("---")[1])

@@ -17,8 +17,8 @@ from PIL import Image
 from diffit_hf import DiffiTPipeline
 from diffit_hf.training.config import parse_config
 
-from ..hub_server import WRITE_TOKEN, start_hub
-from ..pipelines.test_hub import card_meta, run_against
+from ..hub_server import WRITE_TOKEN, card_meta, start_hub
+from ..hub_server import run_and_sample as run_against
 from ..tiny import tiny_vae
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,9 @@ from diffusers import DDPMScheduler
 
 from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel
 
-from ..pipelines.test_pipeline_diffit import _perturb, run, tiny_pipeline
-from .test_model_contract import VARIANTS, build, inputs
+from ..tiny import perturb as _perturb
+from ..tiny import run, tiny_pipeline
+from .variants import VARIANTS, build, inputs
 
 
 def loaded(model, how: str, dtype: torch.dtype, folder):

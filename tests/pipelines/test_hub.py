@@ -24,16 +24,9 @@ from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel
 from diffit_hf.pipelines import pipeline_diffit
 from diffit_hf.pipelines.hub import local_view, remote_code_files, stage_for_hub, write_model_card
 
-from ..hub_server import READ_TOKEN, WRITE_TOKEN, start_hub
-from ..hub_server import run_against as run_code
+from ..hub_server import READ_TOKEN, WRITE_TOKEN, card_meta, start_hub
+from ..hub_server import run_and_sample as run_against
 from ..tiny import tiny_vae
-
-GENERATE = """
-import numpy as np, torch
-pipe.set_progress_bar_config(disable=True)
-images = pipe([7, "Bag"], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
-np.save(OUT, images)
-"""
 
 
 @pytest.fixture
@@ -59,11 +52,6 @@ def local_images(folder) -> np.ndarray:
     pipe = DiffiTPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     return pipe([7, "Bag"], num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
-
-
-def run_against(endpoint: str, code: str, tmp_path: Path, block_diffit: bool = False) -> str:
-    """`hub_server.run_against`, and a code that sets `OUT` then samples `pipe` into it (`GENERATE`)."""
-    return run_code(endpoint, textwrap.dedent(code) + (GENERATE if "OUT =" in code else ""), tmp_path, block_diffit)
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
@@ -165,10 +153,6 @@ def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path
 EVAL = {"fid": 12.5, "kid": 0.01, "precision": 0.8, "recall": 0.4, "class_consistency": 0.9,
         "extractor": "fmnist-classifier", "reference": "fashion-mnist:test", "num_samples": 5000,
         "config": {"classifier": "outputs/classifier-fmnist"}}
-
-
-def card_meta(path: Path) -> dict:
-    return yaml.safe_load(path.read_text().split("---")[1])
 
 
 def test_model_card_is_generated_from_the_pipeline(pipeline_dir, tmp_path):

@@ -4,36 +4,11 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel, dit_scheduler
+from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, dit_scheduler
 from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, guidance_scale_at
 
-from ..tiny import tiny_vae
-
-NAMES = {0: "T-shirt/top", 1: "Trouser", 2: "Pullover", 3: "Dress", 4: "Coat", 5: "Sandal", 6: "Shirt",
-         7: "Sneaker", 8: "Bag", 9: "Ankle boot"}
-
-
-def _perturb(model, std=0.05):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(std * torch.randn_like(p))
-    return model.eval()
-
-
-def tiny_pipeline(model_cls=DiTModel, learn_sigma=True, num_classes=10, scheduler=None, **overrides):
-    torch.manual_seed(0)
-    model = _perturb(model_cls(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
-                               attention_head_dim=8, num_classes=num_classes, learn_sigma=learn_sigma, **overrides))
-    scheduler = scheduler or DDPMScheduler(variance_type="learned_range" if learn_sigma else "fixed_small")
-    return DiffiTPipeline(transformer=model, scheduler=scheduler, vae=tiny_vae(),
-                          id2label=NAMES if num_classes == 10 else None)
-
-
-def run(pipe, labels=(7, 8), steps=2, seed=0, **kwargs):
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(labels, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), output_type="np",
-                **kwargs).images
+from ..tiny import NAMES, run, tiny_pipeline
+from ..tiny import perturb as _perturb
 
 
 def test_shape_and_pinned_slice():

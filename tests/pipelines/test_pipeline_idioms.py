@@ -8,7 +8,7 @@ from diffusers import DDIMScheduler
 
 from diffit_hf import DiffiTPipeline
 
-from .test_pipeline_diffit import run, tiny_pipeline
+from ..tiny import run, tiny_pipeline
 
 # a deterministic sampler and fixed fp32 noise: noise drawn in float64 would be other numbers, not other precision
 NOISE = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))

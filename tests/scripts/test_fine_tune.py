@@ -1,6 +1,6 @@
 """train_latent.py --init-from: fine-tuning a pipeline's transformer on data with another class count."""
 
-from ..training.test_init_weights import trained
+from ..tiny import trained
 
 
 def test_train_latent_init_from_a_pipeline_with_another_class_count(train_latent, config, cache, tmp_path, capsys):

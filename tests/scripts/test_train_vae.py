@@ -76,7 +76,11 @@ def test_resume_latest_means_the_same_as_in_train_latent(train_vae, tiny_data, t
     # both scripts store the model and its EMA the same way: save_pretrained folders
     train_vae.main(config(train_vae, tiny_data, tmp_path / "ema", ema_decay=0.9, max_steps=3))
     checkpoint = tmp_path / "ema" / "checkpoints" / "checkpoint-0000003"
-    assert AutoencoderKL.from_pretrained(checkpoint / "vae") is not None
+    in_checkpoint = AutoencoderKL.from_pretrained(checkpoint / "vae")
+    fresh = AutoencoderKL.from_config(in_checkpoint.config)  # the same architecture, untrained
+    assert [n for n, _ in fresh.named_parameters()] == [n for n, _ in in_checkpoint.named_parameters()]
+    assert all(torch.isfinite(p).all() for p in in_checkpoint.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.parameters(), in_checkpoint.parameters()))
     assert (checkpoint / "vae_ema" / "config.json").exists()
 
 

@@ -11,18 +11,7 @@ from diffit_hf.training.objectives import make_objective
 from diffit_hf.utils import mix_seed
 
 from ..models.reference_dit import ReferenceDiT
-
-TINY = dict(num_layers=2, num_attention_heads=2, attention_head_dim=8)
-
-
-def trained(name="DiT-S/2", classes=10, seed=1):
-    """A tiny model whose weights are all non-trivial (zero-initialised layers perturbed), as after training."""
-    torch.manual_seed(seed)
-    model = create_model_for_data(name, (4, 8, 8), classes, **TINY)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+from ..tiny import TINY, trained
 
 
 def batch(classes=10):
