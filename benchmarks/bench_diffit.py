@@ -313,7 +313,8 @@ def guidance(args) -> dict:
     missing = [name for name in args.rows if name not in runs]
     if missing:
         raise ValueError(f"Rows {missing} are not in results/bench_diffit_ablation.json; run the ablation first.")
-    jobs = [(name, scale, schedule) for name in args.rows for scale, schedule in GUIDANCE]
+    settings = [(float(x.split(":")[1]), x.split(":")[0]) for x in args.guidance] if args.guidance else GUIDANCE
+    jobs = [(name, scale, schedule) for name in args.rows for scale, schedule in settings]
 
     def one(job):
         name, scale, schedule = job
@@ -351,6 +352,7 @@ def main() -> None:
         "demo-config speed and ablation training: the demo's bf16, or fp32 where bf16 matmuls are slow (CPUs "
         "without AVX512-BF16/AMX)"))
     parser.add_argument("--demo-only", action="store_true", help="speed: only the demo-config section")
+    parser.add_argument("--guidance", nargs="+", help="guidance: SCHEDULE:SCALE settings (default: the GUIDANCE list)")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--steps", type=int, default=800, help="ablation: the equal-steps budget")
     parser.add_argument("--num-samples", type=int, default=2000)
