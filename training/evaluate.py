@@ -229,12 +229,8 @@ def main(cfg: EvalConfig) -> dict:
             if cfg.floor_split:
                 floor_real = reference_features(cfg, extractor, cfg.floor_split, cfg.num_samples)
                 result["floor_fid"] = frechet_distance(*reference_stats, *feature_stats(floor_real))
-        else:
-            real = reference_features(cfg, extractor, cfg.reference_split, cfg.reference_limit)
-            result = compare(real, fake)
-            if cfg.floor_split:
-                floor_real = reference_features(cfg, extractor, cfg.floor_split, cfg.num_samples)
-                result.update({f"floor_{k}": v for k, v in compare(real, floor_real).items()})
+        else:  # class consistency of the first extractor comes from --classifier below
+            result = score(cfg, extractor, fake, None, requested, None)
         if "probs" in parts[0]:
             probs = torch.cat([p["probs"] for p in parts])[order]
             result["inception_score"], result["inception_score_std"] = inception_score(probs)
