@@ -6,6 +6,9 @@ table (`benchmarks/update_readme.py`).
 
     # needs the demo's VAE and latent cache (the demo command builds them) and the FID-FMNIST classifier
     python benchmarks/bench_objectives.py --steps 1000 --num-samples 2000 --sampling-steps 10 25
+    # a machine without fast bf16: fp32, the v_prediction row beside a DiT eps reference, in their own results file
+    python benchmarks/bench_objectives.py --runs "DiT eps" "DiT v" --mixed-precision no --sampling-steps 25 \
+        --out outputs/bench-objectives-fp32 --results-name bench_objectives_fp32
 
 Every run is a real command line (`train_latent.py`, `evaluate.py`) in a subprocess; finished runs are reused
 (delete outputs/bench-objectives/<run> to redo one).
@@ -54,7 +57,11 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--sampling-steps", type=int, nargs="+", default=[10, 25])
     parser.add_argument("--guidance-scale", type=float, default=4.0)
+    parser.add_argument("--mixed-precision", default="bf16", choices=["bf16", "no"],
+                        help="the demo's bf16, or fp32 ('no') on CPUs without fast bf16 matmuls")
     parser.add_argument("--out", default="outputs/bench-objectives")
+    parser.add_argument("--results-name", default="bench_objectives",
+                        help="results/NAME.{json,md}; the README renders bench_objectives*.md in name order")
     args = parser.parse_args()
     machine = describe()
     print(f"machine: {machine}")
@@ -66,6 +73,7 @@ def main() -> None:
         if not (folder / "train_results.json").exists():
             run([sys.executable, "training/train_latent.py", "--config", str(DEMO), "--model", preset,
                  "--model-config", json.dumps(overrides), *flags, "--max-steps", str(args.steps),
+                 "--mixed-precision", args.mixed_precision,
                  "--validation-steps", str(args.steps), "--checkpointing-steps", str(args.steps),
                  "--report-to", "none", "--output-dir", str(folder)], folder / "train.log")
         train = json.loads((folder / "train_results.json").read_text())
@@ -76,35 +84,50 @@ def main() -> None:
                      str(args.num_samples), "--num-inference-steps", str(steps), "--scheduler", "dpm",
                      "--guidance-scale", str(args.guidance_scale), "--output", str(out)], folder / f"eval-{steps}.log")
             ev = json.loads(out.read_text())
+            second = ev.get("second_evaluator") or {}
             rows.append({"run": name, "model": preset, "model_config": overrides, "flags": flags,
                          "params": train["params"], "train_steps": train["steps"],
                          "train_minutes": train["train_seconds"] / 60, "final_loss": train["final_loss"],
                          "sampling_steps": steps, **{k: ev[k] for k in ("fid", "kid", "precision", "recall",
-                                                                          "class_consistency", "floor_fid")}})
+                                                                          "class_consistency", "floor_fid")},
+                         **{f"spatial_{k}": second[k] for k in ("fid", "recall", "class_consistency", "floor_fid")
+                            if k in second}})
             print(f"{name:16s} {steps:3d} steps: FID-FMNIST {ev['fid']:.2f}, class consistency "
                   f"{ev['class_consistency']:.1%}, precision {ev['precision']:.3f}, recall {ev['recall']:.3f}")
     result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "train_steps": args.steps,
+              "mixed_precision": args.mixed_precision,
               "num_samples": args.num_samples, "guidance_scale": args.guidance_scale, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_objectives.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "bench_objectives.md").write_text(render(result) + "\n")
+    (RESULTS / f"{args.results_name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.results_name}.md").write_text(render(result) + "\n")
     print(render(result))
 
 
 def render(result: dict) -> str:
     m = result["machine"]
+    precision = {"bf16": "bf16", "no": "fp32"}[result.get("mixed_precision", "bf16")]
+    spatial = any("spatial_fid" in r for r in result["rows"])
     lines = [f"Objectives, measured on {m['cpu']} ({m['cores']} cores, fp32 matmul {m['fp32_gflops']} GFLOP/s), "
-             f"{result['date']}: the demo recipe (6 blocks, 16 tokens, batch 64, lr 3e-4, bf16, EMA) for "
+             f"{result['date']}: the demo recipe (6 blocks, 16 tokens, batch 64, lr 3e-4, {precision}, EMA) for "
              f"{result['train_steps']} steps each; {result['num_samples']:,} samples, DPM-Solver++ 2M (on flow sigmas "
-             f"for flow models), guidance {result['guidance_scale']}.", "",
-             "| run | params | train min | sampling steps | FID-FMNIST | KID | precision | recall | class consist. |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"for flow models), guidance {result['guidance_scale']}.", ""]
+    header = "| run | params | train min | sampling steps | FID-FMNIST | KID | precision | recall | class consist. |"
+    if spatial:
+        header += " FID-FMNIST-spatial | recall (spatial) | class consist. (spatial) |"
+    lines += [header, "|---|" + "---:|" * (header.count("|") - 2)]
     for r in result["rows"]:
-        lines.append(f"| {r['run']} | {r['params'] / 1e6:.1f}M | {r['train_minutes']:.1f} | {r['sampling_steps']} | "
-                     f"{r['fid']:.2f} | {r['kid']:.4f} | {r['precision']:.3f} | {r['recall']:.3f} | "
-                     f"{r['class_consistency']:.1%} |")
+        line = (f"| {r['run']} | {r['params'] / 1e6:.1f}M | {r['train_minutes']:.1f} | {r['sampling_steps']} | "
+                f"{r['fid']:.2f} | {r['kid']:.4f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                f"{r['class_consistency']:.1%} |")
+        if spatial:
+            line += (f" {r['spatial_fid']:.2f} | {r['spatial_recall']:.3f} | {r['spatial_class_consistency']:.1%} |"
+                     if "spatial_fid" in r else " - | - | - |")
+        lines.append(line)
     if result["rows"]:
-        lines += ["", f"Real-data floor (FID-FMNIST): {result['rows'][0]['floor_fid']:.2f}."]
+        floors = f"FID-FMNIST {result['rows'][0]['floor_fid']:.2f}"
+        if spatial:
+            floors += f", FID-FMNIST-spatial {result['rows'][0]['spatial_floor_fid']:.2f}"
+        lines += ["", f"Real-data floor: {floors}."]
     return "\n".join(lines)
 
 

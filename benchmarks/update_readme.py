@@ -7,7 +7,7 @@
   files are skipped).
 - `<!-- demo:start -->` ... `<!-- demo:end -->`: benchmarks/results/demo_fmnist.json (written by
   `benchmarks/collect_demo.py` from the demo's own metrics files).
-- `<!-- objectives:start -->` ... `<!-- objectives:end -->`: benchmarks/results/bench_objectives.md (written by
+- `<!-- objectives:start -->` ... `<!-- objectives:end -->`: benchmarks/results/bench_objectives*.md (written by
   `benchmarks/bench_objectives.py`).
 """
 
@@ -84,9 +84,9 @@ def main() -> None:
         page.write_text(replace_section(page.read_text(), "bench", "\n\n".join(bench)))
     readme = ROOT / "README.md"
     text = readme.read_text()
-    objectives = RESULTS / "bench_objectives.md"
-    if objectives.exists():
-        text = replace_section(text, "objectives", objectives.read_text())
+    objectives = sorted(RESULTS.glob("bench_objectives*.md"))  # bf16 runs first, then bench_objectives_fp32.md
+    if objectives:
+        text = replace_section(text, "objectives", "\n".join(f.read_text() for f in objectives))
     demo = RESULTS / "demo_fmnist.json"
     if demo.exists():
         text = replace_section(text, "demo", demo_section(json.loads(demo.read_text())))
