@@ -135,10 +135,6 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
         """Class ids for class names (case-insensitive); a single string is one name."""
         return label_ids(names, self.labels, self.config.id2label)
 
-    def _resolve_labels(self, class_labels) -> list[int] | None:
-        """Class ids in `[0, num_classes)` from ids and names, or `None` for an unconditional model."""
-        return resolve_labels(class_labels, self.num_classes, self.labels, self.config.id2label)
-
     def _sample_size(self) -> tuple[int, int]:
         """`(height, width)` of the transformer's input."""
         size = self.transformer.config.sample_size
@@ -181,9 +177,10 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
         latents: torch.Tensor | None,
         output_type: str,
         guidance_scale_pow: float = 4.0,
-    ) -> None:
+    ) -> tuple[list[int] | None, tuple[int, int, int, int]]:
         """Raises a `ValueError` for the first invalid `__call__` argument (or scheduler/model mismatch), before any
-        sampling work is done."""
+        sampling work is done. Returns what the checks resolve, for `__call__` to use: the class ids (from ids and
+        names; `None` for an unconditional model) and the latent shape `(batch, in_channels, height, width)`."""
         if not isinstance(num_inference_steps, numbers.Integral) or isinstance(num_inference_steps, bool):
             raise ValueError(f"num_inference_steps must be an int, got {num_inference_steps!r}.")
         if num_inference_steps < 1:
@@ -203,7 +200,8 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"Unknown output_type {output_type!r}; valid choices are {', '.join(OUTPUT_TYPES)}.")
 
-        shape = self._latents_shape(self._resolve_labels(class_labels), num_images_per_label)
+        labels = resolve_labels(class_labels, self.num_classes, self.labels, self.config.id2label)
+        shape = self._latents_shape(labels, num_images_per_label)
         batch, channels = shape[:2]
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"Got {len(generator)} generators for a batch of {batch} images.")
@@ -234,6 +232,7 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
             )
         if not isinstance(guidance_scale_pow, numbers.Real) or not 0 < guidance_scale_pow < math.inf:
             raise ValueError(f"guidance_scale_pow must be a positive finite number, got {guidance_scale_pow!r}.")
+        return labels, shape
 
     @torch.no_grad()
     def __call__(
@@ -305,12 +304,12 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
 
         ```
         """
-        # 1. Check inputs
-        self.check_inputs(class_labels, num_images_per_label, guidance_scale, guidance_schedule, guidance_channels,
-                          num_inference_steps, generator, latents, output_type, guidance_scale_pow)
+        # 1. Check inputs; the class ids (ids and names resolved) and the latent shape (B, C, H, W) come back
+        labels, shape = self.check_inputs(class_labels, num_images_per_label, guidance_scale, guidance_schedule,
+                                          guidance_channels, num_inference_steps, generator, latents, output_type,
+                                          guidance_scale_pow)
 
         # 2. Labels: B class ids, then B null labels for the unconditional pass of classifier-free guidance
-        labels = self._resolve_labels(class_labels)
         device, dtype = self._execution_device, self.transformer.dtype
         use_cfg = labels is not None and guidance_scale > 1.0
         if labels is not None:
@@ -321,7 +320,6 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
             model_labels = None
 
         # 3. Initial noise
-        shape = self._latents_shape(labels, num_images_per_label)
         channels, height, width = shape[1:]
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
