@@ -77,10 +77,10 @@ class DiffiTHubMixin:
         Examples:
 
         ```py
-        >>> pipe.push_to_hub("you/dit-fashion-mnist", license="apache-2.0")  # doctest: +SKIP
-        >>> # then, anywhere with plain diffusers:
-        >>> from diffusers import DiffusionPipeline
-        >>> pipe = DiffusionPipeline.from_pretrained("you/dit-fashion-mnist", trust_remote_code=True)  # doctest: +SKIP
+        pipe.push_to_hub("you/dit-fashion-mnist", license="apache-2.0")
+        # then, anywhere with plain diffusers:
+        from diffusers import DiffusionPipeline
+        pipe = DiffusionPipeline.from_pretrained("you/dit-fashion-mnist", trust_remote_code=True)
         ```
         """
         if create_pr:
