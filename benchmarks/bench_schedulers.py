@@ -75,8 +75,8 @@ def main() -> None:
     from diffit_hf import DiffiTPipeline
     from diffit_hf.data import load_image_tensors
     from diffit_hf.evaluation import feature_stats, frechet_distance, in_batches, load_extractor, quantize
-    from diffit_hf.pipelines.pipeline_diffit import EDM_SCHEDULERS, FLOW_SCHEDULERS, SCHEDULERS
     from diffit_hf.pipelines.sampling import configure_sampling, sample_indices
+    from diffit_hf.pipelines.schedules import EDM_SCHEDULERS, FLOW_SCHEDULERS, SCHEDULERS
 
     torch.set_num_threads(args.threads)
     pipe = DiffiTPipeline.from_pretrained(args.pipeline)

@@ -32,7 +32,7 @@ from diffit_hf import convert_diffusers_dit, convert_official_diffit, convert_of
 from diffit_hf.models.conversion import load_checkpoint_file
 from diffit_hf.models.presets import preset_config
 from diffit_hf.pipelines.converted import SD_VAE, converted_pipeline, load_vae
-from diffit_hf.pipelines.hub import PROVENANCE
+from diffit_hf.pipelines.model_card import PROVENANCE
 from diffit_hf.training.config import parse_config
 from diffit_hf.utils import atomic_write_json
 
@@ -132,7 +132,7 @@ def main(cfg: ConvertConfig) -> None:
             atomic_write_json(tmp / PROVENANCE, model.provenance)
             what = f"the transformer alone ({params}); not a runnable pipeline (--vae none)"
         else:
-            converted_pipeline(model, vae).save_pretrained(tmp)  # writes provenance.json (hub.carry_provenance)
+            converted_pipeline(model, vae).save_pretrained(tmp)  # writes provenance.json (model_card.carry_provenance)
             what = f"pipeline with a {type(model).__name__} ({params}), VAE {cfg.vae}"
         os.replace(tmp, out)
     finally:

@@ -35,14 +35,14 @@ from tqdm.auto import tqdm
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.pipelines.grid import labelled_grid
-from diffit_hf.pipelines.pipeline_diffit import (
+from diffit_hf.pipelines.sampling import configure_sampling, sample_indices, to_uint8_nhwc
+from diffit_hf.pipelines.schedules import (
     EDM_SCHEDULERS,
     FLOW_SCHEDULERS,
     GUIDANCE_SCHEDULES,
     SAMPLING_PRESETS,
     SCHEDULERS,
 )
-from diffit_hf.pipelines.sampling import configure_sampling, sample_indices, to_uint8_nhwc
 from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.utils import atomic_path, atomic_write_json
 

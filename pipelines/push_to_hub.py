@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from diffusers.utils.logging import get_logger
 
-from diffit_hf.pipelines.hub import push_to_hub
+from diffit_hf import DiffiTPipeline
+from diffit_hf.pipelines.push import push_to_hub
 from diffit_hf.pipelines.space import push_space
 from diffit_hf.training.config import parse_config
 
@@ -54,7 +55,8 @@ def main(cfg: PushConfig) -> str:
     url = None
     if cfg.folder is not None:
         url = push_to_hub(cfg.folder, cfg.repo_id, token=cfg.token, private=cfg.private, exist_ok=cfg.exist_ok,
-                          license=cfg.license, base_model=cfg.base_model, source_url=cfg.source_url)
+                          license=cfg.license, base_model=cfg.base_model, source_url=cfg.source_url,
+                          pipeline_class=DiffiTPipeline)
         logger.info(f"pushed {cfg.folder} to {url}")
     if cfg.space is not None:
         url = push_space(cfg.space, cfg.repo_id, token=cfg.token, private=cfg.private, exist_ok=cfg.exist_ok)

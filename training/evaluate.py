@@ -54,8 +54,8 @@ from diffit_hf.evaluation import (
 )
 from diffit_hf.evaluation.extractors import DEFAULT_INCEPTION_WEIGHTS, INCEPTION_FILE
 from diffit_hf.pipelines.grid import labelled_grid
-from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS
 from diffit_hf.pipelines.sampling import configure_sampling, output_image_shape, sample_indices
+from diffit_hf.pipelines.schedules import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS
 from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.training.runtime import set_cpu_threads
 from diffit_hf.utils import atomic_path, atomic_write_json

@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from diffit_hf import DiffiTPipeline
 from diffit_hf.data import load_cache_vae, load_training_data
 from diffit_hf.models.presets import create_model_for_data, preset_config
-from diffit_hf.pipelines.hub import license_fields, push_to_hub
+from diffit_hf.pipelines.model_card import license_fields
+from diffit_hf.pipelines.push import push_to_hub
 from diffit_hf.training.checkpoints import (
     check_finite_loss,
     check_new_run,
@@ -401,7 +402,8 @@ def main(cfg: TrainConfig) -> dict:
         atomic_write_json(out / "train_results.json", result)
         accelerator.print(f"saved the pipeline to {out} ({result['steps_per_s']:.2f} steps/s)")
         if cfg.push_to_hub:
-            push_to_hub(out, cfg.hub_repo_id, private=cfg.hub_private, license=cfg.hub_license)
+            push_to_hub(out, cfg.hub_repo_id, private=cfg.hub_private, license=cfg.hub_license,
+                        pipeline_class=DiffiTPipeline)
     end_run(accelerator)  # a final barrier, then trackers and process group
     return result
 

@@ -121,7 +121,7 @@ def _with_provenance(model: DiTModel | DiffiTModel, source: str, base_model: str
                      ) -> DiTModel | DiffiTModel:
     """Marks converted weights with their source (`"facebookresearch/DiT"`: CC BY-NC 4.0, `"NVlabs/DiffiT"`: NVIDIA's
     non-commercial license): pipelines saved with them keep that license in their model card
-    (`diffit_hf.pipelines.hub.carry_provenance`)."""
+    (`diffit_hf.pipelines.model_card.carry_provenance`)."""
     model.provenance = {"source": source, "base_model": base_model}
     return model
 

@@ -1,3 +1,4 @@
-from .pipeline_diffit import DiffiTPipeline, dit_scheduler
+from .pipeline_diffit import DiffiTPipeline
+from .schedules import dit_scheduler
 
 __all__ = ["DiffiTPipeline", "dit_scheduler"]

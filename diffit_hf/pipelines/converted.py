@@ -7,7 +7,8 @@ from diffusers.models import AutoencoderKL
 from torch import nn
 
 from ..data.imagenet import imagenet_id2label
-from .pipeline_diffit import DiffiTPipeline, dit_scheduler
+from .pipeline_diffit import DiffiTPipeline
+from .schedules import dit_scheduler
 
 # The VAE of DiT's and DiffiT's ImageNet results (both sample.py scripts default to the "ema" fine-tune).
 SD_VAE = "stabilityai/sd-vae-ft-ema"

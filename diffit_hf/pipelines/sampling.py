@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..utils import mix_seed
-from .pipeline_diffit import sampling_preset
+from .schedules import sampling_preset
 
 
 def configure_sampling(pipe, preset: str | None = None, scheduler: str | None = None, **flags) -> dict:

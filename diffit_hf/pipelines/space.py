@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .hub import push_errors
+from .push import push_errors
 
 # pipelines/app.py of the diffit_hf checkout this package runs from (the project installs from source)
 APP_FILE = Path(__file__).resolve().parents[2] / "pipelines" / "app.py"
@@ -84,7 +84,7 @@ def push_space(
 ) -> str:
     """Creates (or updates) the Gradio Space `space_id` that serves the pushed model repo `model_id`; returns its
     URL. The model repo must hold a pipeline pushed by diffit_hf (its `pipeline_diffit.py`), which the Space loads
-    without diffit_hf; a `ValueError` otherwise. Errors as `diffit_hf.pipelines.hub.push_to_hub`."""
+    without diffit_hf; a `ValueError` otherwise. Errors as `diffit_hf.pipelines.push.push_to_hub`."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)

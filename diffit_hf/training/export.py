@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..pipelines.hub import PROVENANCE, card_datasets, write_model_card
+from ..pipelines.model_card import PROVENANCE, card_datasets, write_model_card
 from ..pipelines.pipeline_diffit import DiffiTPipeline
 from ..utils import atomic_write_json
 from .progress import write_progress_gif

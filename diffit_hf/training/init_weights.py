@@ -74,7 +74,7 @@ def source_provenance(source: str) -> dict:
     fine-tuned weights keep their source's license (an official DiT checkpoint: facebookresearch/DiT, CC BY-NC 4.0;
     a folder converted from it, or from NVIDIA's DiffiT, says so in its provenance.json) and name a Hub source as
     their `base_model`."""
-    from ..pipelines.hub import read_provenance
+    from ..pipelines.model_card import read_provenance
 
     path = Path(source).expanduser()
     if path.is_file():

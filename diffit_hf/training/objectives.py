@@ -24,7 +24,7 @@ import torch
 from diffusers import DDPMScheduler, EDMEulerScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
-from ..pipelines.pipeline_diffit import EDM_TIMESTEP_SCALE, dit_scheduler
+from ..pipelines.schedules import EDM_TIMESTEP_SCALE, dit_scheduler
 from .losses import diffusion_loss, per_sample_mse
 
 LOSS_KEYS = ("loss", "mse", "vb")  # every objective returns these (vb is 0 where there is no learned variance)

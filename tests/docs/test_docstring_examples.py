@@ -7,8 +7,10 @@ import pytest
 from diffit_hf import DiffiTPipeline, create_model
 
 
-@pytest.mark.parametrize("function", [create_model, DiffiTPipeline.__call__, DiffiTPipeline.push_to_hub],
-                         ids=["create_model", "DiffiTPipeline.__call__", "DiffiTPipeline.push_to_hub"])
+# (DiffiTPipeline.push_to_hub's example needs a Hub: a plain code block, run against the loopback Hub by
+# tests/pipelines/test_hub.py::test_pipeline_push_to_hub_and_save_pretrained_push_load_with_plain_diffusers)
+@pytest.mark.parametrize("function", [create_model, DiffiTPipeline.__call__],
+                         ids=["create_model", "DiffiTPipeline.__call__"])
 def test_docstring_examples_run(function, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     examples = doctest.DocTestParser().get_examples(function.__doc__)

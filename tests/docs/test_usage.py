@@ -85,7 +85,7 @@ def test_quickstart_runs_as_written_against_the_hub(tmp_path, monkeypatch, scrip
     assert all((user / f"dit-{i}.png").is_file() for i in range(3))
     # the saved pipeline loads, and its card would carry the weights' license
     assert DiffiTPipeline.from_pretrained(user / "dit-xl-2-256").num_classes == 1000
-    from diffit_hf.pipelines.hub import write_model_card
+    from diffit_hf.pipelines.model_card import write_model_card
 
     assert card_meta(write_model_card(user / "dit-xl-2-256"))["license"] == "cc-by-nc-4.0"
     # the generate.py lines of sections 1 and 2 (grid, PNG folder), from the user's folder

@@ -7,6 +7,7 @@ HF_ENDPOINT pointing at the local server and HF_HUB_OFFLINE unset.
 import hashlib
 import importlib.util
 import json
+import math
 import re
 import shutil
 import sys
@@ -21,8 +22,10 @@ from diffusers import DDPMScheduler
 from diffusers.utils.dynamic_modules_utils import get_relative_imports
 
 from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, DiTModel
-from diffit_hf.pipelines import pipeline_diffit
-from diffit_hf.pipelines.hub import local_view, remote_code_files, stage_for_hub, write_model_card
+from diffit_hf.pipelines import remote_code
+from diffit_hf.pipelines.model_card import write_model_card
+from diffit_hf.pipelines.push import stage_for_hub
+from diffit_hf.pipelines.remote_code import local_view, remote_code_files
 
 from ..hub_server import READ_TOKEN, WRITE_TOKEN, card_meta, start_hub
 from ..hub_server import run_and_sample as run_against
@@ -66,9 +69,10 @@ def test_push_download_load_with_diffit_hf_and_with_plain_diffusers(hub, pipelin
 
     # push, then load the repo with diffit_hf installed (no trust_remote_code needed)
     run_against(endpoint, f"""
-        from diffit_hf.pipelines.hub import push_to_hub
+        from diffit_hf.pipelines.push import push_to_hub
         from diffit_hf import DiffiTPipeline
-        print(push_to_hub({str(pipeline_dir)!r}, "alice/tiny-dit", token={WRITE_TOKEN!r}))
+        print(push_to_hub({str(pipeline_dir)!r}, "alice/tiny-dit", token={WRITE_TOKEN!r},
+                          pipeline_class=DiffiTPipeline))
         pipe = DiffiTPipeline.from_pretrained("alice/tiny-dit")
         assert type(pipe) is DiffiTPipeline, type(pipe)
         assert type(pipe.transformer).__module__ == "diffit_hf.models.transformer_dit", type(pipe.transformer)
@@ -94,10 +98,10 @@ def test_push_download_load_with_diffit_hf_and_with_plain_diffusers(hub, pipelin
         OUT = {str(tmp_path / "plain.npy")!r}
     """, tmp_path, block_diffit=True)
     np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), expected)
-    # the code that ran is the package's pipeline module, verbatim, and the model bundle generated from the package
+    # the code that ran is the pipeline bundle and the model bundle, both generated from the package
     ran = dict(re.findall(r"^(pipeline|model) file: (.+)$", stdout, flags=re.MULTILINE))
     assert Path(ran["pipeline"]).name == "pipeline_diffit.py" and Path(ran["model"]).name == "diffit_hf.py", ran
-    assert Path(ran["pipeline"]).read_text() == Path(pipeline_diffit.__file__).read_text()
+    assert Path(ran["pipeline"]).read_text() == remote_code_files()["pipeline_diffit.py"]
     assert Path(ran["model"]).read_text() == remote_code_files()["transformer/diffit_hf.py"]
     assert folder_digest(pipeline_dir) == before  # the local folder was only read
 
@@ -107,7 +111,10 @@ def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path
     before = folder_digest(pipeline_dir)
     run_against(endpoint, f"""
         import pytest
-        from diffit_hf.pipelines.hub import push_to_hub
+        from functools import partial
+        from diffit_hf import DiffiTPipeline
+        from diffit_hf.pipelines import push
+        push_to_hub = partial(push.push_to_hub, pipeline_class=DiffiTPipeline)
         folder = {str(pipeline_dir)!r}
         with pytest.raises(PermissionError, match="refused"):
             push_to_hub(folder, "alice/x", token={READ_TOKEN!r})
@@ -123,9 +130,10 @@ def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path
     # server down: a clear ConnectionError
     run_against("http://127.0.0.1:9", f"""
         import pytest
-        from diffit_hf.pipelines.hub import push_to_hub
+        from diffit_hf import DiffiTPipeline
+        from diffit_hf.pipelines.push import push_to_hub
         with pytest.raises(ConnectionError, match="Could not reach the Hub"):
-            push_to_hub({str(pipeline_dir)!r}, "alice/z", token={WRITE_TOKEN!r})
+            push_to_hub({str(pipeline_dir)!r}, "alice/z", token={WRITE_TOKEN!r}, pipeline_class=DiffiTPipeline)
     """, tmp_path)
     assert folder_digest(pipeline_dir) == before
     # a broken pipeline (no transformer weights; a truncated VAE) is refused before anything is uploaded
@@ -143,9 +151,10 @@ def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path
         kept = folder_digest(broken)
         run_against(endpoint, f"""
             import pytest
-            from diffit_hf.pipelines.hub import push_to_hub
+            from diffit_hf import DiffiTPipeline
+            from diffit_hf.pipelines.push import push_to_hub
             with pytest.raises(ValueError, match="is not a working pipeline, so nothing was pushed"):
-                push_to_hub({str(broken)!r}, "alice/{name}", token={WRITE_TOKEN!r})
+                push_to_hub({str(broken)!r}, "alice/{name}", token={WRITE_TOKEN!r}, pipeline_class=DiffiTPipeline)
         """, tmp_path)
         assert f"alice/{name}" not in state.repos and folder_digest(broken) == kept
 
@@ -347,13 +356,38 @@ def test_remote_code_bundle_computes_what_the_package_computes(tmp_path, monkeyp
             assert torch.equal(bundled(x, t, y).sample, installed(x, t, y).sample), installed_cls.__name__
 
 
-def test_pipeline_module_runs_as_remote_code():
+def test_pipeline_module_runs_as_remote_code(tmp_path):
     # diffusers downloads every `from .x import` of a remote module as a repo file, and requires every absolute
-    # import to be installed: the pipeline file may import neither its siblings nor diffit_hf with a statement
-    source_file = Path(pipeline_diffit.__file__)
+    # import to be installed: the shipped pipeline file may import neither its siblings nor diffit_hf with a statement
+    source_file = tmp_path / "pipeline_diffit.py"
+    source_file.write_text(remote_code_files()["pipeline_diffit.py"])
     assert get_relative_imports(str(source_file)) == []
     imported = re.findall(r"^\s*(?:from|import)\s+(\S+)", source_file.read_text(), flags=re.MULTILINE)
     assert "diffit_hf" not in [name.split(".")[0] for name in imported], imported
+    # the shipped class is the pipeline without the installed package's Hub I/O (diffusers' own saving and loading)
+    assert "class DiffiTPipeline(DiffusionPipeline):" in source_file.read_text()
+
+
+def test_bundler_refuses_code_the_remote_module_could_not_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote_code, "PACKAGE_DIR", tmp_path)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mixin.py").write_text("class Mixin:\n    pass\n\n\nHELPER = 1\n")
+    (tmp_path / "pkg" / "base.py").write_text("import math\n\nSCALE = math.pi\n")
+    (tmp_path / "pkg" / "pipe.py").write_text(
+        "from .base import SCALE\nfrom .mixin import Mixin\n\n\nclass Pipe(Mixin, dict):\n"
+        "    \"\"\"A pipe.\"\"\"\n\n    scale = SCALE\n")
+    bundle = remote_code.bundle_modules("pkg", ("base", "pipe"), "Test", installed_only=("mixin",))
+    namespace = {}
+    exec(compile(bundle, "bundle.py", "exec"), namespace)
+    assert namespace["Pipe"].__bases__ == (dict,) and namespace["Pipe"].scale == math.pi
+    with pytest.raises(ValueError, match="imports .base, which is not bundled before it"):
+        remote_code.bundle_modules("pkg", ("pipe", "base"), "Test", installed_only=("mixin",))
+    (tmp_path / "pkg" / "pipe.py").write_text("from .base import SCALE\nfrom .mixin import HELPER\n\nX = HELPER\n")
+    with pytest.raises(ValueError, match="uses HELPER, which live in mixin"):
+        remote_code.bundle_modules("pkg", ("base", "pipe"), "Test", installed_only=("mixin",))
+    (tmp_path / "pkg" / "pipe.py").write_text("SCALE = 2\n")
+    with pytest.raises(ValueError, match="'SCALE' is defined in both base.py and pipe.py"):
+        remote_code.bundle_modules("pkg", ("base", "pipe"), "Test")
 
 
 def test_staging_writes_code_and_card_and_only_reads_the_folder(pipeline_dir, tmp_path):

@@ -5,7 +5,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, dit_scheduler
-from diffit_hf.pipelines.pipeline_diffit import GUIDANCE_SCHEDULES, guidance_scale_at
+from diffit_hf.pipelines.schedules import GUIDANCE_SCHEDULES, guidance_scale_at
 
 from ..tiny import NAMES, run, tiny_pipeline
 from ..tiny import perturb as _perturb
@@ -393,7 +393,7 @@ def test_an_edm_sampler_with_the_exact_denoiser_lands_on_the_data():
     """A 'model' whose preconditioned output D = c_skip x + c_out F is exactly x0 must sample x0."""
     from diffusers import EDMEulerScheduler
 
-    from diffit_hf.pipelines.pipeline_diffit import EDM_TIMESTEP_SCALE
+    from diffit_hf.pipelines.schedules import EDM_TIMESTEP_SCALE
 
     class ExactDenoiser(torch.nn.Module):
         def __init__(self, inner, x0, sigma_data=0.5):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from diffit_hf.pipelines.pipeline_diffit import sampling_preset
+from diffit_hf.pipelines.schedules import sampling_preset
 
 
 def test_dit_paper_preset_for_any_size():

@@ -16,7 +16,7 @@ import yaml
 from diffusers.utils import make_image_grid
 
 from diffit_hf import DiffiTPipeline
-from diffit_hf.pipelines.pipeline_diffit import SCHEDULERS
+from diffit_hf.pipelines.schedules import SCHEDULERS
 from diffit_hf.pipelines.space import SPACE_REQUIREMENTS
 
 from ..hub_server import READ_TOKEN, WRITE_TOKEN, run_against, start_hub

@@ -15,7 +15,7 @@ from PIL import Image
 
 from diffit_hf import DiffiTPipeline, DiTModel
 from diffit_hf.data import FASHION_MNIST_CLASSES
-from diffit_hf.pipelines.pipeline_diffit import EDM_SCHEDULERS, FLOW_SCHEDULERS, SCHEDULERS
+from diffit_hf.pipelines.schedules import EDM_SCHEDULERS, FLOW_SCHEDULERS, SCHEDULERS
 
 from ..tiny import save_tiny_pixel_pipeline
 

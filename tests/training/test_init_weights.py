@@ -93,7 +93,7 @@ def test_fine_tuned_weights_keep_their_sources_license(tmp_path, fmnist_names):
     exported with that source's non-commercial license, never as apache-2.0 weights trained here."""
     from diffusers import DDPMScheduler
 
-    from diffit_hf.pipelines.hub import PROVENANCE
+    from diffit_hf.pipelines.model_card import PROVENANCE
     from diffit_hf.training.export import export_pipeline
     from diffit_hf.training.init_weights import source_provenance
 
