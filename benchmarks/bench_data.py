@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from diffit_hf import create_model
 from diffit_hf.data import LatentDataset, encode_to_cache, load_image_dataset
-from diffit_hf.data.latent_cache import INDEX, storage_dtype, write_shard
+from diffit_hf.data.cache_format import INDEX, storage_dtype, write_shard
 
 RESULTS = Path(__file__).parent / "results"
 
