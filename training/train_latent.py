@@ -166,9 +166,16 @@ class TrainConfig:
 #################################################################################
 
 
+def edm_sigma_data(cfg: TrainConfig) -> float | None:
+    """--edm-sigma-data, or for the edm objective the data's default: 1.0 for latent caches (scaled to std ~1), 0.5
+    for pixels in [-1, 1] (EDM's; with 0.5 on unit-variance latents c_in x reaches std 2 at low noise)."""
+    if cfg.objective != "edm" or cfg.edm_sigma_data is not None:
+        return cfg.edm_sigma_data  # (make_objective refuses it for the other objectives)
+    return 1.0 if cfg.latents else 0.5
+
+
 def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
-    """Raises ValueError for a config that cannot run, before any work; returns the model overrides and the
-    objective (built for the model the preset and overrides make)."""
+    """Raises ValueError for a config that cannot run, before any work; returns the model overrides and objective."""
     if cfg.latents and cfg.dataset:
         raise ValueError("Pass --latents (latent training) or --dataset (pixel space), not both.")
     if cfg.vae and cfg.dataset:
@@ -188,11 +195,8 @@ def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
         license_fields(source_provenance(cfg.init_from)["source"], cfg.hub_license)
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
-    # edm's sigma_data defaults to the data's std: 1.0 for latent caches (scaled to std ~1), make_objective's 0.5 for
-    # pixels in [-1, 1] (EDM's; with 0.5 on unit-variance latents c_in x reaches std 2 at low noise)
-    sigma_data = 1.0 if cfg.objective == "edm" and cfg.edm_sigma_data is None and cfg.latents else cfg.edm_sigma_data
     objective = make_objective(cfg.objective, learn_sigma, cfg.snr_gamma, cfg.timestep_sampling, cfg.logit_mean,
-                               cfg.logit_std, sigma_data)  # options that do not go together -> ValueError
+                               cfg.logit_std, edm_sigma_data(cfg))  # options that do not go together -> ValueError
     return overrides, objective
 
 
@@ -200,8 +204,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """The processes, once the output folder is known to be this run's (a new run, or the same run resumed)."""
     out = Path(cfg.output_dir)
     accelerator = make_run_accelerator(out, cfg.mixed_precision, cfg.report_to, cfg.gradient_accumulation_steps,
-                                       fsdp_plugin_from_env(),  # accelerate launch --use_fsdp: FSDP2, a unit per block
-                                       cfg.cpu_threads, cfg.allow_tf32)
+                                       fsdp_plugin_from_env(), cfg.cpu_threads, cfg.allow_tf32)  # FSDP2: --use_fsdp
     check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, () if cfg.lr_finder else RUN_OUTPUTS,
                   delete=accelerator.is_main_process)
     if cfg.resume_from_checkpoint:
