@@ -2,7 +2,9 @@
 wall times from machines of the same kind but different speed can be compared; the demo's budget is stated for a
 ~190 GFLOP/s fp32 machine), the DiT train step they time, and medians of alternating calls.
 
-The scripts import it as `from common import ...`: a script's own folder is first on `sys.path` when it runs.
+The scripts import it as `from common import ...`: a script's own folder is first on `sys.path` when it runs. torch
+is imported where it is used, so that a script's parent process (which runs its measurements in fresh worker
+processes) stays light.
 
     python benchmarks/common.py     # this machine's description
 """
@@ -13,16 +15,21 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #################################################################################
 #                                  The machine                                  #
 #################################################################################
 
 
-def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 2.0) -> float:
-    """Best sustained GFLOP/s of `size`^3 matmuls in `dtype` over about `seconds`."""
+def matmul_gflops(dtype: torch.dtype | None = None, size: int = 1024, seconds: float = 2.0) -> float:
+    """Best sustained GFLOP/s of `size`^3 matmuls in `dtype` (default float32) over about `seconds`."""
+    import torch
+
+    dtype = dtype or torch.float32
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(3):
         a @ b  # warm-up
@@ -48,6 +55,8 @@ def cpu_name() -> str:
 
 def describe() -> dict:
     """{"cpu", "cores", "threads", "fp32_gflops", "bf16_gflops", "gpu"} of this machine, measured now."""
+    import torch
+
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "fp32_gflops": round(matmul_gflops(torch.float32), 1),
             "bf16_gflops": round(matmul_gflops(torch.bfloat16), 1),
@@ -87,6 +96,7 @@ def alternate(fns: dict[str, Callable], repeats: int, warmup: bool = True) -> di
 def build(impl: str, preset: str, sample_size: int | None):
     """A DiT preset as diffit_hf `DiTModel` (`impl="diffit_hf"`) or diffusers `DiTTransformer2DModel`, with the
     same random weights statistics."""
+    import torch
     from diffusers import DiTTransformer2DModel
 
     from diffit_hf import create_model
@@ -111,6 +121,8 @@ def make_step(impl: str, preset: str, sample_size: int | None, batch: int, preci
     """A closure running one train step (forward, MSE, backward, AdamW) of a freshly built model; `attention_backend`
     picks DiffiT's biased-attention kernel (`diffit_hf.models.layers`) for this step, `compile_model` runs the
     forward through `torch.compile` (as `train_latent.py --compile` does)."""
+    import torch
+
     from diffit_hf.models import layers
 
     torch.manual_seed(0)
