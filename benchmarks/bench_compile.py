@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_models import make_step  # noqa: E402  (a sibling script: the same train step as bench_models)
+from common import alternate, cpu_name, make_step  # the same train step as bench_models
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,13 +37,7 @@ def compile_worker(preset: str, sample_size: int, batch: int, precision: str, st
     compiled()  # traces and compiles the forward and backward graphs
     cold = time.perf_counter() - start
     compiled()  # second call: anything left to compile (e.g. a recompile on grad mode) happens here
-    times = {"eager": [], "compiled": []}
-    for _ in range(steps):
-        for label, fn in (("eager", eager), ("compiled", compiled)):
-            start = time.perf_counter()
-            fn()
-            times[label].append(time.perf_counter() - start)
-    med = {label: sorted(ts)[len(ts) // 2] for label, ts in times.items()}
+    med = alternate({"eager": eager, "compiled": compiled}, steps, warmup=False)
     return {"cold_step_s": cold, "eager_step_s": med["eager"], "compiled_step_s": med["compiled"]}
 
 
@@ -92,8 +85,6 @@ def main() -> None:
     if args.worker:
         print(json.dumps(compile_worker(**json.loads(args.worker))))
         return
-
-    from machine import cpu_name
 
     rows = []
     for preset in args.presets:

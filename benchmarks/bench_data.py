@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import torch
+from common import describe, median
 from diffusers import AutoencoderKL
 from torch.utils.data import DataLoader
 
 from diffit_hf import create_model
 from diffit_hf.data import LatentDataset, encode_to_cache, load_image_dataset
-from diffit_hf.data.latent_cache import INDEX, storage_dtype, write_shard
+from diffit_hf.data.cache_format import INDEX, storage_dtype, write_shard
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -106,7 +107,7 @@ def main() -> None:
         opt.step()
         if i:  # first step warms up
             times.append(time.perf_counter() - start)
-    train_sps = args.batch / sorted(times)[len(times) // 2]
+    train_sps = args.batch / median(times)
 
     for row in scale:
         row["loader_over_train"] = row["latents_per_s"] / train_sps
@@ -115,8 +116,6 @@ def main() -> None:
               "latent_shape": meta["latent_shape"], "images": args.images, "batch": args.batch,
               "threads": args.threads, "vae": args.vae or "untrained default architecture", "scale": scale}
     if scale:
-        from machine import describe  # benchmarks/machine.py
-
         result["machine"] = describe()
         result["scale_dtype"] = args.scale_dtype
     table = "\n".join([

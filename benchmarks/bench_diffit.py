@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from machine import describe  # beside this script: a script's folder is sys.path[0]
+from common import alternate, describe  # beside this script: a script's folder is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -111,19 +111,6 @@ def make_sampler(preset: str, sample_size: int, labels: int, steps: int, guidanc
              generator=torch.Generator().manual_seed(0), output_type="latent")
 
     return sample
-
-
-def alternate(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, called in turn (A, B, C, A, B, C, ...) so that machine noise hits all alike."""
-    for fn in fns.values():
-        fn()  # warm-up (allocations, AdamW state, cached bias)
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: sorted(ts)[len(ts) // 2] for k, ts in times.items()}
 
 
 def speed(args) -> dict:

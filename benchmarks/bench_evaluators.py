@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe  # beside this script: a script's folder is sys.path[0]
+from common import describe  # beside this script: a script's folder is sys.path[0]
 
 from diffit_hf.data import load_image_tensors
 from diffit_hf.evaluation import gaussian_blur, in_batches, load_extractor, quantize, score_image_set, shifted_labels

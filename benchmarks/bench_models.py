@@ -17,64 +17,11 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from common import alternate, make_step
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def build(impl: str, preset: str, sample_size: int | None):
-    import torch
-    from diffusers import DiTTransformer2DModel
-
-    from diffit_hf import create_model
-    from diffit_hf.models.presets import preset_config
-
-    model = create_model(preset, **({"sample_size": sample_size} if sample_size else {}))
-    if impl == "diffusers":
-        _, cfg = preset_config(preset)
-        model = DiTTransformer2DModel(
-            num_attention_heads=cfg["num_attention_heads"], attention_head_dim=cfg["attention_head_dim"],
-            in_channels=cfg["in_channels"], out_channels=2 * cfg["in_channels"], num_layers=cfg["num_layers"],
-            sample_size=sample_size, patch_size=cfg["patch_size"], num_embeds_ada_norm=cfg["num_classes"],
-        )
-    with torch.no_grad():  # same (random, non-zero) weights statistics for both
-        for p in model.parameters():
-            p.normal_(std=0.02)
-    return model
-
-
-def make_step(impl: str, preset: str, sample_size: int | None, batch: int, precision: str,
-              attention_backend: str = "auto", compile_model: bool = False):
-    """A closure running one train step (forward, MSE, backward, AdamW) of a freshly built model; `attention_backend`
-    picks DiffiT's biased-attention kernel (`diffit_hf.models.layers`) for this step, `compile_model` runs the
-    forward through `torch.compile` (as `train_latent.py --compile` does)."""
-    import torch
-
-    from diffit_hf.models import layers
-
-    torch.manual_seed(0)
-    model = build(impl, preset, sample_size).train()
-    forward = torch.compile(model) if compile_model else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)  # the default (foreach), as diffusers examples use
-    cfg = model.config
-    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
-    num_classes = cfg.get("num_classes", cfg.get("num_embeds_ada_norm", 0))
-    x = torch.randn(batch, cfg.in_channels, size, size)
-    t = torch.randint(0, 1000, (batch,))
-    y = torch.randint(0, num_classes, (batch,)) if num_classes else None
-    target = torch.randn(batch, model.out_channels, size, size)
-
-    def step():
-        layers.biased_attention_backend = attention_backend
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = forward(x, t, y).sample
-        loss = (out.float() - target).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def speed_worker(runs: dict[str, dict], sample_size: int, batch: int, precision: str, steps: int,
@@ -86,15 +33,7 @@ def speed_worker(runs: dict[str, dict], sample_size: int, batch: int, precision:
     torch.set_num_threads(threads)
     step_fns = {label: make_step(sample_size=sample_size, batch=batch, precision=precision, **run)
                 for label, run in runs.items()}
-    for fn in step_fns.values():  # warm-up (allocations, AdamW state)
-        fn()
-    times = {label: [] for label in runs}
-    for _ in range(steps):
-        for label, fn in step_fns.items():
-            start = time.perf_counter()
-            fn()
-            times[label].append(time.perf_counter() - start)
-    return {label: sorted(ts)[len(ts) // 2] for label, ts in times.items()}
+    return alternate(step_fns, steps)  # after a warm-up step each (allocations, AdamW state)
 
 
 def memory_worker(impl: str, preset: str, sample_size: int, batch: int, precision: str, threads: int) -> dict:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import describe  # beside this script: a script's folder is sys.path[0]
+from common import describe  # beside this script: a script's folder is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

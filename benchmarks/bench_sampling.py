@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_models import make_step  # beside this script: a script's folder is sys.path[0]
+from common import alternate, make_step  # beside this script: a script's folder is sys.path[0]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -86,13 +86,7 @@ def bench_sampling(size: int, batch: int, steps: int, repeats: int, guidance: fl
     a, b = run_theirs(), run_ours()  # also the warm-up
     run_diffit()
     max_diff = float(abs(a - b).max())
-    times = {"diffusers": [], "diffit_hf": [], "diffit": []}
-    for _ in range(repeats):
-        for name, fn in (("diffusers", run_theirs), ("diffit_hf", run_ours), ("diffit", run_diffit)):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    med = alternate({"diffusers": run_theirs, "diffit_hf": run_ours, "diffit": run_diffit}, repeats, warmup=False)
     return {"latent": f"{size}x{size}x4", "batch": batch, "steps": steps, "guidance_scale": guidance,
             "scheduler": "DDIM", "max_abs_image_diff": max_diff,
             "diffusers_images_per_s": batch / med["diffusers"], "diffit_hf_images_per_s": batch / med["diffit_hf"],
@@ -122,16 +116,9 @@ def bench_mfu(batch: int, steps: int) -> list[dict]:
     rows = []
     for precision in ("fp32", "bf16"):
         fns = {impl: make_step(impl, "DiT-S/2", 32, batch, precision) for impl in ("diffusers", "diffit_hf")}
-        for fn in fns.values():
-            fn()
-        times = {impl: [] for impl in fns}
-        for _ in range(steps):
-            for impl, fn in fns.items():
-                times[impl].append(_timed(fn))
         row = {"precision": precision, "batch": batch, "matmul_peak_gflops": peaks[precision] / 1e9,
                "model_gflop_per_step": flops_per_step / 1e9}
-        for impl, ts in times.items():
-            sec = sorted(ts)[len(ts) // 2]
+        for impl, sec in alternate(fns, steps).items():
             row[f"{impl}_sec_per_step"] = sec
             row[f"{impl}_mfu"] = flops_per_step / sec / peaks[precision]
         rows.append(row)

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import cpu_name  # noqa: E402
+from common import cpu_name  # beside this script: a script's folder is sys.path[0]
 
 RESULTS = Path(__file__).parent / "results"
 TOLERANCE = 0.10  # "within 10% of the reference FID"

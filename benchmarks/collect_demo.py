@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from machine import describe  # beside this script: a script's folder is sys.path[0]
+from common import describe  # beside this script: a script's folder is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 

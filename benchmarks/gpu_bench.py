@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import cpu_name, median  # beside this script: a script's folder is sys.path[0]
+
 RESULTS = Path(__file__).parent / "results"
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment, most specific first (vendor specs).
@@ -124,7 +126,7 @@ def train_at(model: str, mode: str, batch: int, steps: int, device, tiny: bool) 
         step()
         sync(device)
         times.append(time.perf_counter() - start)
-    sec = sorted(times)[len(times) // 2]
+    sec = median(times)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     return {"batch": batch, "sec_per_step": sec, "steps_per_s": 1 / sec, "samples_per_s": batch / sec,
             "cold_step_s": cold, "peak_memory_gib": peak}
@@ -195,7 +197,7 @@ def sampling_worker(batch: int, steps: int, repeats: int, device: str, tiny: boo
             if i:
                 times[name].append(time.perf_counter() - start)
     for name, ts in times.items():
-        sec = sorted(ts)[len(ts) // 2]
+        sec = median(ts)
         results[name] = {"sec_per_batch": sec, "images_per_s": batch / sec}
     return {"batch": batch, "steps": steps, "guidance_scale": 4.0, "scheduler": "DDIM", "pipelines": results}
 
@@ -286,8 +288,6 @@ def main() -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     device_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
     if device == "cpu":
-        from machine import cpu_name
-
         device_name = cpu_name()
     peak = args.peak_tflops or bf16_peak_tflops(device_name)
     payload = {"device": device_name, "torch": torch.__version__, "tiny": args.tiny, "bf16_peak_tflops": peak,

@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from common import describe  # beside this script: a script's folder is sys.path[0]
 
 PARTS = ("checkpoints/checkpoint-0000004/transformer", "checkpoints/checkpoint-0000008/transformer",
          "checkpoints/checkpoint-0000008/transformer_ema", "transformer")

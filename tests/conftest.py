@@ -23,15 +23,23 @@ def _seed_and_threads():
 
 
 def load_script(relative: str):
-    """Imports a script (e.g. "training/train_latent.py") as a module, once, without touching sys.path."""
+    """Imports a script (e.g. "training/train_latent.py") as a module, once, without touching sys.path. The benchmark
+    scripts import `benchmarks/common.py` as `common` (their folder is sys.path[0] when they run): it is loaded from
+    its file under that name first."""
     path = ROOT / relative
+    if path.parent == ROOT / "benchmarks" and "common" not in sys.modules:
+        _load(ROOT / "benchmarks" / "common.py", "common")
     name = "script_" + path.stem
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
+        _load(path, name)
     return sys.modules[name]
+
+
+def _load(path: Path, name: str) -> None:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
 
 
 @pytest.fixture(scope="session")

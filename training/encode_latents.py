@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from accelerate import Accelerator
 
 from diffit_hf.data import encode_dataset
-from diffit_hf.data.latent_cache import STORAGE_DTYPES
+from diffit_hf.data.cache_format import STORAGE_DTYPES
 from diffit_hf.training.config import parse_config
 from diffit_hf.training.runtime import set_cpu_threads
 

@@ -1,13 +1,11 @@
 """Train a DiT / DiffiT denoiser with accelerate on cached VAE latents (or on pixels), ending in a DiffiTPipeline.
 
-    # offline demo: trains the Fashion-MNIST VAE and builds the latent cache if absent, then a small DiT
-    accelerate launch training/train_latent.py
+    accelerate launch training/train_latent.py  # offline: Fashion-MNIST VAE and latent cache if absent, then DiT
     # a cluster: ImageNet latents (encode_latents.py with stabilityai/sd-vae-ft-ema), DiT-XL/2, bf16, 8 GPUs
     accelerate launch --multi_gpu --num_processes 8 training/train_latent.py --latents latents-in1k-256 \
         --model DiT-XL/2 --mixed-precision bf16 --batch-size 32 --max-steps 400000 --output-dir dit-xl-2
-    # pixel space: the U-shaped DiffiT on images, no VAE
-    accelerate launch training/train_latent.py --dataset fashion-mnist --resolution 32 --grayscale \
-        --model DiffiT-CIFAR10 --model-config '{"num_classes": 10}'
+    # pixel space, no VAE: the U-shaped DiffiT on Fashion-MNIST pixels with EDM
+    accelerate launch training/train_latent.py --config training/configs/fmnist_pixels_edm.yaml
 
 Every field of `TrainConfig` is a flag (`--max-steps 500`, `--no-ema-warmup`), or comes from `--config file.yaml`.
 Writes to OUTPUT_DIR: `checkpoints/checkpoint-{step:07d}/` (accelerate state plus `transformer/` and
@@ -19,21 +17,20 @@ pipeline (EMA transformer, VAE, scheduler, class names, model card): `DiffiTPipe
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from diffusers.optimization import SchedulerType, get_scheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from diffit_hf import DiffiTPipeline
 from diffit_hf.data import load_cache_vae, load_training_data
-from diffit_hf.models.presets import create_model_for_data, preset_config
+from diffit_hf.models.presets import create_model_for_data, preset_value
 from diffit_hf.pipelines.model_card import license_fields
 from diffit_hf.pipelines.push import push_to_hub
 from diffit_hf.training.checkpoints import (
@@ -43,16 +40,24 @@ from diffit_hf.training.checkpoints import (
     resume_from_checkpoint,
     save_checkpoint,
 )
-from diffit_hf.training.config import check_unchanged, parse_config, save_config
+from diffit_hf.training.config import check_positive, check_unchanged, json_object, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
 from diffit_hf.training.distributed import ema_weights, end_run, fsdp_plugin_from_env, set_fsdp_wrap_units
 from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.init_weights import init_from_pretrained, source_provenance
+from diffit_hf.training.loss_log import LossHistory, PendingLosses
 from diffit_hf.training.lr_finder import lr_range_test
-from diffit_hf.training.objectives import LOSS_KEYS, OBJECTIVES, TIMESTEP_SAMPLING, make_objective, model_overrides_for
-from diffit_hf.training.progress import LossHistory, PendingLosses, log_image, timed, validation_grid
-from diffit_hf.training.runtime import enable_tf32, set_cpu_threads, weight_digest
+from diffit_hf.training.objectives import (
+    LOSS_KEYS,
+    OBJECTIVES,
+    TIMESTEP_SAMPLING,
+    Objective,
+    make_objective,
+    model_overrides_for,
+)
+from diffit_hf.training.previews import log_validation
+from diffit_hf.training.runtime import make_run_accelerator, start_trackers, timed, weight_digest
 from diffit_hf.utils import atomic_write_json, mix_seed
 
 LR_SCHEDULES = [s.value for s in SchedulerType]
@@ -169,25 +174,18 @@ def edm_sigma_data(cfg: TrainConfig) -> float | None:
     return 1.0 if cfg.latents else 0.5
 
 
-def check_config(cfg: TrainConfig) -> dict:
-    """Raises ValueError for a config that cannot run, before any work; returns the model overrides."""
+def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
+    """Raises ValueError for a config that cannot run, before any work; returns the model overrides and objective."""
     if cfg.latents and cfg.dataset:
         raise ValueError("Pass --latents (latent training) or --dataset (pixel space), not both.")
     if cfg.vae and cfg.dataset:
         raise ValueError("--vae applies to latent training (--latents); pixel-space models have no VAE.")
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("mixed_precision='fp16' needs a GPU (fp16 on CPU is ~100x slower); use 'bf16' or 'no'.")
-    try:
-        overrides = json.loads(cfg.model_config) if isinstance(cfg.model_config, str) else dict(cfg.model_config)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--model-config must be a JSON object, got {cfg.model_config!r} ({err}).") from err
-    if not isinstance(overrides, dict):
-        raise ValueError(f"--model-config must be a JSON object, got {cfg.model_config!r}.")
-    preset_config(cfg.model)  # unknown preset -> ValueError listing the valid names
-    for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpointing_steps", "log_every",
-                 "validation_steps", "validation_per_class", "validation_inference_steps", "lr_finder_steps"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+    overrides = {**model_overrides_for(cfg.objective), **json_object(cfg.model_config, "--model-config")}
+    learn_sigma = preset_value(cfg.model, "learn_sigma", overrides)  # unknown preset -> ValueError naming the valid
+    check_positive(cfg, ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpointing_steps", "log_every",
+                         "validation_steps", "validation_per_class", "validation_inference_steps", "lr_finder_steps"))
     if cfg.lr_finder and not 0 < cfg.lr_finder_min < cfg.lr_finder_max:
         raise ValueError(f"--lr-finder-min must lie below --lr-finder-max, got {cfg.lr_finder_min} and "
                          f"{cfg.lr_finder_max}.")
@@ -197,48 +195,22 @@ def check_config(cfg: TrainConfig) -> dict:
         license_fields(source_provenance(cfg.init_from)["source"], cfg.hub_license)
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
-    overrides = {**model_overrides_for(cfg.objective), **overrides}
-    make_objective(cfg.objective, overrides.get("learn_sigma", True), cfg.snr_gamma, cfg.timestep_sampling,
-                   cfg.logit_mean, cfg.logit_std, edm_sigma_data(cfg))  # options that do not go together -> ValueError
-    return overrides
+    objective = make_objective(cfg.objective, learn_sigma, cfg.snr_gamma, cfg.timestep_sampling, cfg.logit_mean,
+                               cfg.logit_std, edm_sigma_data(cfg))  # options that do not go together -> ValueError
+    return overrides, objective
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """The processes, once the output folder is known to be this run's (a new run, or the same run resumed)."""
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        log_with=cfg.report_to,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),  # shuffle order = f(seed, epoch)
-        fsdp_plugin=fsdp_plugin_from_env(),  # accelerate launch --use_fsdp: FSDP2, one unit per block
-    )
+    accelerator = make_run_accelerator(out, cfg.mixed_precision, cfg.report_to, cfg.gradient_accumulation_steps,
+                                       fsdp_plugin_from_env(), cfg.cpu_threads, cfg.allow_tf32)  # FSDP2: --use_fsdp
     check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, () if cfg.lr_finder else RUN_OUTPUTS,
                   delete=accelerator.is_main_process)
     if cfg.resume_from_checkpoint:
         check_unchanged(out / "train_config.json", cfg, RESUME_MAY_CHANGE)
     accelerator.wait_for_everyone()
-    set_cpu_threads(accelerator, cfg.cpu_threads)
-    if cfg.allow_tf32:
-        enable_tf32()
     return accelerator
-
-
-@torch.no_grad()
-def log_validation(cfg: TrainConfig, accelerator, transformer, ema, scheduler, vae, id2label, step: int) -> None:
-    """Samples the validation grid with the EMA weights on the main process, saves it as `samples/step-*.png` and
-    sends it to the trackers. Every process calls it (under FSDP the EMA shards are gathered from all)."""
-    with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
-        if not accelerator.is_main_process:
-            return
-        pipe = DiffiTPipeline(transformer=ema_transformer, scheduler=scheduler, vae=vae, id2label=id2label)
-        pipe.set_progress_bar_config(disable=True)
-        with accelerator.autocast():
-            grid = validation_grid(pipe, cfg.validation_per_class, cfg.validation_inference_steps,
-                                   cfg.validation_guidance_scale, cfg.seed)
-    (Path(cfg.output_dir) / "samples").mkdir(parents=True, exist_ok=True)
-    grid.save(Path(cfg.output_dir) / "samples" / f"step-{step:07d}.png")
-    log_image(accelerator, "samples", grid, step)
 
 
 #################################################################################
@@ -248,7 +220,7 @@ def log_validation(cfg: TrainConfig, accelerator, transformer, ema, scheduler, v
 
 def main(cfg: TrainConfig) -> dict:
     # 1. Config and processes
-    overrides = check_config(cfg)
+    overrides, objective = check_config(cfg)
     out, ckpt_dir = Path(cfg.output_dir), Path(cfg.output_dir) / "checkpoints"
     accelerator = make_accelerator(cfg)
     run_start, latents, demo_seconds = time.time(), cfg.latents, {}
@@ -275,9 +247,7 @@ def main(cfg: TrainConfig) -> dict:
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
 
-    # 4. Objective, optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
-    objective = make_objective(cfg.objective, transformer.config.learn_sigma, cfg.snr_gamma, cfg.timestep_sampling,
-                               cfg.logit_mean, cfg.logit_std, edm_sigma_data(cfg))
+    # 4. Optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
@@ -311,9 +281,7 @@ def main(cfg: TrainConfig) -> dict:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.json")
-    if cfg.report_to:
-        accelerator.init_trackers(cfg.tracker_project_name, config={k: v for k, v in dataclasses.asdict(cfg).items()
-                                                       if isinstance(v, (int, float, str, bool))})
+    start_trackers(accelerator, cfg)
 
     # 6. Train
     accum = cfg.gradient_accumulation_steps

@@ -1,7 +1,9 @@
+from .cache_encode import encode_dataset, encode_to_cache, finalize_cache
+from .cache_format import read_cache_index
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 from .imagenet import imagenet_id2label
 from .images import center_crop_resize, image_transform, load_image_dataset, load_image_tensors, preprocess_image
-from .latent_cache import LatentDataset, encode_dataset, encode_to_cache, load_cache_vae
+from .latent_cache import LatentDataset, load_cache_vae
 from .training_data import TrainingData, load_training_data
 
 __all__ = [
@@ -10,6 +12,7 @@ __all__ = [
     "TrainingData",
     "encode_dataset",
     "encode_to_cache",
+    "finalize_cache",
     "center_crop_resize",
     "image_transform",
     "imagenet_id2label",
@@ -19,5 +22,6 @@ __all__ = [
     "load_image_tensors",
     "load_training_data",
     "preprocess_image",
+    "read_cache_index",
     "read_idx",
 ]

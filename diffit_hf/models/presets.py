@@ -67,6 +67,13 @@ def preset_config(name: str, **overrides) -> tuple[type[ModelMixin], dict[str, A
     return cls, {**config, **overrides}
 
 
+def preset_value(name: str, key: str, overrides: dict[str, Any]) -> Any:
+    """The value of config `key` in a model built from preset `name` with `overrides`: the override, else the
+    preset's value, else the model class's default."""
+    cls, config = preset_config(name)
+    return {**config, **overrides}.get(key, inspect.signature(cls.__init__).parameters[key].default)
+
+
 def create_model(name: str, **overrides) -> ModelMixin:
     r"""
     Builds a freshly initialised model from a preset name (`list_presets()`, or `python -m diffit_hf presets`).

@@ -151,10 +151,14 @@ def license_fields(source: str, license: str | None = None) -> dict[str, str]:
 def card_datasets(train_config: dict[str, Any]) -> list[dict[str, Any]]:
     """The datasets a run trained on, as `{"id": Hub id or None, "name": ..., "split": ...}`: from the latent cache's
     index (recorded at encode time) or the pixel-space `dataset` field of the training config."""
-    from ..data.cache_meta import read_cache_meta  # (here: diffit_hf.data imports `datasets`, slow to import)
+    from ..data.cache_format import read_cache_index  # (here: diffit_hf.data imports `datasets`, slow to import)
 
-    found = []
-    meta = read_cache_meta(train_config["latents"]) if train_config.get("latents") else None
+    found, meta = [], None
+    if train_config.get("latents"):
+        try:
+            meta = read_cache_index(train_config["latents"])
+        except FileNotFoundError:  # the cache was moved or deleted since training: the card says what it knows
+            meta = None
     if meta is not None:
         if meta.get("dataset"):
             found.append({"name": meta["dataset"], "split": meta.get("split", "train"),

@@ -73,7 +73,7 @@ def _torch_file_problem(path: Path) -> str | None:
 def _pretrained_folder_problem(folder: Path) -> str | None:
     """Why the save_pretrained folder `folder` cannot be loaded (config not a JSON object, weights missing or
     truncated), or None; reads the config and the weights' headers only."""
-    from ..data.latent_cache import read_header  # the safetensors layout, checked without reading the tensors
+    from ..data.cache_format import read_header  # the safetensors layout, checked without reading the tensors
 
     name = folder.name
     try:

@@ -157,6 +157,24 @@ def make_config(cls: type[T], values: dict[str, Any]) -> T:
     return cls(**converted)
 
 
+def check_positive(config: Any, names: tuple[str, ...]) -> None:
+    """`ValueError` naming the first of the fields `names` of `config` below 1 (counts of steps, samples, ...)."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}.")
+
+
+def json_object(value: str | dict, flag: str) -> dict:
+    """The JSON object a flag gives as text (or a mapping, from a config file); `ValueError` naming `flag` if not."""
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else dict(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} must be a JSON object, got {value!r} ({err}).") from err
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {value!r}.")
+    return parsed
+
+
 def check_unchanged(saved: str | os.PathLike, config: Any, may_change: set[str]) -> None:
     """On resume: `ValueError` naming the fields (other than `may_change`) in which `config` differs from the run's
     saved config at `saved` (a resumed run restores optimiser, schedule, EMA and RNG from its checkpoint, so such a

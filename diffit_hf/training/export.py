@@ -8,7 +8,7 @@ from pathlib import Path
 from ..pipelines.model_card import PROVENANCE, card_datasets, write_model_card
 from ..pipelines.pipeline_diffit import DiffiTPipeline
 from ..utils import atomic_write_json
-from .progress import write_progress_gif
+from .previews import write_progress_gif
 
 
 def export_pipeline(output_dir: str | Path, transformer, ema, scheduler, vae=None, id2label: dict | None = None,

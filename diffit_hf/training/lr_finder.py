@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..utils import atomic_path
-from .progress import plot_curve
+from .loss_log import plot_curve
 
 logger = logging.getLogger(__name__)
 

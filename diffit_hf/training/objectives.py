@@ -155,11 +155,12 @@ class EDMObjective:
 
 
 OBJECTIVES = ("epsilon", "v_prediction", "flow", "edm")
+Objective = DDPMObjective | FlowObjective | EDMObjective  # the same interface: training_losses, pipeline_scheduler
 
 
 def make_objective(name: str, learn_sigma: bool = False, snr_gamma: float | None = None,
                    timestep_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
-                   sigma_data: float | None = None):
+                   sigma_data: float | None = None) -> Objective:
     """The objective called `name` (one of `OBJECTIVES`), with its options; `ValueError` for options it lacks.
     `sigma_data` (edm only): the data's standard deviation, saved in the pipeline's scheduler (0.5 if `None`, EDM's
     value for pixels in [-1, 1]; unit-variance latents need 1.0, Karras et al. 2022, App. B.6)."""

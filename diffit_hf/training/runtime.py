@@ -1,10 +1,42 @@
-"""Process-level settings shared by the training scripts."""
+"""Process-level settings and measurements shared by the training scripts."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import time
+from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+
+
+def make_run_accelerator(output_dir: str | Path, mixed_precision: str = "no", report_to: str | None = None,
+                         gradient_accumulation_steps: int = 1, fsdp_plugin=None, cpu_threads: int | None = None,
+                         allow_tf32: bool = False) -> Accelerator:
+    """The `Accelerator` of a training run writing to `output_dir` (tracker logs in `logs/`), with a seedable
+    sampler: the shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches. On CPU each
+    process gets its share of the cores (or `cpu_threads`, `set_cpu_threads`); `allow_tf32` turns TF32 on."""
+    out = Path(output_dir)
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps, log_with=report_to,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True), fsdp_plugin=fsdp_plugin,
+    )
+    set_cpu_threads(accelerator, cpu_threads)
+    if allow_tf32:
+        enable_tf32()
+    return accelerator
+
+
+def start_trackers(accelerator, config) -> None:
+    """Starts the trackers of `config.report_to` (none if unset) in `config.tracker_project_name`, with the config's
+    scalar fields as the run's hyperparameters."""
+    if config.report_to:
+        accelerator.init_trackers(config.tracker_project_name, config={
+            k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))})
 
 
 def set_cpu_threads(accelerator, threads: int | None = None) -> int:
@@ -38,3 +70,13 @@ def weight_digest(model: torch.nn.Module) -> int:
     for p in model.parameters():
         h.update(full_tensor(p).float().cpu().numpy().tobytes())
     return int(h.hexdigest()[:14], 16)
+
+
+@contextlib.contextmanager
+def timed(totals: dict[str, float], key: str):
+    """Adds the seconds the block takes to `totals[key]` (where a loop's time goes besides its main work)."""
+    start = time.time()
+    try:
+        yield
+    finally:
+        totals[key] = totals.get(key, 0.0) + time.time() - start

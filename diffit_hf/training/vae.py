@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -28,8 +27,8 @@ from ..utils import atomic_write_json
 from .checkpoints import check_new_run, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
 from .config import check_unchanged, save_config
 from .distributed import end_run
-from .progress import log_image
-from .runtime import set_cpu_threads
+from .previews import log_image
+from .runtime import make_run_accelerator, start_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +155,7 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     metrics written to `OUTPUT_DIR/metrics.json`."""
     out, run_start = Path(cfg.output_dir), time.time()
     set_seed(cfg.seed)
-    # seedable sampler: the shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.report_to,
-                              project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
-    set_cpu_threads(accelerator, cfg.cpu_threads)
+    accelerator = make_run_accelerator(out, cfg.mixed_precision, cfg.report_to, cpu_threads=cfg.cpu_threads)
     check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, VAE_RUN_OUTPUTS,
                   delete=accelerator.is_main_process)
     if cfg.resume_from_checkpoint:
@@ -191,9 +186,7 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.json")
-    if cfg.report_to:
-        accelerator.init_trackers(cfg.tracker_project_name, config={
-            k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+    start_trackers(accelerator, cfg)
 
     # 3. Train
     pixels_per_image = (1 if cfg.grayscale else 3) * cfg.resolution**2

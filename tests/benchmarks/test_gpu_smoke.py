@@ -4,15 +4,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_smoke  # noqa: E402
+from ..conftest import ROOT, load_script
+
+gpu_smoke = load_script("benchmarks/gpu_smoke.py")
 
 
 def test_the_whole_script_parses():

@@ -6,7 +6,8 @@ from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 from safetensors.torch import load_file
 
-from diffit_hf.data.latent_cache import LatentDataset, encode_to_cache, read_header, shard_path
+from diffit_hf.data import LatentDataset, encode_to_cache
+from diffit_hf.data.cache_format import read_header, shard_path
 
 from ..tiny import tiny_vae as make_tiny_vae
 
@@ -199,7 +200,7 @@ def test_opening_a_cache_and_reading_a_batch_does_not_load_the_cache(tmp_path):
 
     from torch.utils.data import DataLoader
 
-    from diffit_hf.data.latent_cache import write_shard
+    from diffit_hf.data.cache_format import write_shard
 
     # a cache of 4,096 rows of 4x32x32 float32 means and stds: 128 MiB, written directly (no VAE needed)
     shape, shard_size, num_shards = [4, 32, 32], 512, 8
@@ -243,18 +244,18 @@ def test_encode_dataset_records_what_it_encoded(images, tmp_path):
 def test_encoding_in_dataloader_workers_gives_the_same_cache(images, tmp_path, monkeypatch):
     import os
 
-    from diffit_hf.data import latent_cache
+    from diffit_hf.data import cache_encode
 
     vae = tiny_vae()
     encode(vae, images, tmp_path / "main", random_flip=True)
-    preprocess, pids = latent_cache.preprocess_image, tmp_path / "pids.txt"
+    preprocess, pids = cache_encode.preprocess_image, tmp_path / "pids.txt"
 
     def recorded(*args, **kwargs):  # which process decodes and resizes the images
         with open(pids, "a") as f:
             f.write(f"{os.getpid()}\n")
         return preprocess(*args, **kwargs)
 
-    monkeypatch.setattr(latent_cache, "preprocess_image", recorded)
+    monkeypatch.setattr(cache_encode, "preprocess_image", recorded)
     encode(vae, images, tmp_path / "workers", random_flip=True, num_workers=2)
     workers = set(pids.read_text().split())
     assert len(workers) == 2 and str(os.getpid()) not in workers  # in the two workers, not in this process

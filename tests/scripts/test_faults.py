@@ -180,7 +180,7 @@ def test_command_line_mistakes_are_named_before_any_work(script, train_latent, c
 def test_the_vae_and_the_cache_belong_together(train_latent, config, cache, tmp_path, monkeypatch):
     from diffusers import AutoencoderKL
 
-    from diffit_hf.data.latent_cache import vae_fingerprint
+    from diffit_hf.data.cache_format import vae_fingerprint
 
     from ..tiny import tiny_vae
 

@@ -1,22 +1,3 @@
-from diffit_hf.training.progress import LossHistory
-
-
-def test_loss_history_keeps_rows_up_to_the_resumed_step(tmp_path):
-    path = tmp_path / "logs" / "loss.csv"
-    history = LossHistory(path, ("loss", "lr"))
-    for step in range(1, 7):
-        history.append(step, {"loss": 1.0 / step, "lr": 0.1, "ignored": 5})
-    history.flush()
-    assert path.read_text().splitlines()[0] == "step,loss,lr"
-    resumed = LossHistory(path, ("loss", "lr"), resume_step=4)
-    assert resumed.column("step") == [1, 2, 3, 4] and resumed.column("loss")[-1] == 0.25
-    assert LossHistory(path, ("loss", "lr")).rows == []  # a fresh run starts empty
-    other_rank = LossHistory(tmp_path / "rank1.csv", ("loss", "lr"), is_main_process=False)
-    other_rank.append(1, {"loss": 1.0, "lr": 0.1})
-    other_rank.flush()
-    assert not (tmp_path / "rank1.csv").exists()
-
-
 def test_validation_images_reach_every_tracker(tmp_path, monkeypatch, caplog):
     """tensorboard gets an image summary (read back from its event file), wandb a `wandb.Image`, any tracker with
     accelerate's `log_images` the array, and a tracker without images is named in a warning."""
@@ -28,7 +9,7 @@ def test_validation_images_reach_every_tracker(tmp_path, monkeypatch, caplog):
     from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from diffit_hf.training.progress import log_image
+    from diffit_hf.training.previews import log_image
 
     fake_wandb = types.ModuleType("wandb")
 

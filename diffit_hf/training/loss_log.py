@@ -1,22 +1,14 @@
-"""What a training run shows while it runs: the loss history (CSV and curve), validation grids, the progress GIF,
-and images for accelerate's trackers."""
+"""The losses of a training run: their history (`logs/loss.csv` and its curve) and the losses of the steps since the
+last check, kept on the device."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import logging
-import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from ..pipelines.grid import labelled_grid
 from ..utils import atomic_path
-
-logger = logging.getLogger(__name__)
-_WARNED_TRACKERS: set[str] = set()
 
 
 class LossHistory:
@@ -106,58 +98,3 @@ def plot_curve(xs, ys, path: str | Path, xlabel: str, ylabel: str, log_x: bool =
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-@torch.no_grad()
-def validation_grid(pipe, per_class: int, num_inference_steps: int, guidance_scale: float, seed: int) -> Image.Image:
-    """Samples of a pipeline from a fixed seed, one row per class (or one row, unconditional), labelled."""
-    num_classes = pipe.num_classes
-    labels = list(range(num_classes)) if num_classes else None
-    generator = torch.Generator(pipe.device).manual_seed(seed)
-    images = pipe(labels, num_images_per_label=per_class, guidance_scale=guidance_scale,
-                  num_inference_steps=num_inference_steps, generator=generator).images
-    id2label = pipe.config.id2label or {}
-    captions = [id2label.get(i, str(i)) for i in labels] if labels else ["unconditional"]
-    return labelled_grid(images, captions, per_class, rows=True)
-
-
-def log_image(accelerator, name: str, image: Image.Image, step: int) -> None:
-    """Sends an image to every tracker of `accelerator`: tensorboard (`add_image`), wandb (`wandb.Image`), and any
-    other tracker with accelerate's `log_images` (aim, clearml, swanlab, custom `GeneralTracker`s); a tracker that
-    takes no images is named in a warning once."""
-    import numpy as np
-
-    array = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_image(name, array, step, dataformats="HWC")
-        elif tracker.name == "wandb":
-            import wandb
-
-            tracker.log({name: wandb.Image(image, caption=f"{name}, step {step}")}, step=step)
-        elif tracker.name == "aim":  # aim's log_images takes one image per key
-            tracker.log_images({name: image}, step=step)
-        elif hasattr(tracker, "log_images"):
-            tracker.log_images({name: [array]}, step=step)
-        elif tracker.name not in _WARNED_TRACKERS:
-            _WARNED_TRACKERS.add(tracker.name)
-            logger.warning(f"the {tracker.name} tracker takes no images: {name} is only saved to disk")
-
-
-def write_progress_gif(frames_dir: str | Path, path: str | Path, duration_ms: int = 500) -> list[Path]:
-    """An animated GIF of the `step-*.png` grids in `frames_dir`, oldest first; returns the frames used."""
-    frames = sorted(Path(frames_dir).glob("step-*.png"))
-    if frames:
-        images = [Image.open(p).convert("RGB") for p in frames]
-        images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
-    return frames
-
-
-@contextlib.contextmanager
-def timed(totals: dict[str, float], key: str):
-    """Adds the seconds the block takes to `totals[key]` (where a loop's time goes besides its main work)."""
-    start = time.time()
-    try:
-        yield
-    finally:
-        totals[key] = totals.get(key, 0.0) + time.time() - start
