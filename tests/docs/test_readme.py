@@ -387,7 +387,7 @@ BROKEN = {
     "accelerate launch training/train_latent.py ... --resume-from-checkpont latest": "--resume-from-checkpont",
     ".venv/bin/python benchmarks/bench_data.py --scale-rowz 60000": "unrecognized arguments: --scale-rowz",
     ".venv/bin/python -m diffit_hf preset": "invalid choice: 'preset'",
-    ".venv/bin/python benchmarks/machine.py": "must be `main(...)`",
+    ".venv/bin/python benchmarks/common.py": "must be `main(...)`",
     "torchrun --nprocs_per_node 2 training/train_latent.py": "unrecognized arguments: --nprocs_per_node",
     "accelerate launch --machine_rank $NODE training/train_latent.py": "$NODE has no value",
     "make demo": "make is not a command this test can check",
@@ -448,7 +448,7 @@ def test_what_a_checked_command_parses_into(script, monkeypatch):
 
 def cache_hub_repo(cache: Path, repo_id: str, pipeline: Path) -> None:
     """Puts `pipeline`, staged as a push stages it, into the Hub cache `cache` as `repo_id`'s main revision."""
-    from diffit_hf.pipelines.hub import stage_for_hub
+    from diffit_hf.pipelines.push import stage_for_hub
 
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     revision = "0" * 40
