@@ -39,9 +39,11 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def load_fashion_mnist(root: str | Path | None = None, splits: tuple[str, ...] = ("train", "test")) -> DatasetDict:
+def load_fashion_mnist(root: str | Path | None = None, splits: tuple[str, ...] = ("train", "test"),
+                       limit: int | None = None) -> DatasetDict:
     """Fashion-MNIST as `DatasetDict` with `image` (`datasets.Image`, 28x28 grayscale) and `label` (`ClassLabel`,
-    the 10 official names) columns: `train` (60,000) and `test` (10,000)."""
+    the 10 official names) columns: `train` (60,000) and `test` (10,000); with `limit`, each split's first `limit`
+    rows only (the files are still checked whole; the PNG encoding of the rest is skipped)."""
     root = Path(root) if root is not None else FASHION_MNIST_DIR
     if not root.is_dir():
         raise FileNotFoundError(f"Fashion-MNIST not found at {root}. {INSTALL_HINT}")
@@ -63,6 +65,7 @@ def load_fashion_mnist(root: str | Path | None = None, splits: tuple[str, ...] =
             raise ValueError(f"{root / images_file} holds {len(images)} images, Fashion-MNIST {split} has {count}.")
         if labels.max(initial=0) >= len(FASHION_MNIST_CLASSES):
             raise ValueError(f"{root / labels_file} has label {labels.max()}, outside the 10 classes.")
+        images, labels = images[:limit], labels[:limit]  # limit None: all
         # datasets' Image feature takes a (H, W) uint8 array per row and stores it as PNG
         out[split] = Dataset.from_dict({"image": list(images), "label": labels.tolist()}, features=features)
     return DatasetDict(out)

@@ -15,20 +15,22 @@ NO_LABELS = ("", "none")  # --label-column values meaning an unlabelled dataset 
 
 
 def load_image_dataset(source: str, split: str = "train", image_column: str = "image",
-                       label_column: str | None = "label") -> Dataset:
+                       label_column: str | None = "label", limit: int | None = None) -> Dataset:
     """One split of an image dataset, with columns renamed to `image` and `label` (no `label` column when unlabelled).
 
     `source` is `"fashion-mnist"` (offline, Debian package), a directory saved with `Dataset.save_to_disk`, a local
     image folder (one sub-folder per class, loaded with `imagefolder`; images directly in the folder: unlabelled), or
     a Hub dataset id (needs the Hub, or its local cache with `HF_HUB_OFFLINE=1`). `label_column=None` (or `"none"`)
-    reads a dataset as unlabelled, for unconditional training.
+    reads a dataset as unlabelled, for unconditional training. `limit`: the first `limit` rows only.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 (or None for all rows), got {limit}.")
     path = Path(source)
     if label_column is not None and label_column.lower() in NO_LABELS:
         label_column = None
     folder = False
     if source == "fashion-mnist":
-        data = load_fashion_mnist(splits=(split,))
+        data = load_fashion_mnist(splits=(split,), limit=limit)
     elif path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         data = load_from_disk(str(path))
     elif path.is_dir():
@@ -65,6 +67,8 @@ def load_image_dataset(source: str, split: str = "train", image_column: str = "i
         if "label" in data.column_names:
             data = data.remove_columns("label")
         data = data.rename_column(label_column, "label")
+    if limit is not None and limit < len(data):
+        data = data.select(range(limit))
     return data
 
 
@@ -108,9 +112,7 @@ def load_image_tensors(source: str, split: str, resolution: int, grayscale: bool
                        limit: int | None = None, image_column: str = "image",
                        label_column: str | None = "label") -> tuple[torch.Tensor, torch.Tensor | None]:
     """A whole split (or its first `limit` rows) preprocessed to `(N, C, res, res)` in [-1, 1], and its labels."""
-    data = load_image_dataset(source, split, image_column, label_column)
-    if limit is not None and limit < len(data):
-        data = data.select(range(limit))
+    data = load_image_dataset(source, split, image_column, label_column, limit)
     images = torch.stack([preprocess_image(img, resolution, grayscale) for img in data["image"]])
     labels = torch.tensor(data["label"]) if "label" in data.column_names else None
     return images, labels

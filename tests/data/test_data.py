@@ -13,6 +13,7 @@ from diffit_hf.data import (
     image_transform,
     load_fashion_mnist,
     load_image_dataset,
+    load_image_tensors,
     preprocess_image,
     read_idx,
 )
@@ -42,6 +43,26 @@ def test_idx_round_trip_and_dataset_columns(tiny_idx_dir):
     row = data["train"][3]
     assert row["label"] == 3 and row["image"].size == (28, 28) and row["image"].mode == "L"
     assert np.array_equal(np.asarray(row["image"]), images[3])  # PNG storage is lossless
+
+
+def test_limit_keeps_the_first_rows_and_checks_the_whole_file(tiny_idx_dir, monkeypatch):
+    full = load_fashion_mnist(tiny_idx_dir)
+    limited = load_fashion_mnist(tiny_idx_dir, limit=3)
+    assert [len(limited[s]) for s in ("train", "test")] == [3, 3]
+    for split in ("train", "test"):
+        assert limited[split]["label"] == full[split]["label"][:3]
+        assert all(np.array_equal(np.asarray(a), np.asarray(b))
+                   for a, b in zip(limited[split]["image"], full[split]["image"][:3]))
+    monkeypatch.setattr("diffit_hf.data.images.load_fashion_mnist",
+                        lambda splits, limit: load_fashion_mnist(tiny_idx_dir, splits, limit))
+    images, labels = load_image_tensors("fashion-mnist", "train", 32, grayscale=True, limit=2)
+    all_images, all_labels = load_image_tensors("fashion-mnist", "train", 32, grayscale=True)
+    assert torch.equal(images, all_images[:2]) and torch.equal(labels, all_labels[:2]) and len(all_labels) == 6
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        load_image_dataset("fashion-mnist", "train", limit=0)
+    write_idx(tiny_idx_dir / "train-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3, 4, 12]))  # bad row after the limit
+    with pytest.raises(ValueError, match="outside the 10 classes"):
+        load_fashion_mnist(tiny_idx_dir, limit=2)
 
 
 def test_truncated_idx_file_is_named(tiny_idx_dir):
