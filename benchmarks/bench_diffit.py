@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from common import alternate, describe  # beside this script: a script's folder is sys.path[0]
+from common import alternate, describe, train_step  # beside this script: a script's folder is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -75,24 +75,7 @@ def build(preset: str, overrides: dict, sample_size: int, num_classes: int = 100
 
 def make_train_step(preset: str, overrides: dict, sample_size: int, batch: int, precision: str, backend: str):
     """One train step (forward, MSE, backward, AdamW) of a fresh model, with DiffiT's biased-attention kernel."""
-    from diffit_hf.models import layers
-
-    model = build(preset, overrides, sample_size).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    c = model.config
-    x, t = torch.randn(batch, c.in_channels, sample_size, sample_size), torch.randint(0, 1000, (batch,))
-    y, target = torch.randint(0, 1000, (batch,)), torch.randn(batch, model.out_channels, sample_size, sample_size)
-
-    def step():
-        layers.biased_attention_backend = backend
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(x, t, y).sample
-        loss = (out.float() - target).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    return train_step(build(preset, overrides, sample_size).train(), batch, precision, backend)
 
 
 def make_sampler(preset: str, sample_size: int, labels: int, steps: int, guidance: float):

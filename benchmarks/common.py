@@ -123,11 +123,19 @@ def make_step(impl: str, preset: str, sample_size: int | None, batch: int, preci
     forward through `torch.compile` (as `train_latent.py --compile` does)."""
     import torch
 
-    from diffit_hf.models import layers
-
     torch.manual_seed(0)
     model = build(impl, preset, sample_size).train()
-    forward = torch.compile(model) if compile_model else model
+    return train_step(model, batch, precision, attention_backend, torch.compile(model) if compile_model else model)
+
+
+def train_step(model, batch: int, precision: str, attention_backend: str = "auto", forward=None):
+    """A closure running one train step (forward through `forward`, default the model; MSE, backward, AdamW) of
+    `model` on fixed random inputs shaped by its config; `attention_backend` as in `make_step`."""
+    import torch
+
+    from diffit_hf.models import layers
+
+    forward = forward or model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)  # the default (foreach), as diffusers examples use
     cfg = model.config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
