@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import time
 from pathlib import Path
 
@@ -29,6 +30,33 @@ def make_run_accelerator(output_dir: str | Path, mixed_precision: str = "no", re
     if allow_tf32:
         enable_tf32()
     return accelerator
+
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+def bf16_matmul_hardware() -> bool:
+    """Whether bf16 matmuls run on dedicated hardware here: a CUDA GPU with bf16 (unless ACCELERATE_USE_CPU is set),
+    or a CPU with AVX512-BF16 or AMX-BF16 (Linux: the /proc/cpuinfo flags). Without them, bf16 autocast on a CPU
+    converts for fp32 kernels and trains ~5x slower than fp32 (a 2-core Xeon, docs/diffit_vs_dit.md)."""
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if torch.cuda.is_available() and not use_cpu:
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no way to tell, fp32 is the safe choice
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
+def resolve_mixed_precision(value: str) -> str:
+    """A config's `mixed_precision`: `"auto"` is `"bf16"` where `bf16_matmul_hardware()` and `"no"` (fp32) elsewhere;
+    `"no"`, `"bf16"` and `"fp16"` stay as they are. Raises `ValueError` for anything else."""
+    if value not in MIXED_PRECISION:
+        raise ValueError(f"Unknown mixed_precision {value!r}; valid choices are {', '.join(MIXED_PRECISION)}.")
+    if value != "auto":
+        return value
+    return "bf16" if bf16_matmul_hardware() else "no"
 
 
 def start_trackers(accelerator, config) -> None:

@@ -28,7 +28,7 @@ from .checkpoints import check_new_run, register_checkpoint_hooks, resume_from_c
 from .config import check_unchanged, save_config
 from .distributed import end_run
 from .previews import log_image
-from .runtime import make_run_accelerator, start_trackers
+from .runtime import MIXED_PRECISION, make_run_accelerator, resolve_mixed_precision, start_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ class VAETrainConfig:
     batch_size: int = field(default=64, metadata={"help": "per process"})
     max_steps: int = 1500
     ema_decay: float = field(default=0.0, metadata={"help": "0 disables EMA; EMA uses warmup (EMAModel)"})
-    mixed_precision: str = field(default="no", metadata={"choices": ["no", "bf16", "fp16"]})
+    mixed_precision: str = field(default="no", metadata={"choices": list(MIXED_PRECISION), "help": (
+        "auto: bf16 where the GPU or CPU has bf16 matmul hardware (AVX512-BF16/AMX), else fp32; saved resolved")})
     checkpointing_steps: int = 500
     checkpoints_total_limit: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint folder or 'latest'"})
@@ -78,6 +79,9 @@ class VAETrainConfig:
     report_to: str | None = field(default=None, metadata={
         "help": "tensorboard, wandb, ... (accelerate trackers): losses, lr, PSNR and the reconstructions"})
     tracker_project_name: str = field(default="diffit_hf-vae", metadata={"help": "the trackers' project"})
+
+    def __post_init__(self):
+        self.mixed_precision = resolve_mixed_precision(self.mixed_precision)  # "auto" -> what this machine has
 
 
 def build_vae(cfg: VAETrainConfig) -> AutoencoderKL:

@@ -17,6 +17,7 @@ import torch
 from diffit_hf import DiffiTPipeline
 from diffit_hf.training.checkpoints import latest_checkpoint, list_checkpoints
 from diffit_hf.training.config import make_config
+from diffit_hf.training.runtime import bf16_matmul_hardware
 
 from ..tiny import weights
 
@@ -118,6 +119,10 @@ def test_config_errors_come_before_any_work(train_latent, config, cache, tmp_pat
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="fp16"):
             train_latent.main(config(cache, tmp_path / "d", mixed_precision="fp16"))
+    with pytest.raises(ValueError, match="'fp8' is not one of auto, no, bf16, fp16"):
+        make_config(train_latent.TrainConfig, {"mixed_precision": "fp8"})
+    auto = make_config(train_latent.TrainConfig, {"mixed_precision": "auto"}).mixed_precision
+    assert auto == ("bf16" if bf16_matmul_hardware() else "no")  # resolved before anything is saved
     with pytest.raises(ValueError, match="not both"):
         train_latent.main(config(cache, tmp_path / "e", dataset="fashion-mnist"))
     with pytest.raises(ValueError, match="JSON object"):
