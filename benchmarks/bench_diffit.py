@@ -1,6 +1,6 @@
 """DiffiT against DiT: speed (train steps and sampling, alternating in one process), and the ablation of what closes
 the quality gap at the demo's budget, scored by both offline evaluators. Writes results/bench_diffit_{speed,
-ablation}.{json,md}; docs/diffit_vs_dit.md reads them.
+ablation,guidance,demo_guidance_nN}.{json,md}; docs/diffit_vs_dit.md reads them.
 
     python benchmarks/bench_diffit.py speed                         # ~5 min on 2 cores
     python benchmarks/bench_diffit.py ablation --steps 800 --jobs 2  # needs the demo's VAE, cache and both classifiers
@@ -356,6 +356,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--jobs", type=int, default=2, help="ablation rows trained side by side (one thread each)")
     parser.add_argument("--out", default="outputs/bench-diffit")
+    parser.add_argument("--results-name", help="results/bench_diffit_NAME.{json,md} (default: the part's name)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if args.part == "speed":
@@ -366,7 +367,8 @@ def main() -> None:
         result, render = guidance(args), render_guidance
     else:
         result, render = demo_guidance(args), render_guidance
-    name = args.part.replace("-", "_")
+    name = args.results_name or args.part.replace("-", "_") + (
+        f"_n{args.num_samples}" if args.part == "demo-guidance" else "")
     (RESULTS / f"bench_diffit_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"bench_diffit_{name}.md").write_text(render(result) + "\n")
     print(render(result))
