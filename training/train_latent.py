@@ -182,8 +182,6 @@ def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
         raise ValueError("--vae applies to latent training (--latents); pixel-space models have no VAE.")
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("mixed_precision='fp16' needs a GPU (fp16 on CPU is ~100x slower); use 'bf16' or 'no'.")
-    overrides = {**model_overrides_for(cfg.objective), **json_object(cfg.model_config, "--model-config")}
-    learn_sigma = preset_value(cfg.model, "learn_sigma", overrides)  # unknown preset -> ValueError naming the valid
     check_positive(cfg, ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpointing_steps", "log_every",
                          "validation_steps", "validation_per_class", "validation_inference_steps", "lr_finder_steps"))
     if cfg.lr_finder and not 0 < cfg.lr_finder_min < cfg.lr_finder_max:
@@ -191,10 +189,13 @@ def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
                          f"{cfg.lr_finder_max}.")
     if cfg.push_to_hub and not cfg.hub_repo_id:
         raise ValueError("--push-to-hub needs --hub-repo-id.")
-    if cfg.hub_license and cfg.init_from:  # weights fine-tuned from DiT/DiffiT keep their non-commercial license
-        license_fields(source_provenance(cfg.init_from)["source"], cfg.hub_license)
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
+    overrides = {**model_overrides_for(cfg.objective), **json_object(cfg.model_config, "--model-config")}
+    learn_sigma = preset_value(cfg.model, "learn_sigma", overrides)  # unknown preset -> ValueError naming the valid
+    if cfg.hub_license and cfg.init_from:  # weights fine-tuned from DiT/DiffiT keep their non-commercial license
+        source = source_provenance(cfg.init_from)["source"]
+        license_fields(source, cfg.hub_license)
     objective = make_objective(cfg.objective, learn_sigma, cfg.snr_gamma, cfg.timestep_sampling, cfg.logit_mean,
                                cfg.logit_std, edm_sigma_data(cfg))  # options that do not go together -> ValueError
     return overrides, objective
@@ -244,6 +245,7 @@ def main(cfg: TrainConfig) -> dict:
                                         **{"class_dropout_prob": cfg.class_dropout_prob, **overrides})
     if cfg.init_from:  # fine-tuning (a resumed run then loads its checkpoint over these weights)
         init_from_pretrained(transformer, cfg.init_from, log=accelerator.print)
+    provenance = source_provenance(cfg.init_from) if cfg.init_from else None  # for the card: license, base model
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
 
@@ -360,8 +362,7 @@ def main(cfg: TrainConfig) -> dict:
     with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
         if accelerator.is_main_process:
             export_pipeline(out, ema_transformer, None, objective.pipeline_scheduler(), vae, id2label,
-                            {**dataclasses.asdict(cfg), "latents": latents},  # the demo's cache too
-                            source_provenance(cfg.init_from) if cfg.init_from else None)
+                            {**dataclasses.asdict(cfg), "latents": latents}, provenance)  # the demo's cache too
     if accelerator.is_main_process:
         history.flush()
         history.plot(out / "loss_curve.png")
