@@ -33,16 +33,16 @@ from diffit_hf.data import load_cache_vae, load_training_data
 from diffit_hf.models.presets import create_model_for_data, preset_value
 from diffit_hf.pipelines.model_card import license_fields
 from diffit_hf.pipelines.push import push_to_hub
-from diffit_hf.training.checkpoints import (
-    check_finite_loss,
-    check_new_run,
-    register_checkpoint_hooks,
-    resume_from_checkpoint,
-    save_checkpoint,
-)
+from diffit_hf.training.checkpoints import check_finite_loss, check_new_run, resume_from_checkpoint, save_checkpoint
 from diffit_hf.training.config import check_positive, check_unchanged, json_object, parse_config, save_config
 from diffit_hf.training.demo import prepare_demo_latents
-from diffit_hf.training.distributed import ema_weights, end_run, fsdp_plugin_from_env, set_fsdp_wrap_units
+from diffit_hf.training.distributed import (
+    ema_weights,
+    end_run,
+    fsdp_plugin_from_env,
+    register_checkpoint_hooks,
+    set_fsdp_wrap_units,
+)
 from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.init_weights import init_from_pretrained, source_provenance

@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 
 from ..data import image_transform, load_image_dataset
 from ..utils import atomic_write_json
-from .checkpoints import check_new_run, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
+from .checkpoints import check_new_run, resume_from_checkpoint, save_checkpoint
 from .config import check_unchanged, save_config
-from .distributed import end_run
+from .distributed import end_run, register_checkpoint_hooks
 from .previews import log_image
 from .runtime import make_run_accelerator, start_trackers
 
