@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import SchedulerType, get_scheduler
 from torch.utils.data import DataLoader
@@ -33,12 +32,11 @@ from diffit_hf.data import load_cache_vae, load_training_data
 from diffit_hf.models.presets import create_model_for_data, preset_value
 from diffit_hf.pipelines.model_card import license_fields
 from diffit_hf.pipelines.push import push_to_hub
-from diffit_hf.training.checkpoints import check_finite_loss, check_new_run, resume_from_checkpoint, save_checkpoint
-from diffit_hf.training.config import check_positive, check_unchanged, json_object, parse_config, save_config
+from diffit_hf.training.checkpoints import check_finite_loss, resume_from_checkpoint, save_checkpoint
+from diffit_hf.training.config import check_positive, json_object, parse_config
 from diffit_hf.training.demo import prepare_demo_latents
 from diffit_hf.training.distributed import (
     ema_weights,
-    end_run,
     fsdp_plugin_from_env,
     register_checkpoint_hooks,
     set_fsdp_wrap_units,
@@ -57,7 +55,7 @@ from diffit_hf.training.objectives import (
     model_overrides_for,
 )
 from diffit_hf.training.previews import log_validation
-from diffit_hf.training.runtime import make_run_accelerator, start_trackers, timed, weight_digest
+from diffit_hf.training.runtime import end_run, record_run, start_run, timed, weight_digest
 from diffit_hf.utils import atomic_write_json, mix_seed
 
 LR_SCHEDULES = [s.value for s in SchedulerType]
@@ -201,19 +199,6 @@ def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
     return overrides, objective
 
 
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """The processes, once the output folder is known to be this run's (a new run, or the same run resumed)."""
-    out = Path(cfg.output_dir)
-    accelerator = make_run_accelerator(out, cfg.mixed_precision, cfg.report_to, cfg.gradient_accumulation_steps,
-                                       fsdp_plugin_from_env(), cfg.cpu_threads, cfg.allow_tf32)  # FSDP2: --use_fsdp
-    check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, () if cfg.lr_finder else RUN_OUTPUTS,
-                  delete=accelerator.is_main_process)
-    if cfg.resume_from_checkpoint:
-        check_unchanged(out / "train_config.json", cfg, RESUME_MAY_CHANGE)
-    accelerator.wait_for_everyone()
-    return accelerator
-
-
 #################################################################################
 #                                      Main                                     #
 #################################################################################
@@ -223,7 +208,9 @@ def main(cfg: TrainConfig) -> dict:
     # 1. Config and processes
     overrides, objective = check_config(cfg)
     out, ckpt_dir = Path(cfg.output_dir), Path(cfg.output_dir) / "checkpoints"
-    accelerator = make_accelerator(cfg)
+    # the processes, once the output folder is known to be this run's; FSDP2: accelerate launch --use_fsdp
+    accelerator = start_run(cfg, () if cfg.lr_finder else RUN_OUTPUTS, RESUME_MAY_CHANGE,
+                            cfg.gradient_accumulation_steps, fsdp_plugin_from_env(), cfg.allow_tf32)
     run_start, latents, demo_seconds = time.time(), cfg.latents, {}
     if not cfg.latents and not cfg.dataset:  # the offline demo: Fashion-MNIST -> our VAE -> latent cache
         latents, demo_seconds = prepare_demo_latents(accelerator, cfg.mixed_precision, cfg.seed, cfg.cpu_threads)
@@ -280,10 +267,7 @@ def main(cfg: TrainConfig) -> dict:
                                   batch_per_process=cfg.batch_size * cfg.gradient_accumulation_steps)
     history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,
                           is_main_process=accelerator.is_main_process)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.json")
-    start_trackers(accelerator, cfg)
+    record_run(accelerator, cfg)
 
     # 6. Train
     accum = cfg.gradient_accumulation_steps

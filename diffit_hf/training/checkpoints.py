@@ -205,27 +205,6 @@ def resume_from_checkpoint(accelerator, resume: str | None, folder: str | Path, 
     return checkpoint_step(path)
 
 
-def check_new_run(output_dir: str | Path, resume: str | None, overwrite: bool, outputs: tuple[str, ...],
-                  delete: bool = True) -> None:
-    """A new run never mixes with an old one: without `resume`, an `output_dir` that holds any of `outputs` (e.g.
-    checkpoints, a saved model) is refused with the choices, unless `overwrite`: then those are deleted (where
-    `delete`, i.e. on the main process)."""
-    found = [Path(output_dir) / name for name in outputs if (Path(output_dir) / name).exists()]
-    if not found or resume:
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already holds a run ({', '.join(p.name for p in found)}). Continue it with "
-            "--resume-from-checkpoint latest, start a new run in another --output-dir, or pass "
-            "--overwrite-output-dir to replace it."
-        )
-    for path in found if delete else []:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
 def finite_checkpoint(folder: str | Path, part: str = "transformer") -> Path | None:
     """The newest checkpoint in `folder` whose `part` weights are all finite."""
     from safetensors.torch import load_file

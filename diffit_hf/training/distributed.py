@@ -244,25 +244,3 @@ def ema_weights(model: torch.nn.Module, ema, is_main_process: bool, device=None)
     finally:
         ema.restore(model.parameters())
         model.train()
-
-
-# The final barrier of each process, kept alive until the interpreter exits (see end_run).
-_FINAL_BARRIERS: list = []
-
-
-def end_run(accelerator) -> None:
-    """Waits for every process and ends the run (trackers, process group) without gloo's teardown deadlock.
-
-    Seen here (2026-11-26, py-spy on a hung rank 0 of a two-process CPU run): when a DDP model is freed after
-    `destroy_process_group`, its reducer drops the last reference to the gloo process group, whose destructor joins
-    the gloo worker threads while this thread holds the GIL; a worker that still holds the last reference to the
-    final barrier's work (and, through it, to tensors with Python objects) needs the GIL to free it: deadlock. Here
-    the final barrier's work stays referenced from Python until exit, so no worker ever frees it. Hand-written: no
-    library offers this, and torch and accelerate free in this order."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        work = torch.distributed.barrier(async_op=True)
-        work.wait()
-        _FINAL_BARRIERS.append(work)
-    else:
-        accelerator.wait_for_everyone()
-    accelerator.end_training()
