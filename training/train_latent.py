@@ -319,12 +319,13 @@ def main(cfg: TrainConfig) -> dict:
                 if accelerator.is_main_process:
                     tqdm.write(f"step {step}/{cfg.max_steps} loss {logs['loss']:.4f} (mse {logs['mse']:.4f}, "
                                f"vb {logs['vb']:.4f}) lr {logs['lr']:.2e} {rate:.2f} steps/s")
-                history.flush()
-            if step % cfg.checkpointing_steps == 0 or step == cfg.max_steps:
+            checkpointing = step % cfg.checkpointing_steps == 0 or step == cfg.max_steps
+            if checkpointing:
                 with timed(seconds, "checkpoints"):
                     save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit,
                                     batch_per_process=cfg.batch_size * accum)
-                    history.flush()  # the CSV never lags behind the newest checkpoint
+            if checkpointing or step % cfg.log_every == 0:
+                history.flush()  # on logging steps, and after each checkpoint: the CSV never lags behind it
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
                 with timed(seconds, "validation"):
                     log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae, id2label,
