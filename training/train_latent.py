@@ -40,6 +40,7 @@ from diffit_hf.training.distributed import (
     fsdp_plugin_from_env,
     register_checkpoint_hooks,
     set_fsdp_wrap_units,
+    weight_digest,
 )
 from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
@@ -55,7 +56,7 @@ from diffit_hf.training.objectives import (
     model_overrides_for,
 )
 from diffit_hf.training.previews import log_validation
-from diffit_hf.training.runtime import end_run, record_run, start_run, timed, weight_digest
+from diffit_hf.training.runtime import end_run, record_run, start_run, timed
 from diffit_hf.utils import atomic_write_json, mix_seed
 
 LR_SCHEDULES = [s.value for s in SchedulerType]
@@ -262,14 +263,14 @@ def main(cfg: TrainConfig) -> dict:
         return lr_range_test(lambda i, batch: training_losses(i, batch)["loss"], optimizer, loader, accelerator,
                              cfg.lr_finder_min, cfg.lr_finder_max, cfg.lr_finder_steps, output_dir=out)
 
-    # 5. Resume, run folder, trackers
+    # 5. Resume; the config is saved and the trackers start once every check has passed
     step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts,
                                   batch_per_process=cfg.batch_size * cfg.gradient_accumulation_steps)
-    history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,
-                          is_main_process=accelerator.is_main_process)
     record_run(accelerator, cfg)
 
-    # 6. Train
+    # 6. Train (the loss history continues from the resumed step)
+    history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,
+                          is_main_process=accelerator.is_main_process)
     accum = cfg.gradient_accumulation_steps
     # accelerate also steps at the end of every epoch, so an epoch is ceil(batches / accum) steps (its last one
     # shorter when accum does not divide the loader): the position in the epoch counts steps, not step * accum

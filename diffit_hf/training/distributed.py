@@ -2,7 +2,7 @@
 
 `accelerate launch --use_fsdp --fsdp_version 2 ...` shards every parameter, gradient and optimiser state across the
 processes (`torch.distributed.fsdp.fully_shard`), one unit per transformer block (the model's `_no_split_modules`).
-The parameters then are `DTensor` shards, and three things need the full tensors, gathered here:
+The parameters then are `DTensor` shards, and four things need the full tensors, gathered here:
 
 - the EMA. It is kept **sharded**, on every rank next to the parameter shards it averages: diffusers' `EMAModel`
   updates it elementwise (`s -= (1 - decay) * (s - p)`), which DTensors do shard by shard with no communication,
@@ -13,6 +13,7 @@ The parameters then are `DTensor` shards, and three things need the full tensors
   accelerate's sharded model and optimiser state; resume reads the sharded state for the model and optimiser and
   re-shards the EMA from its full folder.
 - validation samples and the exported pipeline (the EMA weights in an ordinary module on the main process).
+- the weight digest with which a run checks that its ranks hold the same weights (`weight_digest`).
 
 With DDP (no DTensor anywhere) every gathering function here is a no-op pass-through and the hooks save and load the
 modules as they are, so the training scripts have one path.
@@ -125,6 +126,17 @@ def unsharded_class(model: torch.nn.Module) -> type:
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor, detached: gathered from every rank for a DTensor (a collective: call it on every rank)."""
     return (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach()
+
+
+def weight_digest(model: torch.nn.Module) -> int:
+    """A 56-bit digest of the model's weights (to check that data-parallel ranks hold identical weights); FSDP
+    shards are gathered first (a collective: call it on every rank)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(full_tensor(p).float().cpu().numpy().tobytes())
+    return int(h.hexdigest()[:14], 16)
 
 
 def full_state_dict(model: torch.nn.Module, params: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

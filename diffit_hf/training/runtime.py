@@ -1,6 +1,6 @@
 """A training run's process-level life, shared by the training scripts: `start_run` (the `Accelerator`, once the output
 folder is known to be this run's), `record_run` (its config saved, its trackers started) and `end_run`; CPU threads,
-TF32 and weight digests."""
+TF32 and where the time goes (`timed`)."""
 
 from __future__ import annotations
 
@@ -140,19 +140,6 @@ def enable_tf32() -> None:
     """TF32 matmuls and convolutions on Ampere+ GPUs (DiT trains in TF32); no effect on CPU."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-
-
-def weight_digest(model: torch.nn.Module) -> int:
-    """A 56-bit digest of the model's weights (to check that data-parallel ranks hold identical weights); FSDP
-    shards are gathered first (a collective: call it on every rank)."""
-    import hashlib
-
-    from .distributed import full_tensor
-
-    h = hashlib.sha256()
-    for p in model.parameters():
-        h.update(full_tensor(p).float().cpu().numpy().tobytes())
-    return int(h.hexdigest()[:14], 16)
 
 
 @contextlib.contextmanager
