@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import SchedulerType, get_scheduler
 from torch.utils.data import DataLoader
@@ -33,16 +32,16 @@ from diffit_hf.data import load_cache_vae, load_training_data
 from diffit_hf.models.presets import create_model_for_data, preset_value
 from diffit_hf.pipelines.model_card import license_fields
 from diffit_hf.pipelines.push import push_to_hub
-from diffit_hf.training.checkpoints import (
-    check_finite_loss,
-    check_new_run,
-    register_checkpoint_hooks,
-    resume_from_checkpoint,
-    save_checkpoint,
-)
-from diffit_hf.training.config import check_positive, check_unchanged, json_object, parse_config, save_config
+from diffit_hf.training.checkpoints import check_finite_loss, resume_from_checkpoint, save_checkpoint
+from diffit_hf.training.config import check_positive, json_object, parse_config
 from diffit_hf.training.demo import prepare_demo_latents
-from diffit_hf.training.distributed import ema_weights, end_run, fsdp_plugin_from_env, set_fsdp_wrap_units
+from diffit_hf.training.distributed import (
+    ema_weights,
+    fsdp_plugin_from_env,
+    register_checkpoint_hooks,
+    set_fsdp_wrap_units,
+    weight_digest,
+)
 from diffit_hf.training.ema import make_ema
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.init_weights import init_from_pretrained, source_provenance
@@ -57,14 +56,7 @@ from diffit_hf.training.objectives import (
     model_overrides_for,
 )
 from diffit_hf.training.previews import log_validation
-from diffit_hf.training.runtime import (
-    MIXED_PRECISION,
-    make_run_accelerator,
-    resolve_mixed_precision,
-    start_trackers,
-    timed,
-    weight_digest,
-)
+from diffit_hf.training.runtime import MIXED_PRECISION, end_run, record_run, resolve_mixed_precision, start_run, timed
 from diffit_hf.utils import atomic_write_json, mix_seed
 
 LR_SCHEDULES = [s.value for s in SchedulerType]
@@ -171,6 +163,7 @@ class TrainConfig:
     def __post_init__(self):
         self.mixed_precision = resolve_mixed_precision(self.mixed_precision)  # "auto" -> what this machine has
 
+
 #################################################################################
 #                                    Helpers                                    #
 #################################################################################
@@ -192,8 +185,6 @@ def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
         raise ValueError("--vae applies to latent training (--latents); pixel-space models have no VAE.")
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("mixed_precision='fp16' needs a GPU (fp16 on CPU is ~100x slower); use 'bf16' or 'no'.")
-    overrides = {**model_overrides_for(cfg.objective), **json_object(cfg.model_config, "--model-config")}
-    learn_sigma = preset_value(cfg.model, "learn_sigma", overrides)  # unknown preset -> ValueError naming the valid
     check_positive(cfg, ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpointing_steps", "log_every",
                          "validation_steps", "validation_per_class", "validation_inference_steps", "lr_finder_steps"))
     if cfg.lr_finder and not 0 < cfg.lr_finder_min < cfg.lr_finder_max:
@@ -201,26 +192,16 @@ def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
                          f"{cfg.lr_finder_max}.")
     if cfg.push_to_hub and not cfg.hub_repo_id:
         raise ValueError("--push-to-hub needs --hub-repo-id.")
-    if cfg.hub_license and cfg.init_from:  # weights fine-tuned from DiT/DiffiT keep their non-commercial license
-        license_fields(source_provenance(cfg.init_from)["source"], cfg.hub_license)
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
+    overrides = {**model_overrides_for(cfg.objective), **json_object(cfg.model_config, "--model-config")}
+    learn_sigma = preset_value(cfg.model, "learn_sigma", overrides)  # unknown preset -> ValueError naming the valid
+    if cfg.hub_license and cfg.init_from:  # weights fine-tuned from DiT/DiffiT keep their non-commercial license
+        source = source_provenance(cfg.init_from)["source"]
+        license_fields(source, cfg.hub_license)
     objective = make_objective(cfg.objective, learn_sigma, cfg.snr_gamma, cfg.timestep_sampling, cfg.logit_mean,
                                cfg.logit_std, edm_sigma_data(cfg))  # options that do not go together -> ValueError
     return overrides, objective
-
-
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """The processes, once the output folder is known to be this run's (a new run, or the same run resumed)."""
-    out = Path(cfg.output_dir)
-    accelerator = make_run_accelerator(out, cfg.mixed_precision, cfg.report_to, cfg.gradient_accumulation_steps,
-                                       fsdp_plugin_from_env(), cfg.cpu_threads, cfg.allow_tf32)  # FSDP2: --use_fsdp
-    check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, () if cfg.lr_finder else RUN_OUTPUTS,
-                  delete=accelerator.is_main_process)
-    if cfg.resume_from_checkpoint:
-        check_unchanged(out / "train_config.json", cfg, RESUME_MAY_CHANGE)
-    accelerator.wait_for_everyone()
-    return accelerator
 
 
 #################################################################################
@@ -232,7 +213,9 @@ def main(cfg: TrainConfig) -> dict:
     # 1. Config and processes
     overrides, objective = check_config(cfg)
     out, ckpt_dir = Path(cfg.output_dir), Path(cfg.output_dir) / "checkpoints"
-    accelerator = make_accelerator(cfg)
+    # the processes, once the output folder is known to be this run's; FSDP2: accelerate launch --use_fsdp
+    accelerator = start_run(cfg, () if cfg.lr_finder else RUN_OUTPUTS, RESUME_MAY_CHANGE,
+                            cfg.gradient_accumulation_steps, fsdp_plugin_from_env(), cfg.allow_tf32)
     run_start, latents, demo_seconds = time.time(), cfg.latents, {}
     if not cfg.latents and not cfg.dataset:  # the offline demo: Fashion-MNIST -> our VAE -> latent cache
         latents, demo_seconds = prepare_demo_latents(accelerator, cfg.mixed_precision, cfg.seed, cfg.cpu_threads)
@@ -254,6 +237,7 @@ def main(cfg: TrainConfig) -> dict:
                                         **{"class_dropout_prob": cfg.class_dropout_prob, **overrides})
     if cfg.init_from:  # fine-tuning (a resumed run then loads its checkpoint over these weights)
         init_from_pretrained(transformer, cfg.init_from, log=accelerator.print)
+    provenance = source_provenance(cfg.init_from) if cfg.init_from else None  # for the card: license, base model
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
 
@@ -283,17 +267,14 @@ def main(cfg: TrainConfig) -> dict:
         return lr_range_test(lambda i, batch: training_losses(i, batch)["loss"], optimizer, loader, accelerator,
                              cfg.lr_finder_min, cfg.lr_finder_max, cfg.lr_finder_steps, output_dir=out)
 
-    # 5. Resume, run folder, trackers
+    # 5. Resume; the config is saved and the trackers start once every check has passed
     step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts,
                                   batch_per_process=cfg.batch_size * cfg.gradient_accumulation_steps)
+    record_run(accelerator, cfg)
+
+    # 6. Train (the loss history continues from the resumed step)
     history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,
                           is_main_process=accelerator.is_main_process)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.json")
-    start_trackers(accelerator, cfg)
-
-    # 6. Train
     accum = cfg.gradient_accumulation_steps
     # accelerate also steps at the end of every epoch, so an epoch is ceil(batches / accum) steps (its last one
     # shorter when accum does not divide the loader): the position in the epoch counts steps, not step * accum
@@ -343,12 +324,13 @@ def main(cfg: TrainConfig) -> dict:
                 if accelerator.is_main_process:
                     tqdm.write(f"step {step}/{cfg.max_steps} loss {logs['loss']:.4f} (mse {logs['mse']:.4f}, "
                                f"vb {logs['vb']:.4f}) lr {logs['lr']:.2e} {rate:.2f} steps/s")
-                history.flush()
-            if step % cfg.checkpointing_steps == 0 or step == cfg.max_steps:
+            checkpointing = step % cfg.checkpointing_steps == 0 or step == cfg.max_steps
+            if checkpointing:
                 with timed(seconds, "checkpoints"):
                     save_checkpoint(accelerator, ckpt_dir, step, cfg.checkpoints_total_limit,
                                     batch_per_process=cfg.batch_size * accum)
-                    history.flush()  # the CSV never lags behind the newest checkpoint
+            if checkpointing or step % cfg.log_every == 0:
+                history.flush()  # on logging steps, and after each checkpoint: the CSV never lags behind it
             if step % cfg.validation_steps == 0 or step == cfg.max_steps:
                 with timed(seconds, "validation"):
                     log_validation(cfg, accelerator, transformer, ema, objective.pipeline_scheduler(), vae, id2label,
@@ -370,8 +352,7 @@ def main(cfg: TrainConfig) -> dict:
     with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
         if accelerator.is_main_process:
             export_pipeline(out, ema_transformer, None, objective.pipeline_scheduler(), vae, id2label,
-                            {**dataclasses.asdict(cfg), "latents": latents},  # the demo's cache too
-                            source_provenance(cfg.init_from) if cfg.init_from else None)
+                            {**dataclasses.asdict(cfg), "latents": latents}, provenance)  # the demo's cache too
     if accelerator.is_main_process:
         history.flush()
         history.plot(out / "loss_curve.png")

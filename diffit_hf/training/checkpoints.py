@@ -6,9 +6,9 @@ that `latest_checkpoint` would pick up. accelerate gives save/load; the atomic r
 what it lacks (its `automatic_checkpoint_naming` writes in place).
 
 Inside a checkpoint the trained model and its EMA are `save_pretrained` folders, `<name>/` and `<name>_ema/`
-(`register_checkpoint_hooks`, the hooks of diffusers' training examples), next to accelerate's optimiser,
-scheduler, sampler and RNG states, and `processes.json`: the number of processes that wrote it and their batch (a
-run resumes with the same number, or its global batch and data order would change).
+(written and read by `distributed.register_checkpoint_hooks`, the hooks of diffusers' training examples), next to
+accelerate's optimiser, scheduler, sampler and RNG states, and `processes.json`: the number of processes that wrote
+it and their batch (a run resumes with the same number, or its global batch and data order would change).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import zipfile
 from pathlib import Path
 
 from ..utils import atomic_write_json
-from .distributed import is_sharded, load_sharded_ema, save_full, unsharded_class
 
 _DONE = re.compile(r"^checkpoint-(\d+)$")
 PROCESSES = "processes.json"
@@ -206,27 +205,6 @@ def resume_from_checkpoint(accelerator, resume: str | None, folder: str | Path, 
     return checkpoint_step(path)
 
 
-def check_new_run(output_dir: str | Path, resume: str | None, overwrite: bool, outputs: tuple[str, ...],
-                  delete: bool = True) -> None:
-    """A new run never mixes with an old one: without `resume`, an `output_dir` that holds any of `outputs` (e.g.
-    checkpoints, a saved model) is refused with the choices, unless `overwrite`: then those are deleted (where
-    `delete`, i.e. on the main process)."""
-    found = [Path(output_dir) / name for name in outputs if (Path(output_dir) / name).exists()]
-    if not found or resume:
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already holds a run ({', '.join(p.name for p in found)}). Continue it with "
-            "--resume-from-checkpoint latest, start a new run in another --output-dir, or pass "
-            "--overwrite-output-dir to replace it."
-        )
-    for path in found if delete else []:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
 def finite_checkpoint(folder: str | Path, part: str = "transformer") -> Path | None:
     """The newest checkpoint in `folder` whose `part` weights are all finite."""
     from safetensors.torch import load_file
@@ -255,46 +233,6 @@ def check_finite_loss(loss: float, step: int, folder: str | Path, part: str = "t
         "repeats it (each step's randomness is fixed): lower --learning-rate, set --max-grad-norm (e.g. 1.0), or "
         "check the data. " + where
     )
-
-
-def check_same_architecture(saved_folder: str | Path, model) -> None:
-    """`ValueError` naming the config keys in which the model saved in `saved_folder` differs from `model`."""
-    saved = json.loads((Path(saved_folder) / "config.json").read_text())
-    ours = json.loads(json.dumps(dict(model.config)))  # tuples -> lists, as saved
-    differ = sorted(k for k in set(saved) | set(ours) if not k.startswith("_") and saved.get(k) != ours.get(k))
-    if differ:
-        pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {ours.get(k)!r}" for k in differ)
-        raise ValueError(f"{saved_folder} holds another model ({pairs}). Resume with the run's own --model, "
-                         "--model-config and data, or start a new run in another --output-dir.")
-
-
-def register_checkpoint_hooks(accelerator, model, ema=None, name: str = "transformer") -> tuple[str, ...]:
-    """`save_state` writes `model` (the unwrapped `ModelMixin`) as `<name>/` and `ema` (a diffusers `EMAModel`) as
-    `<name>_ema/` save_pretrained folders; `load_state` checks that the saved model has `model`'s architecture and
-    reads them back into the same objects. Returns the folders a complete checkpoint holds.
-
-    Under FSDP (`model`'s parameters are DTensor shards, see `distributed.py`) accelerate itself writes and reads
-    the sharded model and optimiser state; the hooks gather the full folders on the main process and re-shard the
-    EMA from its folder on resume. Register them after `accelerator.prepare` (and the EMA built from the prepared
-    parameters)."""
-    model_cls = unsharded_class(model)
-
-    def save_hook(models, weights, output_dir):
-        save_full(model, ema, output_dir, name, accelerator.is_main_process, model_cls)
-        weights.clear()  # saved above: accelerate must not write them again (`models` is accelerate's own list)
-
-    def load_hook(models, input_dir):
-        models.clear()  # a copy: loaded here, into the module that the prepared (wrapped) model shares
-        check_same_architecture(Path(input_dir) / name, model)
-        if not is_sharded(model):  # FSDP: accelerate has loaded the sharded state already
-            saved = model_cls.from_pretrained(input_dir, subfolder=name)
-            model.load_state_dict(saved.state_dict())
-        if ema is not None:
-            load_sharded_ema(ema, Path(input_dir) / f"{name}_ema", model_cls)
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
-    return (name,) if ema is None else (name, f"{name}_ema")
 
 
 def save_checkpoint(accelerator, folder: str | Path, step: int, total_limit: int | None = None,

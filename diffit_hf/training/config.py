@@ -175,22 +175,6 @@ def json_object(value: str | dict, flag: str) -> dict:
     return parsed
 
 
-def check_unchanged(saved: str | os.PathLike, config: Any, may_change: set[str]) -> None:
-    """On resume: `ValueError` naming the fields (other than `may_change`) in which `config` differs from the run's
-    saved config at `saved` (a resumed run restores optimiser, schedule, EMA and RNG from its checkpoint, so such a
-    change would be silently ignored). Nothing to compare when `saved` does not exist."""
-    if not Path(saved).is_file():
-        return
-    before = json.loads(Path(saved).read_text())
-    now = json.loads(json.dumps(dataclasses.asdict(config)))
-    changed = sorted(k for k in now if k not in may_change and k in before and before[k] != now[k])
-    if changed:
-        pairs = ", ".join(f"{k} {before[k]!r} -> {now[k]!r}" for k in changed)
-        raise ValueError(f"Resuming with changed settings ({pairs}): a resumed run continues with the saved "
-                         f"optimiser, schedule and randomness, so the change would not take effect. Resume with the "
-                         f"run's values (see {saved}), or start a new run in another --output-dir.")
-
-
 def save_config(config: Any, path: str | os.PathLike) -> None:
     """Writes the dataclass `config` as JSON, atomically; `--config path` reads it back."""
     atomic_write_json(path, dataclasses.asdict(config))

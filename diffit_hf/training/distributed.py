@@ -2,26 +2,31 @@
 
 `accelerate launch --use_fsdp --fsdp_version 2 ...` shards every parameter, gradient and optimiser state across the
 processes (`torch.distributed.fsdp.fully_shard`), one unit per transformer block (the model's `_no_split_modules`).
-The parameters then are `DTensor` shards, and three things need the full tensors, gathered here:
+The parameters then are `DTensor` shards, and four things need the full tensors, gathered here:
 
 - the EMA. It is kept **sharded**, on every rank next to the parameter shards it averages: diffusers' `EMAModel`
   updates it elementwise (`s -= (1 - decay) * (s - p)`), which DTensors do shard by shard with no communication,
   and an XL model's EMA costs 1/N of a full copy per GPU instead of a full fp32 copy on rank 0 (2.7 GB for
   DiT-XL/2) plus a gather of every parameter at every step. It is gathered only to write or sample it.
-- the `save_pretrained` folders in each checkpoint (`transformer/`, `transformer_ema/`), gathered on every rank and
-  written by the main process, next to accelerate's sharded model and optimiser state; resume reads the sharded
-  state for the model and optimiser and re-shards the EMA from its full folder.
+- the `save_pretrained` folders in each checkpoint (`transformer/`, `transformer_ema/`, written and read by the
+  hooks of `register_checkpoint_hooks`), gathered on every rank and written by the main process, next to
+  accelerate's sharded model and optimiser state; resume reads the sharded state for the model and optimiser and
+  re-shards the EMA from its full folder.
 - validation samples and the exported pipeline (the EMA weights in an ordinary module on the main process).
+- the weight digest with which a run checks that its ranks hold the same weights (`weight_digest`).
 
-With DDP (no DTensor anywhere) every function here is a no-op pass-through, so the training script has one path.
+With DDP (no DTensor anywhere) every gathering function here is a no-op pass-through and the hooks save and load the
+modules as they are, so the training scripts have one path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
@@ -123,6 +128,17 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return (tensor.full_tensor() if isinstance(tensor, DTensor) else tensor).detach()
 
 
+def weight_digest(model: torch.nn.Module) -> int:
+    """A 56-bit digest of the model's weights (to check that data-parallel ranks hold identical weights); FSDP
+    shards are gathered first (a collective: call it on every rank)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(full_tensor(p).float().cpu().numpy().tobytes())
+    return int(h.hexdigest()[:14], 16)
+
+
 def full_state_dict(model: torch.nn.Module, params: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """`model.state_dict()` with whole tensors on CPU, gathered one at a time (a collective for a sharded model);
     `params` (e.g. EMA shadow parameters, in `model.parameters()` order) replace the parameters."""
@@ -145,8 +161,6 @@ def full_copy(model_cls: type, config, state_dict: dict[str, torch.Tensor], devi
 def save_full(model: torch.nn.Module, ema, folder, name: str, is_main_process: bool, model_cls: type) -> None:
     """Writes `<folder>/<name>/` (the model) and `<folder>/<name>_ema/` (its EMA, as `EMAModel.save_pretrained`
     writes it) as `save_pretrained` folders on the main process; with sharded parameters every rank must call it."""
-    from pathlib import Path
-
     if not is_sharded(model):  # DDP: the module and the EMA are whole on every rank
         if is_main_process:
             model.save_pretrained(Path(folder) / name)
@@ -178,6 +192,46 @@ def load_sharded_ema(ema, folder, model_cls: type) -> None:
     ema.load_state_dict(loaded)
 
 
+def check_same_architecture(saved_folder: str | Path, model) -> None:
+    """`ValueError` naming the config keys in which the model saved in `saved_folder` differs from `model`."""
+    saved = json.loads((Path(saved_folder) / "config.json").read_text())
+    ours = json.loads(json.dumps(dict(model.config)))  # tuples -> lists, as saved
+    differ = sorted(k for k in set(saved) | set(ours) if not k.startswith("_") and saved.get(k) != ours.get(k))
+    if differ:
+        pairs = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {ours.get(k)!r}" for k in differ)
+        raise ValueError(f"{saved_folder} holds another model ({pairs}). Resume with the run's own --model, "
+                         "--model-config and data, or start a new run in another --output-dir.")
+
+
+def register_checkpoint_hooks(accelerator, model, ema=None, name: str = "transformer") -> tuple[str, ...]:
+    """`save_state` writes `model` (the unwrapped `ModelMixin`) as `<name>/` and `ema` (a diffusers `EMAModel`) as
+    `<name>_ema/` save_pretrained folders; `load_state` checks that the saved model has `model`'s architecture and
+    reads them back into the same objects. Returns the folders a complete checkpoint holds.
+
+    Under FSDP (`model`'s parameters are DTensor shards) accelerate itself writes and reads the sharded model and
+    optimiser state; the hooks gather the full folders on the main process and re-shard the
+    EMA from its folder on resume. Register them after `accelerator.prepare` (and the EMA built from the prepared
+    parameters)."""
+    model_cls = unsharded_class(model)
+
+    def save_hook(models, weights, output_dir):
+        save_full(model, ema, output_dir, name, accelerator.is_main_process, model_cls)
+        weights.clear()  # saved above: accelerate must not write them again (`models` is accelerate's own list)
+
+    def load_hook(models, input_dir):
+        models.clear()  # a copy: loaded here, into the module that the prepared (wrapped) model shares
+        check_same_architecture(Path(input_dir) / name, model)
+        if not is_sharded(model):  # FSDP: accelerate has loaded the sharded state already
+            saved = model_cls.from_pretrained(input_dir, subfolder=name)
+            model.load_state_dict(saved.state_dict())
+        if ema is not None:
+            load_sharded_ema(ema, Path(input_dir) / f"{name}_ema", model_cls)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+    return (name,) if ema is None else (name, f"{name}_ema")
+
+
 @contextlib.contextmanager
 def ema_weights(model: torch.nn.Module, ema, is_main_process: bool, device=None) -> Iterator[torch.nn.Module | None]:
     """A module holding the EMA weights on the main process (None on the others), for sampling or export.
@@ -202,25 +256,3 @@ def ema_weights(model: torch.nn.Module, ema, is_main_process: bool, device=None)
     finally:
         ema.restore(model.parameters())
         model.train()
-
-
-# The final barrier of each process, kept alive until the interpreter exits (see end_run).
-_FINAL_BARRIERS: list = []
-
-
-def end_run(accelerator) -> None:
-    """Waits for every process and ends the run (trackers, process group) without gloo's teardown deadlock.
-
-    Seen here (2026-11-26, py-spy on a hung rank 0 of a two-process CPU run): when a DDP model is freed after
-    `destroy_process_group`, its reducer drops the last reference to the gloo process group, whose destructor joins
-    the gloo worker threads while this thread holds the GIL; a worker that still holds the last reference to the
-    final barrier's work (and, through it, to tensors with Python objects) needs the GIL to free it: deadlock. Here
-    the final barrier's work stays referenced from Python until exit, so no worker ever frees it. Hand-written: no
-    library offers this, and torch and accelerate free in this order."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        work = torch.distributed.barrier(async_op=True)
-        work.wait()
-        _FINAL_BARRIERS.append(work)
-    else:
-        accelerator.wait_for_everyone()
-    accelerator.end_training()

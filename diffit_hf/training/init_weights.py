@@ -77,12 +77,15 @@ def source_provenance(source: str) -> dict:
     from ..pipelines.model_card import read_provenance
 
     path = Path(source).expanduser()
-    if path.is_file():
+    if path.is_file():  # an official DiT checkpoint
         return {"source": "facebookresearch/DiT", "base_model": None}
-    if path.is_dir():
+    if path.is_dir():  # a model folder (a pipeline's `transformer/`: the pipeline folder holds the provenance)
         folder = path.parent if path.name == "transformer" and not (path / "transformer").is_dir() else path
-        return {"base_model": None, **read_provenance(folder)}
-    return {**read_provenance(_hub_folder(source)), "base_model": source}
+        base_model = None
+    else:  # a Hub id: its snapshot, and the repo as the base model
+        folder, base_model = _hub_folder(source), source
+    provenance = read_provenance(folder)
+    return {**provenance, "base_model": base_model or provenance.get("base_model")}
 
 
 def load_source(source: str, model: ModelMixin) -> tuple[dict[str, torch.Tensor], dict]:

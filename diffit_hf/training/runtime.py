@@ -1,35 +1,26 @@
-"""Process-level settings and measurements shared by the training scripts."""
+"""A training run's process-level life, shared by the training scripts: `start_run` (the `Accelerator`, once the output
+folder is known to be this run's), `record_run` (its config saved, its trackers started) and `end_run`; CPU threads,
+TF32 and where the time goes (`timed`)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
+from .config import save_config
 
-def make_run_accelerator(output_dir: str | Path, mixed_precision: str = "no", report_to: str | None = None,
-                         gradient_accumulation_steps: int = 1, fsdp_plugin=None, cpu_threads: int | None = None,
-                         allow_tf32: bool = False) -> Accelerator:
-    """The `Accelerator` of a training run writing to `output_dir` (tracker logs in `logs/`), with a seedable
-    sampler: the shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches. On CPU each
-    process gets its share of the cores (or `cpu_threads`, `set_cpu_threads`); `allow_tf32` turns TF32 on."""
-    out = Path(output_dir)
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps, log_with=report_to,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True), fsdp_plugin=fsdp_plugin,
-    )
-    set_cpu_threads(accelerator, cpu_threads)
-    if allow_tf32:
-        enable_tf32()
-    return accelerator
+RUN_CONFIG = "train_config.json"  # the run's config in its output folder: saved by record_run, compared on resume
 
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -59,12 +50,104 @@ def resolve_mixed_precision(value: str) -> str:
     return "bf16" if bf16_matmul_hardware() else "no"
 
 
-def start_trackers(accelerator, config) -> None:
-    """Starts the trackers of `config.report_to` (none if unset) in `config.tracker_project_name`, with the config's
-    scalar fields as the run's hyperparameters."""
+def start_run(config: Any, outputs: tuple[str, ...], may_change: set[str], gradient_accumulation_steps: int = 1,
+              fsdp_plugin=None, allow_tf32: bool = False) -> Accelerator:
+    """The `Accelerator` of the run that `config` describes (its fields `output_dir`, `mixed_precision`, `report_to`,
+    `cpu_threads`, `resume_from_checkpoint` and `overwrite_output_dir`), returned on every process together once the
+    output folder is known to be this run's: a new run (`check_new_run` with `outputs`), or the same run resumed with
+    the same settings (`check_unchanged`: only the fields `may_change` may differ from its saved config).
+
+    Tracker logs go to `output_dir/logs`; the sampler is seedable: the shuffle order depends on (seed, epoch) only,
+    so a resumed run sees the same batches. On CPU each process gets its share of the cores (or `cpu_threads`,
+    `set_cpu_threads`); `allow_tf32` turns TF32 on."""
+    out = Path(config.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=config.report_to,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True), fsdp_plugin=fsdp_plugin,
+    )
+    set_cpu_threads(accelerator, config.cpu_threads)
+    if allow_tf32:
+        enable_tf32()
+    check_new_run(out, config.resume_from_checkpoint, config.overwrite_output_dir, outputs,
+                  delete=accelerator.is_main_process)
+    if config.resume_from_checkpoint:
+        check_unchanged(out / RUN_CONFIG, config, may_change)
+    accelerator.wait_for_everyone()
+    return accelerator
+
+
+def check_new_run(output_dir: str | Path, resume: str | None, overwrite: bool, outputs: tuple[str, ...],
+                  delete: bool = True) -> None:
+    """A new run never mixes with an old one: without `resume`, an `output_dir` that holds any of `outputs` (e.g.
+    checkpoints, a saved model) is refused with the choices, unless `overwrite`: then those are deleted (where
+    `delete`, i.e. on the main process)."""
+    found = [Path(output_dir) / name for name in outputs if (Path(output_dir) / name).exists()]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already holds a run ({', '.join(p.name for p in found)}). Continue it with "
+            "--resume-from-checkpoint latest, start a new run in another --output-dir, or pass "
+            "--overwrite-output-dir to replace it."
+        )
+    for path in found if delete else []:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def check_unchanged(saved: str | os.PathLike, config: Any, may_change: set[str]) -> None:
+    """On resume: `ValueError` naming the fields (other than `may_change`) in which `config` differs from the run's
+    saved config at `saved` (a resumed run restores optimiser, schedule, EMA and RNG from its checkpoint, so such a
+    change would be silently ignored). Nothing to compare when `saved` does not exist."""
+    if not Path(saved).is_file():
+        return
+    before = json.loads(Path(saved).read_text())
+    now = json.loads(json.dumps(dataclasses.asdict(config)))
+    changed = sorted(k for k in now if k not in may_change and k in before and before[k] != now[k])
+    if changed:
+        pairs = ", ".join(f"{k} {before[k]!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(f"Resuming with changed settings ({pairs}): a resumed run continues with the saved "
+                         f"optimiser, schedule and randomness, so the change would not take effect. Resume with the "
+                         f"run's values (see {saved}), or start a new run in another --output-dir.")
+
+
+def record_run(accelerator, config: Any) -> None:
+    """Once every check has passed (and a resumed run has loaded its checkpoint): the main process saves `config` as
+    `output_dir/train_config.json` (what `start_run` compares a resumed run with), and the trackers of
+    `config.report_to` (none if unset) start in `config.tracker_project_name`, with the config's scalar fields as the
+    run's hyperparameters."""
+    if accelerator.is_main_process:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        save_config(config, Path(config.output_dir) / RUN_CONFIG)
     if config.report_to:
         accelerator.init_trackers(config.tracker_project_name, config={
             k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))})
+
+
+# The final barrier of each process, kept alive until the interpreter exits (see end_run).
+_FINAL_BARRIERS: list = []
+
+
+def end_run(accelerator) -> None:
+    """Waits for every process and ends the run (trackers, process group) without gloo's teardown deadlock.
+
+    Seen here (2026-11-26, py-spy on a hung rank 0 of a two-process CPU run): when a DDP model is freed after
+    `destroy_process_group`, its reducer drops the last reference to the gloo process group, whose destructor joins
+    the gloo worker threads while this thread holds the GIL; a worker that still holds the last reference to the
+    final barrier's work (and, through it, to tensors with Python objects) needs the GIL to free it: deadlock. Here
+    the final barrier's work stays referenced from Python until exit, so no worker ever frees it. Hand-written: no
+    library offers this, and torch and accelerate free in this order."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        work = torch.distributed.barrier(async_op=True)
+        work.wait()
+        _FINAL_BARRIERS.append(work)
+    else:
+        accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 def set_cpu_threads(accelerator, threads: int | None = None) -> int:
@@ -85,19 +168,6 @@ def enable_tf32() -> None:
     """TF32 matmuls and convolutions on Ampere+ GPUs (DiT trains in TF32); no effect on CPU."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-
-
-def weight_digest(model: torch.nn.Module) -> int:
-    """A 56-bit digest of the model's weights (to check that data-parallel ranks hold identical weights); FSDP
-    shards are gathered first (a collective: call it on every rank)."""
-    import hashlib
-
-    from .distributed import full_tensor
-
-    h = hashlib.sha256()
-    for p in model.parameters():
-        h.update(full_tensor(p).float().cpu().numpy().tobytes())
-    return int(h.hexdigest()[:14], 16)
 
 
 @contextlib.contextmanager

@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 
 from ..data import image_transform, load_image_dataset
 from ..utils import atomic_write_json
-from .checkpoints import check_new_run, register_checkpoint_hooks, resume_from_checkpoint, save_checkpoint
-from .config import check_unchanged, save_config
-from .distributed import end_run
+from .checkpoints import resume_from_checkpoint, save_checkpoint
+from .distributed import register_checkpoint_hooks
 from .previews import log_image
-from .runtime import MIXED_PRECISION, make_run_accelerator, resolve_mixed_precision, start_trackers
+from .runtime import MIXED_PRECISION, end_run, record_run, resolve_mixed_precision, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -158,16 +157,11 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     """Trains, exports (EMA weights if used, with the measured scaling factor) and evaluates a VAE; returns the
     metrics written to `OUTPUT_DIR/metrics.json`."""
     out, run_start = Path(cfg.output_dir), time.time()
-    set_seed(cfg.seed)
-    accelerator = make_run_accelerator(out, cfg.mixed_precision, cfg.report_to, cpu_threads=cfg.cpu_threads)
-    check_new_run(out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir, VAE_RUN_OUTPUTS,
-                  delete=accelerator.is_main_process)
-    if cfg.resume_from_checkpoint:
-        check_unchanged(out / "train_config.json", cfg, VAE_RESUME_MAY_CHANGE)
     if cfg.resolution % 2 ** (len(cfg.block_out_channels) - 1):
         raise ValueError(f"--resolution {cfg.resolution} is not divisible by the VAE's downsampling "
                          f"{2 ** (len(cfg.block_out_channels) - 1)} (2 ** (len(block_out_channels) - 1)).")
-    accelerator.wait_for_everyone()
+    set_seed(cfg.seed)
+    accelerator = start_run(cfg, VAE_RUN_OUTPUTS, VAE_RESUME_MAY_CHANGE)
 
     # 1. Data and model
     loader = make_loader(cfg, cfg.train_split, shuffle=True, flip=cfg.random_flip)
@@ -187,10 +181,7 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     # 2. Resume; the config is saved once every check has passed
     ckpt_dir = out / "checkpoints"
     step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, parts)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.json")
-    start_trackers(accelerator, cfg)
+    record_run(accelerator, cfg)
 
     # 3. Train
     pixels_per_image = (1 if cfg.grayscale else 3) * cfg.resolution**2

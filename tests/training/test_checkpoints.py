@@ -1,5 +1,5 @@
-"""diffit_hf.training.checkpoints: atomic checkpoints, EMA save/load hooks, `latest` semantics, with a real
-Accelerator on a tiny model."""
+"""diffit_hf.training.checkpoints: atomic checkpoints, `latest` semantics, with the EMA save/load hooks
+(`distributed.register_checkpoint_hooks`) and a real Accelerator on a tiny model."""
 
 import pytest
 import torch
@@ -7,13 +7,8 @@ from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
 from diffit_hf import DiTModel
-from diffit_hf.training.checkpoints import (
-    latest_checkpoint,
-    list_checkpoints,
-    register_checkpoint_hooks,
-    resume_from_checkpoint,
-    save_checkpoint,
-)
+from diffit_hf.training.checkpoints import latest_checkpoint, list_checkpoints, resume_from_checkpoint, save_checkpoint
+from diffit_hf.training.distributed import register_checkpoint_hooks
 
 
 def tiny_run():
