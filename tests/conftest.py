@@ -5,6 +5,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a Hub miss would otherwise stall ~23 s
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # `-n 2`: each worker (and its subprocesses) gets its share of the
+    # cores; OpenMP threads of two workers fighting over the same cores slow both several-fold
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

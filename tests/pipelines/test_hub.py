@@ -109,6 +109,20 @@ def test_push_download_load_with_diffit_hf_and_with_plain_diffusers(hub, pipelin
 def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path):
     endpoint, state = hub
     before = folder_digest(pipeline_dir)
+    # broken pipelines (no transformer weights; a truncated VAE) must be refused before anything is uploaded
+    import shutil
+
+    broken = {}
+    for name, damage in (("no-weights", "transformer/diffusion_pytorch_model.safetensors"),
+                         ("truncated-vae", "vae/diffusion_pytorch_model.safetensors")):
+        shutil.copytree(pipeline_dir, tmp_path / name)
+        data = (tmp_path / name / damage).read_bytes()
+        if name == "no-weights":
+            (tmp_path / name / damage).unlink()
+        else:
+            (tmp_path / name / damage).write_bytes(data[: len(data) // 3])
+        broken[name] = folder_digest(tmp_path / name)
+    (tmp_path / "empty").mkdir()  # a folder without model_index.json
     run_against(endpoint, f"""
         import pytest
         from functools import partial
@@ -124,9 +138,14 @@ def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path
         with pytest.raises(FileExistsError, match="already exists"):
             push_to_hub(folder, "alice/x", token={WRITE_TOKEN!r}, exist_ok=False)
         with pytest.raises(FileNotFoundError, match="model_index.json"):
-            push_to_hub({str(tmp_path)!r}, "alice/y", token={WRITE_TOKEN!r})
+            push_to_hub({str(tmp_path / "empty")!r}, "alice/y", token={WRITE_TOKEN!r})
+        for name in {list(broken)!r}:
+            with pytest.raises(ValueError, match="is not a working pipeline, so nothing was pushed"):
+                push_to_hub({str(tmp_path)!r} + "/" + name, "alice/" + name, token={WRITE_TOKEN!r})
         print("ok")
     """, tmp_path)
+    for name, digest in broken.items():
+        assert f"alice/{name}" not in state.repos and folder_digest(tmp_path / name) == digest
     # server down: a clear ConnectionError
     run_against("http://127.0.0.1:9", f"""
         import pytest
@@ -135,28 +154,7 @@ def test_push_failures_are_clear_and_keep_the_folder(hub, pipeline_dir, tmp_path
         with pytest.raises(ConnectionError, match="Could not reach the Hub"):
             push_to_hub({str(pipeline_dir)!r}, "alice/z", token={WRITE_TOKEN!r}, pipeline_class=DiffiTPipeline)
     """, tmp_path)
-    assert folder_digest(pipeline_dir) == before
-    # a broken pipeline (no transformer weights; a truncated VAE) is refused before anything is uploaded
-    import shutil
-
-    for name, damage in (("no-weights", "transformer/diffusion_pytorch_model.safetensors"),
-                         ("truncated-vae", "vae/diffusion_pytorch_model.safetensors")):
-        broken = tmp_path / name
-        shutil.copytree(pipeline_dir, broken)
-        data = (broken / damage).read_bytes()
-        if name == "no-weights":
-            (broken / damage).unlink()
-        else:
-            (broken / damage).write_bytes(data[: len(data) // 3])
-        kept = folder_digest(broken)
-        run_against(endpoint, f"""
-            import pytest
-            from diffit_hf import DiffiTPipeline
-            from diffit_hf.pipelines.push import push_to_hub
-            with pytest.raises(ValueError, match="is not a working pipeline, so nothing was pushed"):
-                push_to_hub({str(broken)!r}, "alice/{name}", token={WRITE_TOKEN!r}, pipeline_class=DiffiTPipeline)
-        """, tmp_path)
-        assert f"alice/{name}" not in state.repos and folder_digest(broken) == kept
+    assert folder_digest(pipeline_dir) == before and "alice/x" in state.repos
 
 
 EVAL = {"fid": 12.5, "kid": 0.01, "precision": 0.8, "recall": 0.4, "class_consistency": 0.9,

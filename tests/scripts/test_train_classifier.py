@@ -22,7 +22,7 @@ def test_classifier_training_and_class_consistency_of_real_images(tmp_path, scri
     train_classifier = script("training/train_classifier.py")
     cfg = make_config(train_classifier.ClassifierConfig, {"epochs": 1, "train_limit": 2048, "batch_size": 64,
                                                           "test_limit": 2000, "output_dir": str(tmp_path / "clf"),
-                                                          "cpu_threads": 2})
+                                                          "cpu_threads": torch.get_num_threads()})
     metrics = train_classifier.main(cfg)
     assert metrics["test_accuracy"] > 0.6  # 2,048 images, one epoch; the full run reaches >= 92%
     saved = json.loads((tmp_path / "clf" / "metrics.json").read_text())
@@ -43,7 +43,8 @@ def test_spatial_evaluator_is_independent_and_scores_damaged_images_worse(tmp_pa
     train_classifier = script("training/train_classifier.py")
     cfg = make_config(train_classifier.ClassifierConfig, {"epochs": 1, "train_limit": 3000, "batch_size": 64,
                                                           "test_limit": 100, "features": "spatial",
-                                                          "output_dir": str(tmp_path / "spatial"), "cpu_threads": 2})
+                                                          "output_dir": str(tmp_path / "spatial"),
+                                                          "cpu_threads": torch.get_num_threads()})
     assert (cfg.seed, cfg.random_shift) == (1, 2)
     train_classifier.main(cfg)
     extractor = ClassifierFeatures(tmp_path / "spatial")
