@@ -22,8 +22,14 @@ from .config import save_config
 
 RUN_CONFIG = "train_config.json"  # the run's config in its output folder: saved by record_run, compared on resume
 
-
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+def mixed_precision_field(default: str = "no"):
+    """The `mixed_precision` field of a training config (resolve "auto" in its `__post_init__` with
+    `resolve_mixed_precision`, so the saved config holds what ran)."""
+    return dataclasses.field(default=default, metadata={"choices": list(MIXED_PRECISION), "help": (
+        "auto: bf16 where the GPU or CPU has bf16 matmul hardware (AVX512-BF16/AMX), else fp32; saved resolved")})
 
 
 def bf16_matmul_hardware() -> bool:

@@ -27,7 +27,7 @@ from ..utils import atomic_write_json
 from .checkpoints import resume_from_checkpoint, save_checkpoint
 from .distributed import register_checkpoint_hooks
 from .previews import log_image
-from .runtime import MIXED_PRECISION, end_run, record_run, resolve_mixed_precision, start_run
+from .runtime import end_run, mixed_precision_field, record_run, resolve_mixed_precision, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ class VAETrainConfig:
     batch_size: int = field(default=64, metadata={"help": "per process"})
     max_steps: int = 1500
     ema_decay: float = field(default=0.0, metadata={"help": "0 disables EMA; EMA uses warmup (EMAModel)"})
-    mixed_precision: str = field(default="no", metadata={"choices": list(MIXED_PRECISION), "help": (
-        "auto: bf16 where the GPU or CPU has bf16 matmul hardware (AVX512-BF16/AMX), else fp32; saved resolved")})
+    mixed_precision: str = mixed_precision_field()
     checkpointing_steps: int = 500
     checkpoints_total_limit: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint folder or 'latest'"})

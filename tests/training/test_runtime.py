@@ -32,3 +32,14 @@ def test_cpu_bf16_hardware_is_read_from_the_cpu_flags(monkeypatch, tmp_path, fla
     monkeypatch.setattr(runtime, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
     monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
     assert runtime.bf16_matmul_hardware() is expected
+
+
+def test_a_gpu_counts_unless_accelerate_is_told_to_use_the_cpu(monkeypatch, tmp_path):
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime.torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    assert runtime.bf16_matmul_hardware() is True
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # the run is on the CPU: its flags decide
+    real_path = runtime.Path
+    monkeypatch.setattr(runtime, "Path", lambda p: real_path(tmp_path / "absent"))  # no /proc/cpuinfo to read
+    assert runtime.bf16_matmul_hardware() is False
