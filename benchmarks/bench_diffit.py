@@ -178,12 +178,13 @@ def checkpoint_pipeline(folder: Path, step: int) -> Path:
     return out
 
 
-def evaluate(pipeline: Path, out: Path, args, guidance: float = 4.0, schedule: str = "constant") -> dict:
+def evaluate(pipeline: Path, out: Path, args, guidance: float = 4.0, schedule: str = "constant",
+             interval: tuple[float, float] | None = None) -> dict:
     if not out.exists():
         run([sys.executable, "training/evaluate.py", "--pipeline", str(pipeline), "--num-samples",
              str(args.num_samples), "--num-inference-steps", "25", "--scheduler", "dpm", "--guidance-scale",
-             str(guidance), "--guidance-schedule", schedule, "--cpu-threads", "1", "--output", str(out)],
-            out.with_suffix(".log"))
+             str(guidance), "--guidance-schedule", schedule, "--cpu-threads", "1", "--output", str(out)]
+            + (["--guidance-interval", *map(str, interval)] if interval else []), out.with_suffix(".log"))
     ev = json.loads(out.read_text())
     second = ev["second_evaluator"]
     return {"fid": ev["fid"], "fid2": second["fid"], "kid": ev["kid"], "kid2": second["kid"],
@@ -273,7 +274,29 @@ def render_ablation(result: dict) -> str:
 #                                     Guidance                                  #
 #################################################################################
 
-GUIDANCE = [(2.0, "constant"), (4.0, "constant"), (6.0, "constant"), (4.4, "power_cosine"), (8.0, "power_cosine")]
+GUIDANCE = ["constant:2", "constant:4", "constant:6", "power_cosine:4.4", "power_cosine:8"]
+
+
+def guidance_setting(text: str) -> tuple[float, str, tuple[float, float] | None]:
+    """`SCHEDULE:SCALE[:LOW,HIGH]` (e.g. `constant:4:0.3,5`: guidance 4 at noise levels sigma in (0.3, 5] only) ->
+    (scale, schedule, interval)."""
+    from diffit_hf.pipelines.schedules import GUIDANCE_SCHEDULES, check_guidance_interval
+
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"--guidance {text!r}: expected SCHEDULE:SCALE[:LOW,HIGH] with SCHEDULE one of "
+                         f"{', '.join(GUIDANCE_SCHEDULES)}, e.g. constant:4 or constant:4:0.3,5.")
+    interval = tuple(float(x) for x in parts[2].split(",")) if len(parts) == 3 else None
+    return float(parts[1]), parts[0], check_guidance_interval(interval)
+
+
+def guidance_row(name: str, pipeline: Path, setting: str, args) -> dict:
+    """`pipeline` scored under one `guidance_setting` (its eval JSON kept in the pipeline folder and reused)."""
+    scale, schedule, interval = guidance_setting(setting)
+    tag = f"-i{interval[0]}-{interval[1]}" if interval else ""
+    out = pipeline / f"eval-guidance-{schedule}-{scale}{tag}-n{args.num_samples}.json"
+    return {"run": name, "scale": scale, "schedule": schedule, "interval": interval,
+            **evaluate(pipeline, out, args, scale, schedule, interval)}
 
 
 def guidance(args) -> dict:
@@ -284,24 +307,17 @@ def guidance(args) -> dict:
     missing = [name for name in args.rows if name not in runs]
     if missing:
         raise ValueError(f"Rows {missing} are not in results/bench_diffit_ablation.json; run the ablation first.")
-    settings = [(float(x.split(":")[1]), x.split(":")[0]) for x in args.guidance] if args.guidance else GUIDANCE
-    jobs = [(name, scale, schedule) for name in args.rows for scale, schedule in settings]
-
-    def one(job):
-        name, scale, schedule = job
-        pipeline = ROOT / runs[name]["equal_wall"]["pipeline"]
-        out = pipeline / f"eval-guidance-{schedule}-{scale}-n{args.num_samples}.json"
-        return {"run": name, "scale": scale, "schedule": schedule, **evaluate(pipeline, out, args, scale, schedule)}
-
+    settings = args.guidance or GUIDANCE
+    jobs = [(name, ROOT / runs[name]["equal_wall"]["pipeline"], setting) for name in args.rows for setting in settings]
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(one, jobs))
+        rows = list(pool.map(lambda job: guidance_row(*job, args), jobs))
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
 
 
 # The two demos at their full, equal-wall-clock budgets (demo_fmnist.yaml and demo_fmnist_diffit.yaml).
 DEMOS = {"DiT-S/4 demo (2,400 steps)": "outputs/dit-fmnist",
          "DiffiT + adaLN-Zero + adaLN output demo (2,280 steps)": "outputs/diffit-fmnist"}
-DEMO_GUIDANCE = [(1.5, "constant"), (2.0, "constant"), (2.5, "constant"), (3.0, "constant"), (4.0, "constant")]
+DEMO_GUIDANCE = ["constant:1.5", "constant:2", "constant:2.5", "constant:3", "constant:4"]
 
 
 def demo_guidance(args) -> dict:
@@ -311,29 +327,25 @@ def demo_guidance(args) -> dict:
     if missing:
         raise FileNotFoundError(f"{missing} missing: train the demos first (README: the demo, with "
                                 "--config training/configs/demo_fmnist.yaml and demo_fmnist_diffit.yaml).")
-    settings = [(float(x.split(":")[1]), x.split(":")[0]) for x in args.guidance] if args.guidance else DEMO_GUIDANCE
-    jobs = [(name, scale, schedule) for name in DEMOS for scale, schedule in settings]
-
-    def one(job):
-        name, scale, schedule = job
-        pipeline = ROOT / DEMOS[name]
-        out = pipeline / f"eval-guidance-{schedule}-{scale}-n{args.num_samples}.json"
-        return {"run": name, "scale": scale, "schedule": schedule, **evaluate(pipeline, out, args, scale, schedule)}
-
+    settings = args.guidance or DEMO_GUIDANCE
+    jobs = [(name, ROOT / path, setting) for name, path in DEMOS.items() for setting in settings]
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(one, jobs))
+        rows = list(pool.map(lambda job: guidance_row(*job, args), jobs))
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
 
 
 def render_guidance(result: dict) -> str:
     lines = [f"Guidance at equal wall clock, {result['date']}: {result['num_samples']:,} samples, 25 DPM-Solver++ "
              "steps; power-cosine = DiffiT's schedule (exponent 4: ~1 at high noise, the full scale at t = 0). Each "
-             "cell: FID-FMNIST / FID-FMNIST-spatial.", "",
-             "| run | schedule | scale | FID | class cons. | precision | recall |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "cell: FID-FMNIST / FID-FMNIST-spatial; interval: the noise levels sigma = 1/sqrt(SNR) guided (all: "
+             "every step).", "",
+             "| run | schedule | scale | interval | FID | class cons. | precision | recall |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['run']} | {r['schedule']} | {r['scale']} | {r['fid']:.2f} / {r['fid2']:.2f} | "
-                     f"{r['cc']:.1%} / {r['cc2']:.1%} | {r['precision']:.3f} / {r['precision2']:.3f} | "
+        interval = "({:g}, {:g}]".format(*r["interval"]) if r.get("interval") else "all"
+        lines.append(f"| {r['run']} | {r['schedule']} | {r['scale']} | {interval} | "
+                     f"{r['fid']:.2f} / {r['fid2']:.2f} | {r['cc']:.1%} / {r['cc2']:.1%} | "
+                     f"{r['precision']:.3f} / {r['precision2']:.3f} | "
                      f"{r['recall']:.3f} / {r['recall2']:.3f} |")
     return "\n".join(lines)
 
@@ -350,7 +362,9 @@ def main() -> None:
         "demo-config speed and ablation training: the demo's bf16, or fp32 where bf16 matmuls are slow (CPUs "
         "without AVX512-BF16/AMX)"))
     parser.add_argument("--demo-only", action="store_true", help="speed: only the demo-config section")
-    parser.add_argument("--guidance", nargs="+", help="guidance: SCHEDULE:SCALE settings (default: the GUIDANCE list)")
+    parser.add_argument("--guidance", nargs="+", help=(
+        "guidance, demo-guidance: SCHEDULE:SCALE[:LOW,HIGH] settings, e.g. constant:4:0.3,5 guides noise levels "
+        "sigma in (0.3, 5] only (default: the GUIDANCE / DEMO_GUIDANCE list)"))
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--steps", type=int, default=800, help="ablation: the equal-steps budget")
     parser.add_argument("--num-samples", type=int, default=2000)
@@ -358,6 +372,8 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/bench-diffit")
     parser.add_argument("--results-name", help="results/bench_diffit_NAME.{json,md} (default: the part's name)")
     args = parser.parse_args()
+    for setting in args.guidance or []:  # a bad setting fails before any work
+        guidance_setting(setting)
     RESULTS.mkdir(exist_ok=True)
     if args.part == "speed":
         result, render = speed(args), render_speed

@@ -42,6 +42,7 @@ from diffit_hf.pipelines.schedules import (
     GUIDANCE_SCHEDULES,
     SAMPLING_PRESETS,
     SCHEDULERS,
+    check_guidance_interval,
 )
 from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.utils import atomic_path, atomic_write_json
@@ -64,6 +65,9 @@ class GenerateConfig:
     guidance_scale: float = field(default=4.0, metadata={"help": "classifier-free guidance scale"})
     guidance_schedule: str = field(default="constant", metadata={"choices": list(GUIDANCE_SCHEDULES),
                                                                  "help": "guidance scale over the sampling steps"})
+    guidance_interval: tuple[float, ...] | None = field(default=None, metadata={
+        "help": "SIGMA_LOW SIGMA_HIGH: guide only the steps at noise levels sigma = 1/sqrt(SNR) in (low, high] (inf "
+                "allowed); the others skip the unconditional pass (Kynkaanniemi et al. 2024); default: every step"})
     preset: str | None = field(default=None, metadata={
         "choices": list(SAMPLING_PRESETS),
         "help": "sample as a paper does: sets the scheduler, steps and guidance (scale, schedule, first 3 channels)"})
@@ -88,7 +92,9 @@ class GenerateConfig:
     def __post_init__(self):
         if self.model is None:
             raise ValueError("--model is required: a saved pipeline folder or Hub repo id.")
-        refuse_preset_overrides(self, self.preset, ("steps", "scheduler", "guidance_scale", "guidance_schedule"))
+        refuse_preset_overrides(self, self.preset, ("steps", "scheduler", "guidance_scale", "guidance_schedule",
+                                                    "guidance_interval"))
+        self.guidance_interval = check_guidance_interval(self.guidance_interval)
         out = Path(self.out)
         if not out.parent.is_dir():
             raise ValueError(f"--out {out}: the folder {out.parent} does not exist.")
@@ -146,7 +152,8 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device | str) -> tuple[Diff
     pipe = DiffiTPipeline.from_pretrained(cfg.model, torch_dtype=DTYPES[cfg.dtype]).to(device)
     pipe.set_progress_bar_config(disable=True)  # the script shows one bar over the whole job
     sampling = configure_sampling(pipe, cfg.preset, cfg.scheduler, num_inference_steps=cfg.steps,
-                                  guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule)
+                                  guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule,
+                                  guidance_interval=cfg.guidance_interval)
     if cfg.preset:
         logger.info(f"preset {cfg.preset}: scheduler {type(pipe.scheduler).__name__}, "
                     + ", ".join(f"{k} {v}" for k, v in sampling.items()))

@@ -55,7 +55,7 @@ from diffit_hf.evaluation import (
 from diffit_hf.evaluation.extractors import DEFAULT_INCEPTION_WEIGHTS, INCEPTION_FILE
 from diffit_hf.pipelines.grid import labelled_grid
 from diffit_hf.pipelines.sampling import configure_sampling, output_image_shape, sample_indices
-from diffit_hf.pipelines.schedules import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS
+from diffit_hf.pipelines.schedules import GUIDANCE_SCHEDULES, SAMPLING_PRESETS, SCHEDULERS, check_guidance_interval
 from diffit_hf.training.config import parse_config, refuse_preset_overrides
 from diffit_hf.training.runtime import set_cpu_threads
 from diffit_hf.utils import atomic_path, atomic_write_json
@@ -79,6 +79,9 @@ class EvalConfig:
     guidance_scale: float = field(default=1.5, metadata={"help": "classifier-free guidance scale"})
     guidance_schedule: str = field(default="constant", metadata={"choices": list(GUIDANCE_SCHEDULES),
                                                                  "help": "guidance scale over the sampling steps"})
+    guidance_interval: tuple[float, ...] | None = field(default=None, metadata={
+        "help": "SIGMA_LOW SIGMA_HIGH: guide only the steps at noise levels sigma = 1/sqrt(SNR) in (low, high] (inf "
+                "allowed); the others skip the unconditional pass (Kynkaanniemi et al. 2024); default: every step"})
     preset: str | None = field(default=None, metadata={
         "choices": list(SAMPLING_PRESETS),
         "help": "sample as a paper does (replaces the scheduler, steps and guidance settings)"})
@@ -109,7 +112,9 @@ class EvalConfig:
 
     def __post_init__(self):
         refuse_preset_overrides(self, self.preset,
-                                ("num_inference_steps", "scheduler", "guidance_scale", "guidance_schedule"))
+                                ("num_inference_steps", "scheduler", "guidance_scale", "guidance_schedule",
+                                 "guidance_interval"))
+        self.guidance_interval = check_guidance_interval(self.guidance_interval)
         if self.second_extractor and self.reference_stats:
             raise ValueError("--reference-stats holds statistics for --extractor only; the second evaluator compares "
                              "with a reference split: pass --second-extractor none (or drop --reference-stats).")
@@ -178,7 +183,8 @@ def main(cfg: EvalConfig) -> dict:
     pipe = DiffiTPipeline.from_pretrained(cfg.pipeline).to(accelerator.device)
     pipe.set_progress_bar_config(disable=True)
     sampling = configure_sampling(pipe, cfg.preset, cfg.scheduler, num_inference_steps=cfg.num_inference_steps,
-                                  guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule)
+                                  guidance_scale=cfg.guidance_scale, guidance_schedule=cfg.guidance_schedule,
+                                  guidance_interval=cfg.guidance_interval)
     extractor = load_extractor(cfg.extractor, accelerator.device, cfg.inception_weights)
     classifier = load_extractor(cfg.classifier, accelerator.device) if cfg.classifier else None
     second = load_extractor(cfg.second_extractor, accelerator.device) if cfg.second_extractor else None

@@ -33,13 +33,16 @@ from .schedules import (
     PREDICTION_TYPES,
     SCHEDULERS,
     EDMHeunScheduler,
+    check_guidance_interval,
     ddpm_log_sigmas,
     dit_timestep_fraction,
     flow_scheduler,
     guidance_scale_at,
+    in_guidance_interval,
     is_flow_dpm_solver,
     scheduler_prediction_type,
     set_timesteps,
+    step_log_sigma,
 )
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -177,6 +180,7 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
         latents: torch.Tensor | None,
         output_type: str,
         guidance_scale_pow: float = 4.0,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> tuple[list[int] | None, tuple[int, int, int, int]]:
         """Raises a `ValueError` for the first invalid `__call__` argument (or scheduler/model mismatch), before any
         sampling work is done. Returns what the checks resolve, for `__call__` to use: the class ids (from ids and
@@ -232,6 +236,7 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
             )
         if not isinstance(guidance_scale_pow, numbers.Real) or not 0 < guidance_scale_pow < math.inf:
             raise ValueError(f"guidance_scale_pow must be a positive finite number, got {guidance_scale_pow!r}.")
+        check_guidance_interval(guidance_interval)
         return labels, shape
 
     @torch.no_grad()
@@ -243,6 +248,7 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
         guidance_schedule: str = "constant",
         guidance_channels: int | None = None,
         guidance_scale_pow: float = 4.0,
+        guidance_interval: tuple[float, float] | None = None,
         num_inference_steps: int = 50,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -268,6 +274,12 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
                 papers' sampling code on 4-channel latents).
             guidance_scale_pow (`float`, defaults to 4.0):
                 The exponent of the power-cosine schedule (`--scale_pow` of NVIDIA's DiffiT sampling script).
+            guidance_interval (`tuple[float, float]`, *optional*):
+                `(sigma_low, sigma_high)`: guide only the steps whose noise level `sigma = 1 / sqrt(SNR)` lies in
+                `(sigma_low, sigma_high]` (Kynkaanniemi et al. 2024: guidance at high noise costs diversity and at low
+                noise does little); the other steps use the conditional prediction alone and skip the unconditional
+                pass. `sigma` is measured the same way for every prediction type (flow: `t / (1 - t)`). `None`:
+                every step is guided.
             num_inference_steps (`int`, defaults to 50):
                 Denoising steps.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
@@ -307,17 +319,16 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
         # 1. Check inputs; the class ids (ids and names resolved) and the latent shape (B, C, H, W) come back
         labels, shape = self.check_inputs(class_labels, num_images_per_label, guidance_scale, guidance_schedule,
                                           guidance_channels, num_inference_steps, generator, latents, output_type,
-                                          guidance_scale_pow)
+                                          guidance_scale_pow, guidance_interval)
+        interval = check_guidance_interval(guidance_interval)
 
         # 2. Labels: B class ids, then B null labels for the unconditional pass of classifier-free guidance
         device, dtype = self._execution_device, self.transformer.dtype
         use_cfg = labels is not None and guidance_scale > 1.0
+        ids = guided_labels = None
         if labels is not None:
             ids = torch.tensor(labels, device=device).repeat_interleave(num_images_per_label)  # (B,)
-            null = torch.full_like(ids, self.num_classes)
-            model_labels = torch.cat([ids, null]) if use_cfg else ids  # (2B,) or (B,)
-        else:
-            model_labels = None
+            guided_labels = torch.cat([ids, torch.full_like(ids, self.num_classes)])  # (2B,)
 
         # 3. Initial noise
         channels, height, width = shape[1:]
@@ -339,18 +350,22 @@ class DiffiTPipeline(DiffiTHubMixin, DiffusionPipeline):
         log_sigmas = ddpm_log_sigmas(scheduler) if prediction_type not in ("flow", "edm") else None
         flow_dpm = is_flow_dpm_solver(scheduler)
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
-            model_input = torch.cat([latents, latents]) if use_cfg else latents
-            if hasattr(scheduler, "scale_model_input"):  # (the flow-matching schedulers have none)
-                model_input = scheduler.scale_model_input(model_input, t)
             model_t = t
             if prediction_type == "edm":  # the EDM schedulers' timesteps are c_noise
                 model_t = t * EDM_TIMESTEP_SCALE
             elif flow_dpm:  # its timesteps are int64 floor(1000 sigma); the model was trained on the continuous 1000 t
                 model_t = (scheduler.sigmas[i] * num_train_timesteps).to(device)
+            # classifier-free guidance at this step: at every step, or inside the interval of noise levels
+            guide = use_cfg and (interval is None or in_guidance_interval(
+                step_log_sigma(prediction_type, model_t, num_train_timesteps, log_sigmas), interval))
+            model_input = torch.cat([latents, latents]) if guide else latents
+            if hasattr(scheduler, "scale_model_input"):  # (the flow-matching schedulers have none)
+                model_input = scheduler.scale_model_input(model_input, t)
             timesteps = model_t.expand(model_input.shape[0]) if torch.is_tensor(model_t) else model_t
+            model_labels = guided_labels if guide else ids  # (2B,), (B,) or None
             out = self.transformer(model_input, timesteps, model_labels).sample  # (B or 2B, C or 2C, H, W)
             pred, variance = out[:, :channels], out[:, channels:]  # epsilon, v or velocity; learned variance
-            if use_cfg:  # guidance is linear in the prediction, so it is the same for every prediction type
+            if guide:  # guidance is linear in the prediction, so it is the same for every prediction type
                 cond, uncond = pred.chunk(2)
                 fraction = dit_timestep_fraction(prediction_type, model_t, num_train_timesteps, log_sigmas)
                 scale = guidance_scale_at(guidance_scale, guidance_schedule, fraction, guidance_scale_pow)

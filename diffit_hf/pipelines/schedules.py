@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -153,6 +154,27 @@ def guidance_scale_at(scale: float, schedule: str, timestep_fraction: float, sca
         return scale
     progress = (1.0 - timestep_fraction) ** scale_pow
     return 1.0 + (scale - 1.0) * 0.5 * (1.0 - math.cos(math.pi * progress))
+
+
+def check_guidance_interval(interval) -> tuple[float, float] | None:
+    """`interval` as `(sigma_low, sigma_high)` floats, or `None`; a `ValueError` naming the problem unless it is two
+    numbers with `0 <= sigma_low < sigma_high` (`sigma_high` may be `inf`)."""
+    if interval is None:
+        return None
+    numbers_ok = (not isinstance(interval, (str, bytes)) and len(interval) == 2
+                  and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in interval))
+    if not numbers_ok or not 0 <= interval[0] < interval[1] or math.isnan(interval[1]):
+        raise ValueError(f"guidance_interval must be (sigma_low, sigma_high) with 0 <= sigma_low < sigma_high "
+                         f"(noise levels sigma = 1 / sqrt(SNR); sigma_high may be inf), got {interval!r}.")
+    return float(interval[0]), float(interval[1])
+
+
+def in_guidance_interval(log_sigma: float, interval: tuple[float, float]) -> bool:
+    """Whether a step at noise level `log sigma` (`step_log_sigma`) is guided: `sigma_low < sigma <= sigma_high`, the
+    limited interval of Kynkaanniemi et al. 2024 ("Applying guidance in a limited interval improves sample and
+    distribution quality in diffusion models")."""
+    sigma = math.exp(log_sigma) if log_sigma < 700 else math.inf
+    return interval[0] < sigma <= interval[1]
 
 
 def flow_dynamic_mu(config, image_seq_len: int) -> float:

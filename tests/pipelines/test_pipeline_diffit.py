@@ -171,6 +171,58 @@ def test_power_cosine_schedule():
             run(pipe, guidance_schedule="power_cosine", guidance_scale_pow=bad)
 
 
+def _batch_sizes(pipe):
+    """The batch of every transformer call of `pipe` (appended to the returned list)."""
+    calls = []
+    pipe.transformer.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    return calls
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it():
+    pipe = tiny_pipeline()
+    calls = _batch_sizes(pipe)
+    everywhere = run(pipe, steps=4, guidance_scale=4.0)
+    assert calls == [4, 4, 4, 4]  # 2 labels, conditional + null
+    calls.clear()
+    np.testing.assert_array_equal(run(pipe, steps=4, guidance_scale=4.0, guidance_interval=(0, float("inf"))),
+                                  everywhere)
+    assert calls == [4, 4, 4, 4]
+    # DDPM at 4 steps visits t = 750, 500, 250, 0; sigma = sqrt((1 - abar) / abar), computed here independently
+    abar = pipe.scheduler.alphas_cumprod.double()
+    sigma = ((1 - abar) / abar).sqrt()
+    only_500 = (float(sigma[250] + sigma[500]) / 2, float(sigma[500] + sigma[750]) / 2)
+    calls.clear()
+    middle = run(pipe, steps=4, guidance_scale=4.0, guidance_interval=only_500)
+    assert calls == [2, 4, 2, 2]  # unguided steps skip the unconditional pass
+    calls.clear()
+    never = run(pipe, steps=4, guidance_scale=4.0, guidance_interval=(1e6, 2e6))
+    assert calls == [2, 2, 2, 2]
+    np.testing.assert_array_equal(never, run(pipe, steps=4, guidance_scale=1.0))
+    assert not np.allclose(middle, everywhere) and not np.allclose(middle, never)
+
+
+def test_guidance_interval_measures_flow_noise_levels():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe = tiny_pipeline(learn_sigma=False, scheduler=FlowMatchEulerDiscreteScheduler())
+    calls = _batch_sizes(pipe)
+    # flow sigmas 1, 0.75, 0.5, 0.25: noise levels t / (1 - t) = inf, 3, 1, 1/3
+    run(pipe, steps=4, guidance_scale=4.0, guidance_interval=(0.5, 2.0))
+    assert calls == [2, 2, 4, 2]
+    calls.clear()
+    run(pipe, steps=4, guidance_scale=4.0, guidance_interval=(0.5, float("inf")))
+    assert calls == [4, 4, 4, 2]
+
+
+@pytest.mark.parametrize("bad", [(1.0, 0.5), (-1.0, 2.0), (1.0,), "ab", (0.0, float("nan")), (True, 2.0), (1, 1)])
+def test_guidance_interval_is_checked_before_any_work(bad):
+    pipe = tiny_pipeline()
+    calls = _batch_sizes(pipe)
+    with pytest.raises(ValueError, match="guidance_interval must be \\(sigma_low, sigma_high\\)"):
+        run(pipe, guidance_interval=bad)
+    assert calls == []
+
+
 def test_unconditional_and_pixel_space_models():
     unet = _perturb(DiffiTUNetModel(sample_size=16, in_channels=1, block_out_channels=(16,), layers_per_block=(1,),
                                     window_size=4, attention_head_dim=8, norm_num_groups=4, num_classes=0))

@@ -35,7 +35,7 @@ def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path, evalu
     cfg = make_config(evaluate.EvalConfig, dict(
         pipeline=str(tmp_path / "pipe"), num_samples=40, batch_size=20, num_inference_steps=2,
         extractor=str(tmp_path / "clf"), classifier=str(tmp_path / "clf"), cache_dir=str(tmp_path / "stats"),
-        second_extractor=str(tmp_path / "clf2"), scheduler="ddim", reference_limit=300))
+        second_extractor=str(tmp_path / "clf2"), scheduler="ddim", reference_limit=300, guidance_interval=(0.5, 50.0)))
     result = evaluate.main(cfg)
     saved = json.loads((tmp_path / "pipe" / "eval.json").read_text())
     keys = ("fid", "kid", "precision", "recall", "class_consistency", "floor_fid", "floor_kid",
@@ -51,10 +51,12 @@ def test_evaluate_writes_metrics_floor_grid_and_caches_reference(tmp_path, evalu
     pipe = DiffiTPipeline.from_pretrained(tmp_path / "pipe")
     pipe.use_scheduler("ddim")
     images, labels = evaluate.generate(cfg, pipe, list(range(40)), False, dict(
-        num_inference_steps=2, guidance_scale=cfg.guidance_scale, guidance_schedule="constant"))
+        num_inference_steps=2, guidance_scale=cfg.guidance_scale, guidance_schedule="constant",
+        guidance_interval=(0.5, 50.0)))
     features2 = load_extractor(str(tmp_path / "clf2"))
     assert features2(images).shape == (40, 4 * 4 * 4)
     assert ev["class_consistency"] == pytest.approx(class_consistency(features2.logits(images), labels))
+    assert saved["sampling"]["guidance_interval"] == [0.5, 50.0]
     assert (tmp_path / "pipe" / "eval_samples.png").exists()
     cached = sorted((tmp_path / "stats").glob("*.safetensors"))
     assert len(cached) == 4  # reference split and floor subset, for each evaluator
@@ -132,3 +134,15 @@ def test_second_evaluator_missing_or_without_a_split_is_refused_before_sampling(
 def test_evaluate_preset_refuses_overridden_flags(evaluate):
     with pytest.raises(ValueError, match="--preset dit-paper sets the sampling settings; drop --guidance-scale"):
         make_config(evaluate.EvalConfig, dict(preset="dit-paper", guidance_scale=3.0))
+
+
+def test_evaluate_guidance_interval_flag(evaluate):
+    from diffit_hf.training.config import parse_config
+
+    assert parse_config(evaluate.EvalConfig, ["--guidance-interval", "0.3", "inf"]).guidance_interval == (
+        0.3, float("inf"))
+    for bad in (["2", "1"], ["1"], ["0", "1", "2"]):
+        with pytest.raises(ValueError, match="guidance_interval must be \\(sigma_low, sigma_high\\)"):
+            parse_config(evaluate.EvalConfig, ["--guidance-interval", *bad])
+    with pytest.raises(ValueError, match="drop --guidance-interval"):
+        make_config(evaluate.EvalConfig, dict(preset="dit-paper", guidance_interval=(0.3, 5.0)))

@@ -72,6 +72,15 @@ def test_in_process_sampling_options(script, pipe_dir, tmp_path):
         tmp_path / "grid.png"), "labels": ["Bag"], "num_per_label": 2, "steps": 2, "device": "cpu"})
     generate.main(cfg)
     assert Image.open(tmp_path / "grid.png").size[0] == 8
+    # --guidance-interval reaches the pipeline: an interval no step falls in samples as guidance 1 does
+    outs = {}
+    for name, flags in {"cfg1": {"guidance_scale": 1.0}, "never": {"guidance_interval": (1e6, 2e6)},
+                        "cfg4": {}}.items():
+        generate.main(make_config(generate.GenerateConfig, {"model": str(pipe_dir), "num_samples": 3, "steps": 2,
+                                                            "out": str(tmp_path / f"{name}.npz"), **flags}))
+        outs[name] = np.load(tmp_path / f"{name}.npz")["arr_0"]
+    np.testing.assert_array_equal(outs["never"], outs["cfg1"])
+    assert not np.array_equal(outs["cfg4"], outs["cfg1"])
 
 
 def test_bf16_sampling(script, pipe_dir, tmp_path):
