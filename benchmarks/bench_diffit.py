@@ -55,6 +55,10 @@ ROWS = {
     "DiffiT + adaLN-Zero + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, []),
     "DiffiT, clip 1 (MDT)": (*DIFFIT, ["--max-grad-norm", "1.0"]),
     "DiffiT, lr 1e-4": (*DIFFIT, ["--learning-rate", "1e-4"]),
+    "DiffiT, lr 1e-3 + clip 1": (*DIFFIT, ["--learning-rate", "1e-3", "--max-grad-norm", "1.0"]),
+    "DiffiT, AdamW beta2 0.95": (*DIFFIT, ["--adam-beta2", "0.95"]),
+    "DiffiT, no EMA": (*DIFFIT, ["--ema-decay", "0", "--no-ema-warmup"]),
+    "DiffiT, label table std 0.2": (DIFFIT[0], {**DIFFIT[1], "class_embed_std": 0.2}, []),
 }
 
 

@@ -119,6 +119,8 @@ class TrainConfig:
                 "scaled to std ~1; 0.5 for pixels in [-1, 1], EDM's)"})
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2 (DiT: 0.999; 0.95 is common for ViTs)"})
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"choices": LR_SCHEDULES})
     lr_warmup_steps: int = 0
     max_grad_norm: float = field(default=0.0, metadata={"help": "gradient clipping; 0 disables"})
@@ -198,8 +200,9 @@ def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
                          f"{cfg.lr_finder_max}.")
     if cfg.push_to_hub and not cfg.hub_repo_id:
         raise ValueError("--push-to-hub needs --hub-repo-id.")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise ValueError(f"ema_decay must lie in [0, 1), got {cfg.ema_decay}.")
+    for name in ("ema_decay", "adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ValueError(f"{name} must lie in [0, 1), got {getattr(cfg, name)}.")
     overrides = {**model_overrides_for(cfg.objective), **json_object(cfg.model_config, "--model-config")}
     learn_sigma = preset_value(cfg.model, "learn_sigma", overrides)  # unknown preset -> ValueError naming the valid
     if cfg.hub_license and cfg.init_from:  # weights fine-tuned from DiT/DiffiT keep their non-commercial license
@@ -248,7 +251,8 @@ def main(cfg: TrainConfig) -> dict:
         transformer.enable_gradient_checkpointing()
 
     # 4. Optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                  num_training_steps=cfg.max_steps)
     model_cls = type(transformer)

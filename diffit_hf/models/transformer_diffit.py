@@ -227,6 +227,8 @@ class DiffiTModel(ModelMixin, ConfigMixin):
             design) or `"adaln"` (DiT's adaLN final layer: shift/scale from SiLU(x_t), zero-initialised).
         zero_init_residual (`bool`, defaults to `False`): Opt-in init, not DiffiT's: zero the attention and MLP
             output projections so that every block starts as the identity (the function is unchanged).
+        class_embed_std (`float`, defaults to 0.02): Init std of the label table (DiT's and DiffiT's 0.02); a larger
+            one starts the label pathway stronger against the time embedding (init only, like `zero_init_residual`).
     """
 
     _supports_gradient_checkpointing = True
@@ -251,10 +253,13 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         adaln_zero: bool = False,
         final_layer_type: str = "layernorm_silu",
         zero_init_residual: bool = False,
+        class_embed_std: float = 0.02,
     ):
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
+        if not 0 < class_embed_std < float("inf"):
+            raise ValueError(f"class_embed_std must be a positive finite number, got {class_embed_std}.")
         check_config_values(class_dropout_prob, patch_size=patch_size, in_channels=in_channels, num_layers=num_layers,
                             num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
                             window_size=window_size)
@@ -283,6 +288,8 @@ class DiffiTModel(ModelMixin, ConfigMixin):
     def initialize_weights(self) -> None:
         """Shared DiffiT init, and a zero-initialised output layer; the opt-in additions start at zero too."""
         init_diffit_weights(self)
+        if self.cond_embed.class_embedder is not None and self.config.class_embed_std != 0.02:
+            nn.init.normal_(self.cond_embed.class_embedder.weight, std=self.config.class_embed_std)
         zeroed = [self.final_layer.proj_out, self.final_layer.adaln_linear]
         for block in self.transformer_blocks:
             zeroed.append(block.adaln_linear)

@@ -20,8 +20,8 @@ from diffusers.models.modeling_utils import ModelMixin
 LABEL_TABLE = "cond_embed.class_embedder.weight"  # (num_classes + 1, D): the last row is the null class
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 # config keys a fine-tuned model may change: the class count, the resolution (the positional table is computed),
-# the label dropout of training and an init-only flag; every other key changes what the loaded weights compute
-FINE_TUNING_MAY_CHANGE = {"num_classes", "sample_size", "class_dropout_prob", "zero_init_residual"}
+# the label dropout of training and the init-only options; every other key changes what the loaded weights compute
+FINE_TUNING_MAY_CHANGE = {"num_classes", "sample_size", "class_dropout_prob", "zero_init_residual", "class_embed_std"}
 
 
 def _folder_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -434,6 +434,23 @@ def test_opt_in_conditioning_flags(flags):
         DiffiTModel(**kwargs, final_layer_type="silu")
 
 
+def test_class_embed_std_sets_only_the_label_tables_init():
+    kwargs = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
+                  attention_head_dim=8, num_classes=10)
+    torch.manual_seed(0)
+    base = DiffiTModel(**kwargs)
+    torch.manual_seed(0)
+    strong = DiffiTModel(**kwargs, class_embed_std=0.2)
+    table = "cond_embed.class_embedder.weight"
+    assert base.state_dict()[table].std().item() == pytest.approx(0.02, rel=0.15)
+    assert strong.state_dict()[table].std().item() == pytest.approx(0.2, rel=0.15)
+    assert set(base.state_dict()) == set(strong.state_dict())  # the same parameters: init only
+    assert base.config.class_embed_std == 0.02
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="class_embed_std must be a positive finite number"):
+            DiffiTModel(**kwargs, class_embed_std=bad)
+
+
 def test_relative_bias_is_cached_for_sampling_and_follows_the_table():
     rpb = RelativePositionBias((3, 4), num_heads=2)
     torch.nn.init.normal_(rpb.table)

@@ -35,7 +35,7 @@ def launch(args: list[str], nproc: int = 1, **popen):
 def test_run_writes_pipeline_samples_and_logs(train_latent, config, cache, tmp_path):
     out = tmp_path / "run"
     result = train_latent.main(config(cache, out, validation_steps=3, report_to="tensorboard",
-                                      tracker_project_name="tiny-run"))
+                                      tracker_project_name="tiny-run", adam_beta2=0.95))
     assert result["steps"] == 6
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-0000003", "checkpoint-0000006"]
     ckpt = out / "checkpoints" / "checkpoint-0000006"
@@ -43,6 +43,8 @@ def test_run_writes_pipeline_samples_and_logs(train_latent, config, cache, tmp_p
     for name in ("samples/step-0000003.png", "samples/step-0000006.png", "training_progress.gif", "loss_curve.png",
                  "README.md", "train_config.json", "logs/loss.csv"):
         assert (out / name).exists(), name
+    optimizer = torch.load(ckpt / "optimizer.bin", weights_only=True)
+    assert optimizer["param_groups"][0]["betas"] == (0.9, 0.95)  # --adam-beta2 reached AdamW
     # tensorboard through accelerate's tracker, in the --tracker-project-name run: losses and the validation grids
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -127,9 +129,11 @@ def test_config_errors_come_before_any_work(train_latent, config, cache, tmp_pat
         train_latent.main(config(cache, tmp_path / "e", dataset="fashion-mnist"))
     with pytest.raises(ValueError, match="JSON object"):
         train_latent.main(config(cache, tmp_path / "f", model_config="num_layers=2"))
+    with pytest.raises(ValueError, match="adam_beta2 must lie in \\[0, 1\\), got 1.0"):
+        train_latent.main(config(cache, tmp_path / "h", adam_beta2=1.0))
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
         train_latent.main(config(cache, tmp_path / "g", resume_from_checkpoint=str(tmp_path / "nope")))
-    assert not any((tmp_path / name / "checkpoints").exists() for name in "abcdefg")
+    assert not any((tmp_path / name / "checkpoints").exists() for name in "abcdefgh")
 
 
 def test_lr_finder_sweeps_real_batches(train_latent, config, cache, tmp_path):
