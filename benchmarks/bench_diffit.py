@@ -59,6 +59,12 @@ ROWS = {
     "DiffiT, AdamW beta2 0.95": (*DIFFIT, ["--adam-beta2", "0.95"]),
     "DiffiT, no EMA": (*DIFFIT, ["--ema-decay", "0", "--no-ema-warmup"]),
     "DiffiT, label table std 0.2": (DIFFIT[0], {**DIFFIT[1], "class_embed_std": 0.2}, []),
+    # the recipe point that helped the published block most, on DiT and on DiffiT with both additions
+    "DiT-S/4, lr 1e-3 + clip 1": (*DIT, ["--learning-rate", "1e-3", "--max-grad-norm", "1.0"]),
+    "DiffiT + adaLN-Zero + adaLN final, lr 1e-3 + clip 1": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, [
+        "--learning-rate", "1e-3", "--max-grad-norm", "1.0"]),
+    "DiffiT + adaLN-Zero + adaLN final, AdamW beta2 0.95": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, [
+        "--adam-beta2", "0.95"]),
 }
 
 
