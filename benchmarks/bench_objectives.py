@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import describe  # beside this script: a script's folder is sys.path[0]
+from common import RECIPE_LR_3E4, describe  # beside this script: a script's folder is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -72,7 +72,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "train_results.json").exists():
             run([sys.executable, "training/train_latent.py", "--config", str(DEMO), "--model", preset,
-                 "--model-config", json.dumps(overrides), *flags, "--max-steps", str(args.steps),
+                 "--model-config", json.dumps(overrides), *RECIPE_LR_3E4, *flags, "--max-steps", str(args.steps),
                  "--mixed-precision", args.mixed_precision,
                  "--validation-steps", str(args.steps), "--checkpointing-steps", str(args.steps),
                  "--report-to", "none", "--output-dir", str(folder)], folder / "train.log")
