@@ -214,6 +214,17 @@ def test_guidance_interval_measures_flow_noise_levels():
     assert calls == [4, 4, 4, 2]
 
 
+def test_guidance_interval_is_open_below_and_closed_above():
+    import math
+
+    from diffit_hf.pipelines.schedules import in_guidance_interval
+
+    assert not in_guidance_interval(math.log(1.0), (1.0, 2.0))  # sigma_low itself is not guided
+    assert in_guidance_interval(math.log(2.0), (1.0, 2.0))  # sigma_high is
+    assert in_guidance_interval(math.inf, (1.0, math.inf)) and not in_guidance_interval(math.inf, (1.0, 2.0))
+    assert not in_guidance_interval(-math.inf, (0.0, 2.0))  # sigma 0 (the data) is never guided
+
+
 @pytest.mark.parametrize("bad", [(1.0, 0.5), (-1.0, 2.0), (1.0,), "ab", (0.0, float("nan")), (True, 2.0), (1, 1)])
 def test_guidance_interval_is_checked_before_any_work(bad):
     pipe = tiny_pipeline()
