@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
-from diffusers.optimization import SchedulerType, get_scheduler
+from diffusers.optimization import SchedulerType
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -58,6 +58,7 @@ from diffit_hf.training.objectives import (
 from diffit_hf.training.previews import log_validation
 from diffit_hf.training.runtime import (
     end_run,
+    lr_schedule,
     mixed_precision_field,
     record_run,
     resolve_mixed_precision,
@@ -253,8 +254,7 @@ def main(cfg: TrainConfig) -> dict:
     # 4. Optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2))
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
-                                 num_training_steps=cfg.max_steps)
+    lr_scheduler = lr_schedule(accelerator, cfg.lr_scheduler, optimizer, cfg.lr_warmup_steps, cfg.max_steps)
     model_cls = type(transformer)
     set_fsdp_wrap_units(accelerator, transformer)  # FSDP: one unit per block
     model, optimizer, loader, lr_scheduler = accelerator.prepare(

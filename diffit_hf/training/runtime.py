@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+from diffusers.optimization import get_scheduler
 
 from .config import save_config
 
@@ -154,6 +155,18 @@ def end_run(accelerator) -> None:
     else:
         accelerator.wait_for_everyone()
     accelerator.end_training()
+
+
+def lr_schedule(accelerator, name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """diffusers' `get_scheduler(name, ...)` with its warmup and decay in optimizer steps at any process count.
+
+    accelerate steps a prepared scheduler `num_processes` times per optimizer step (its convention for a global batch
+    that grows with the processes), so the schedule is laid out in those units, as diffusers' training scripts do.
+    Without it a two-process run warms up in half of `warmup_steps`, and a cosine schedule reaches zero half-way
+    through the run and then rises again.
+    """
+    n = accelerator.num_processes
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps * n, num_training_steps=total_steps * n)
 
 
 def set_cpu_threads(accelerator, threads: int | None = None) -> int:

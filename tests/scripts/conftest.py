@@ -75,8 +75,10 @@ def cli():
     return args
 
 
-# a short run with a checkpoint half-way, shared by the multi-process tests (test_train_latent, test_distributed)
-DISTRIBUTED_STEPS = dict(max_steps=8, checkpointing_steps=4, log_every=2, validation_steps=4)
+# a short run with a checkpoint half-way, shared by the multi-process tests (test_train_latent, test_distributed);
+# the lr warms up over the first 4 steps (accelerate steps a prepared scheduler once per process)
+DISTRIBUTED_STEPS = dict(max_steps=8, checkpointing_steps=4, log_every=2, validation_steps=4,
+                         lr_scheduler="constant_with_warmup", lr_warmup_steps=4)
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,9 @@ def test_two_processes_step_together(ddp_run):
     assert len(set(result["rank_weight_checksums"])) == 1  # DDP kept the ranks' weights identical
     states = sorted(p.name for p in (ddp_run / "checkpoints" / "checkpoint-0000004").glob("random_states_*"))
     assert states == ["random_states_0.pkl", "random_states_1.pkl"]
+    # the warmup spans --lr-warmup-steps 4 optimizer steps, not 4 / 2 (accelerate steps the scheduler per process)
+    rows = [line.split(",") for line in (ddp_run / "logs" / "loss.csv").read_text().splitlines()[1:]]
+    assert [float(r[4]) for r in rows] == pytest.approx([2.5e-4, 5e-4, 7.5e-4] + [1e-3] * 5)
 
 
 def test_exact_resume_after_sigkill(cli, cache, tmp_path):
