@@ -29,8 +29,19 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 
 def eval_row(name: str, e: dict, prefix: str = "") -> str:
-    values = [e[prefix + k] for k in ("fid", "kid", "precision", "recall", "class_consistency")]
-    return "| {} | {:.2f} | {:.4f} | {:.3f} | {:.3f} | {:.1%} |".format(name, *values)
+    """One row of the demo's quality table: each cell FID-FMNIST / FID-FMNIST-spatial where eval.json carries the
+    second evaluator, FID-FMNIST alone otherwise."""
+    evaluators = [e] + ([e["second_evaluator"]] if "second_evaluator" in e else [])
+    formats = {"fid": "{:.2f}", "kid": "{:.4f}", "precision": "{:.3f}", "recall": "{:.3f}",
+               "class_consistency": "{:.1%}"}
+    cells = [" / ".join(fmt.format(x[prefix + k]) for x in evaluators) for k, fmt in formats.items()]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def guidance_label(config: dict) -> str:
+    """`cfg 3.0`, or `cfg 3.0 in (0.3, 5.0]` for guidance limited to an interval of noise levels."""
+    interval = config.get("guidance_interval")
+    return f"cfg {config['guidance_scale']}" + (f" in ({interval[0]}, {interval[1]}]" if interval else "")
 
 
 def demo_section(demo: dict) -> str:
@@ -62,12 +73,15 @@ def demo_section(demo: dict) -> str:
               f"classes, {ev['config']['num_inference_steps']} {scheduler} steps; reference: Fashion-MNIST test; "
               f"floor: {ev['num_samples']:,} real "
               "training images vs the same reference):", "",
-              "| | FID-FMNIST | KID | precision | recall | class consistency |", "|---|---:|---:|---:|---:|---:|"]
+              "| | FID-FMNIST{0} | KID{0} | precision{0} | recall{0} | class consistency{0} |".format(
+                  " / spatial" if "second_evaluator" in ev else ""), "|---|---:|---:|---:|---:|---:|"]
     runs = [ev] + ([demo["eval_high_cfg"]] if "eval_high_cfg" in demo else [])
-    lines += [eval_row(f"{train['model']} (EMA), cfg {e['config']['guidance_scale']}", e) for e in runs]
+    lines += [eval_row(f"{train['model']} (EMA), {guidance_label(e['config'])}", e) for e in runs]
     lines += [eval_row("real-data floor", ev, prefix="floor_"),
-              "", "FID-FMNIST uses the project's Fashion-MNIST classifier features: it is comparable only with other "
-              "FID-FMNIST numbers from the same classifier, never with Inception FID."]
+              "", "FID-FMNIST uses the project's Fashion-MNIST classifier features"
+              + (" and FID-FMNIST-spatial those of the second, independent classifier (`--features spatial`)"
+                 if "second_evaluator" in ev else "")
+              + ": comparable only with numbers from the same classifier, never with Inception FID."]
     return "\n".join(lines)
 
 
