@@ -45,6 +45,13 @@ DIT = ("DiT-S/4", {"num_layers": 6})
 DIFFIT = ("DiffiT-S/2", {"num_layers": 6, "patch_size": 4})
 ADALN = {"adaln_zero": True}
 ADALN_FINAL = {"adaln_zero": True, "final_layer_type": "adaln"}
+
+
+def lr_clip(lr: str) -> list[str]:
+    """train_latent flags: learning rate `lr` with gradients clipped at norm 1 (MDT's clipping)."""
+    return ["--learning-rate", lr, "--max-grad-norm", "1.0"]
+
+
 # row -> (preset, model overrides, extra train_latent flags)
 ROWS = {
     "DiT-S/4 (demo)": (*DIT, []),
@@ -56,24 +63,21 @@ ROWS = {
     "DiffiT + adaLN-Zero + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, []),
     "DiffiT, clip 1 (MDT)": (*DIFFIT, ["--max-grad-norm", "1.0"]),
     "DiffiT, lr 1e-4": (*DIFFIT, ["--learning-rate", "1e-4"]),
-    "DiffiT, lr 1e-3 + clip 1": (*DIFFIT, ["--learning-rate", "1e-3", "--max-grad-norm", "1.0"]),
+    "DiffiT, lr 1e-3 + clip 1": (*DIFFIT, lr_clip("1e-3")),
     "DiffiT, AdamW beta2 0.95": (*DIFFIT, ["--adam-beta2", "0.95"]),
     "DiffiT, no EMA": (*DIFFIT, ["--ema-decay", "0", "--no-ema-warmup"]),
     "DiffiT, label table std 0.2": (DIFFIT[0], {**DIFFIT[1], "class_embed_std": 0.2}, []),
     # the recipe point that helped the published block most, on DiT and on DiffiT with both additions
-    "DiT-S/4, lr 1e-3 + clip 1": (*DIT, ["--learning-rate", "1e-3", "--max-grad-norm", "1.0"]),
-    "DiffiT + adaLN-Zero + adaLN final, lr 1e-3 + clip 1": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, [
-        "--learning-rate", "1e-3", "--max-grad-norm", "1.0"]),
+    "DiT-S/4, lr 1e-3 + clip 1": (*DIT, lr_clip("1e-3")),
+    "DiffiT + adaLN-Zero + adaLN final, lr 1e-3 + clip 1": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, lr_clip("1e-3")),
     "DiffiT + adaLN-Zero + adaLN final, AdamW beta2 0.95": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, [
         "--adam-beta2", "0.95"]),
-    "DiT-S/4, lr 2e-3 + clip 1": (*DIT, ["--learning-rate", "2e-3", "--max-grad-norm", "1.0"]),
-    "DiffiT + adaLN-Zero + adaLN final, lr 2e-3 + clip 1": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, [
-        "--learning-rate", "2e-3", "--max-grad-norm", "1.0"]),
+    "DiT-S/4, lr 2e-3 + clip 1": (*DIT, lr_clip("2e-3")),
+    "DiffiT + adaLN-Zero + adaLN final, lr 2e-3 + clip 1": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, lr_clip("2e-3")),
     # the lr decayed to zero over the run (cosine after the warmup), on both models
-    "DiT-S/4, lr 1e-3 + clip 1, cosine decay": (*DIT, [
-        "--learning-rate", "1e-3", "--max-grad-norm", "1.0", "--lr-scheduler", "cosine"]),
+    "DiT-S/4, lr 1e-3 + clip 1, cosine decay": (*DIT, [*lr_clip("1e-3"), "--lr-scheduler", "cosine"]),
     "DiffiT + adaLN-Zero + adaLN final, lr 1e-3 + clip 1, cosine decay": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, [
-        "--learning-rate", "1e-3", "--max-grad-norm", "1.0", "--lr-scheduler", "cosine"]),
+        *lr_clip("1e-3"), "--lr-scheduler", "cosine"]),
 }
 
 

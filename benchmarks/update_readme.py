@@ -66,6 +66,7 @@ def demo_section(demo: dict) -> str:
         ev["config"]["scheduler"]]
     speed = demo.get("machine_speed")
     peak = f" (matmul peak fp32 {speed['fp32_gflops']:.0f}, bf16 {speed['bf16_gflops']:.0f} GFLOP/s)" if speed else ""
+    both = " / spatial" if "second_evaluator" in ev else ""  # cells: FID-FMNIST / FID-FMNIST-spatial
     lines = [f"Measured on {demo['machine']}{peak}, {demo['date']}.", "",
              "| stage | result | wall time |", "|---|---|---:|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
@@ -73,14 +74,15 @@ def demo_section(demo: dict) -> str:
               f"classes, {ev['config']['num_inference_steps']} {scheduler} steps; reference: Fashion-MNIST test; "
               f"floor: {ev['num_samples']:,} real "
               "training images vs the same reference):", "",
-              "| | FID-FMNIST{0} | KID{0} | precision{0} | recall{0} | class consistency{0} |".format(
-                  " / spatial" if "second_evaluator" in ev else ""), "|---|---:|---:|---:|---:|---:|"]
+              "| | " + " | ".join(f"{col}{both}" for col in ("FID-FMNIST", "KID", "precision", "recall",
+                                                             "class consistency")) + " |",
+              "|---|---:|---:|---:|---:|---:|"]
     runs = [ev] + ([demo["eval_high_cfg"]] if "eval_high_cfg" in demo else [])
     lines += [eval_row(f"{train['model']} (EMA), {guidance_label(e['config'])}", e) for e in runs]
     lines += [eval_row("real-data floor", ev, prefix="floor_"),
               "", "FID-FMNIST uses the project's Fashion-MNIST classifier features"
               + (" and FID-FMNIST-spatial those of the second, independent classifier (`--features spatial`)"
-                 if "second_evaluator" in ev else "")
+                 if both else "")
               + ": comparable only with numbers from the same classifier, never with Inception FID."]
     return "\n".join(lines)
 

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from diffit_hf import DiffiTModel, DiffiTPipeline, DiffiTUNetModel, dit_scheduler
-from diffit_hf.pipelines.schedules import GUIDANCE_SCHEDULES, guidance_scale_at
+from diffit_hf.pipelines.schedules import GUIDANCE_SCHEDULES, guidance_scale_at, in_guidance_interval
 
 from ..tiny import NAMES, run, tiny_pipeline
 from ..tiny import perturb as _perturb
@@ -215,10 +217,6 @@ def test_guidance_interval_measures_flow_noise_levels():
 
 
 def test_guidance_interval_is_open_below_and_closed_above():
-    import math
-
-    from diffit_hf.pipelines.schedules import in_guidance_interval
-
     assert not in_guidance_interval(math.log(1.0), (1.0, 2.0))  # sigma_low itself is not guided
     assert in_guidance_interval(math.log(2.0), (1.0, 2.0))  # sigma_high is
     assert in_guidance_interval(math.inf, (1.0, math.inf)) and not in_guidance_interval(math.inf, (1.0, 2.0))
