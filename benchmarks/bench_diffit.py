@@ -78,7 +78,12 @@ ROWS = {
     "DiT-S/4, lr 1e-3 + clip 1, cosine decay": (*DIT, [*lr_clip("1e-3"), "--lr-scheduler", "cosine"]),
     "DiffiT + adaLN-Zero + adaLN final, lr 1e-3 + clip 1, cosine decay": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, [
         *lr_clip("1e-3"), "--lr-scheduler", "cosine"]),
+    # half the demo's batch: twice the steps in the same wall clock
+    "DiT-S/4, lr 1e-3 + clip 1, batch 32": (*DIT, [*lr_clip("1e-3"), "--batch-size", "32"]),
+    "DiffiT + adaLN-Zero + adaLN final, lr 1e-3 + clip 1, batch 32": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, [
+        *lr_clip("1e-3"), "--batch-size", "32"]),
 }
+DEMO_BATCH = 64  # demo_fmnist.yaml's batch, at which the demo-config speeds are measured
 
 
 #################################################################################
@@ -202,10 +207,10 @@ def checkpoint_pipeline(folder: Path, step: int) -> Path:
 
 
 def evaluate(pipeline: Path, out: Path, args, guidance: float = 4.0, schedule: str = "constant",
-             interval: tuple[float, float] | None = None) -> dict:
+             interval: tuple[float, float] | None = None, scheduler: str = "dpm", steps: int = 25) -> dict:
     if not out.exists():
         run([sys.executable, "training/evaluate.py", "--pipeline", str(pipeline), "--num-samples",
-             str(args.num_samples), "--num-inference-steps", "25", "--scheduler", "dpm", "--guidance-scale",
+             str(args.num_samples), "--num-inference-steps", str(steps), "--scheduler", scheduler, "--guidance-scale",
              str(guidance), "--guidance-schedule", schedule, "--cpu-threads", "1", "--output", str(out)]
             + (["--guidance-interval", *map(str, interval)] if interval else []), out.with_suffix(".log"))
     ev = json.loads(out.read_text())
@@ -221,6 +226,9 @@ def ablation_row(name: str, args, rates: dict[str, float]) -> dict:
     preset, overrides, flags = ROWS[name]
     model_key = next((k for k in rates if ROWS.get(k, (None, None))[:2] == (preset, overrides)), None)
     rate = rates.get(model_key) or rates["DiffiT (published)" if preset.startswith("DiffiT") else "DiT-S/4 (demo)"]
+    batch = int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else DEMO_BATCH
+    rate *= DEMO_BATCH / batch  # at another batch: the same samples/s (a CPU's step time is ~linear in the batch;
+    # the row's measured train_seconds say how far that holds)
     wall_steps = round(args.steps * rate / rates["DiT-S/4 (demo)"])
     if abs(wall_steps - args.steps) <= 0.02 * args.steps:  # within timing noise: one budget, one evaluation
         wall_steps = args.steps
@@ -241,7 +249,8 @@ def ablation_row(name: str, args, rates: dict[str, float]) -> dict:
         losses[int(step)] = float(loss)
     at = {s: checkpoint_pipeline(folder, s) for s in (first, last)}
     row = {"run": name, "model": preset, "model_config": overrides, "flags": flags, "params": train["params"],
-           "steps_per_s_demo_config": rate, "equal_wall_steps": wall_steps,
+           "batch": batch, "steps_per_s_demo_config": rate, "equal_wall_steps": wall_steps,
+           "train_seconds": train["train_seconds"],
            "loss": {str(s): losses[s] for s in (150, 400, args.steps, wall_steps) if s in losses}}
     row["equal_steps"] = {"steps": args.steps, "pipeline": str(at[args.steps].relative_to(ROOT)),
                           **evaluate(at[args.steps], folder / f"eval-{args.steps}-n{args.num_samples}.json", args)}
@@ -316,12 +325,16 @@ def guidance_setting(text: str) -> tuple[float, str, tuple[float, float] | None]
 
 
 def guidance_row(name: str, pipeline: Path, setting: str, args) -> dict:
-    """`pipeline` scored under one `guidance_setting` (its eval JSON kept in the pipeline folder and reused)."""
+    """`pipeline` scored under one `guidance_setting` with `args.scheduler` for `args.inference_steps` steps (its
+    eval JSON kept in the pipeline folder and reused)."""
     scale, schedule, interval = guidance_setting(setting)
     tag = f"-i{interval[0]}-{interval[1]}" if interval else ""
+    if (args.scheduler, args.inference_steps) != ("dpm", 25):  # the files of the default sampler keep their names
+        tag += f"-{args.scheduler}{args.inference_steps}"
     out = pipeline / f"eval-guidance-{schedule}-{scale}{tag}-n{args.num_samples}.json"
-    return {"run": name, "scale": scale, "schedule": schedule, "interval": interval,
-            **evaluate(pipeline, out, args, scale, schedule, interval)}
+    return {"run": name, "scale": scale, "schedule": schedule, "interval": interval, "scheduler": args.scheduler,
+            "inference_steps": args.inference_steps,
+            **evaluate(pipeline, out, args, scale, schedule, interval, args.scheduler, args.inference_steps)}
 
 
 def guidance(args) -> dict:
@@ -344,6 +357,7 @@ def guidance(args) -> dict:
 DEMOS = {"DiT-S/4 demo (2,400 steps, lr 1e-3 + clip 1)": "outputs/dit-fmnist",
          "DiffiT + adaLN-Zero + adaLN output demo (2,280 steps, lr 1e-3 + clip 1)": "outputs/diffit-fmnist"}
 DEMO_GUIDANCE = ["constant:1.5", "constant:2", "constant:2.5", "constant:3", "constant:4"]
+SAMPLER_NAMES = {"dpm": "DPM-Solver++", "euler": "Euler", "heun": "Heun", "ddim": "DDIM", "ddpm": "DDPM"}
 
 
 def demo_guidance(args) -> dict:
@@ -361,10 +375,13 @@ def demo_guidance(args) -> dict:
 
 
 def render_guidance(result: dict) -> str:
-    lines = [f"Guidance at equal wall clock, {result['date']}: {result['num_samples']:,} samples, 25 DPM-Solver++ "
-             "steps; power-cosine = DiffiT's schedule (exponent 4: ~1 at high noise, the full scale at t = 0). Each "
-             "cell: FID-FMNIST / FID-FMNIST-spatial; interval: the noise levels sigma = 1/sqrt(SNR) guided (all: "
-             "every step).", "",
+    rows = result["rows"]
+    sampler = (SAMPLER_NAMES[rows[0].get("scheduler", "dpm")], rows[0].get("inference_steps", 25)) if rows else (
+        "DPM-Solver++", 25)
+    lines = [f"Guidance at equal wall clock, {result['date']}: {result['num_samples']:,} samples, {sampler[1]} "
+             f"{sampler[0]} steps; power-cosine = DiffiT's schedule (exponent 4: ~1 at high noise, the full scale "
+             "at t = 0). Each cell: FID-FMNIST / FID-FMNIST-spatial; interval: the noise levels sigma = "
+             "1/sqrt(SNR) guided (all: every step).", "",
              "| run | schedule | scale | interval | FID | class cons. | precision | recall |",
              "|---|---|---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
@@ -391,6 +408,9 @@ def main() -> None:
     parser.add_argument("--guidance", nargs="+", help=(
         "guidance, demo-guidance: SCHEDULE:SCALE[:LOW,HIGH] settings, e.g. constant:4:0.3,5 guides noise levels "
         "sigma in (0.3, 5] only (default: the GUIDANCE / DEMO_GUIDANCE list)"))
+    parser.add_argument("--scheduler", default="dpm", choices=list(SAMPLER_NAMES), help=(
+        "guidance, demo-guidance: the sampler (evaluate.py --scheduler; on a flow model its flow variant)"))
+    parser.add_argument("--inference-steps", type=int, default=25, help="guidance, demo-guidance: sampler steps")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--steps", type=int, default=800, help="ablation: the equal-steps budget")
     parser.add_argument("--num-samples", type=int, default=2000)
@@ -400,6 +420,8 @@ def main() -> None:
     args = parser.parse_args()
     for setting in args.guidance or []:  # a bad setting fails before any work
         guidance_setting(setting)
+    if args.inference_steps < 1:
+        parser.error(f"--inference-steps must be >= 1, got {args.inference_steps}.")
     RESULTS.mkdir(exist_ok=True)
     if args.part == "speed":
         result, render = speed(args), render_speed

@@ -5,8 +5,9 @@
 - `<!-- bench:start -->` ... `<!-- bench:end -->` of benchmarks/README.md: benchmarks/results/bench_{models,compile,
   sampling,data}.md and gpu_bench.md (each rendered from its JSON by the benchmark script that measured it; absent
   files are skipped).
-- `<!-- demo:start -->` ... `<!-- demo:end -->`: benchmarks/results/demo_fmnist.json (written by
-  `benchmarks/collect_demo.py` from the demo's own metrics files).
+- `<!-- demo:start -->` ... `<!-- demo:end -->` and `<!-- diffit-demo:start -->` ... `<!-- diffit-demo:end -->`:
+  benchmarks/results/demo_fmnist.json and demo_fmnist_diffit.json (written by `benchmarks/collect_demo.py` from each
+  demo's own metrics files).
 - `<!-- objectives:start -->` ... `<!-- objectives:end -->`: benchmarks/results/bench_objectives*.md (written by
   `benchmarks/bench_objectives.py`).
 """
@@ -46,7 +47,9 @@ def guidance_label(config: dict) -> str:
 
 def demo_section(demo: dict) -> str:
     vae, clf, train, ev = demo["vae"], demo["classifier"], demo["train"], demo["eval"]
-    rows = [
+    setup = demo.get("setup_seconds")
+    rows = [("setup (`bash scripts/setup.sh`)", "", f"{setup / 60:.1f} min")] if setup else []
+    rows += [
         (f"VAE (32x32x1 -> {'x'.join(map(str, vae['latent_shape'][1:] + vae['latent_shape'][:1]))}), test PSNR",
          f"{vae['psnr_db']:.2f} dB", f"{vae['seconds'] / 60:.1f} min"),
         ("latent cache (60,000 train images)", f"{demo['cache']['num_samples']:,} latents",
@@ -55,7 +58,7 @@ def demo_section(demo: dict) -> str:
          "steps", f"final loss {train['final_loss']:.4f}", f"{train['seconds'] / 60:.1f} min"),
         ("  of which validation grids / checkpoints", "",
          f"{train.get('validation_seconds', 0) / 60:.1f} / {train.get('checkpoint_seconds', 0) / 60:.1f} min"),
-        ("**the demo command, end to end**", "pipeline in outputs/dit-fmnist",
+        ("**the demo command, end to end**", f"pipeline in outputs/{demo.get('run', 'dit-fmnist')}",
          f"**{train['total_seconds'] / 60:.1f} min**"),
         ("FID-FMNIST classifier (`train_classifier.py`), test accuracy", f"{clf['test_accuracy']:.2%}",
          f"{clf['seconds'] / 60:.1f} min"),
@@ -69,6 +72,9 @@ def demo_section(demo: dict) -> str:
     both = " / spatial" if "second_evaluator" in ev else ""  # cells: FID-FMNIST / FID-FMNIST-spatial
     lines = [f"Measured on {demo['machine']}{peak}, {demo['date']}.", "",
              "| stage | result | wall time |", "|---|---|---:|"]
+    if setup:  # the fresh clone's whole chain, after the demo command's row
+        chain = (setup + train["total_seconds"]) / 60
+        rows.insert(len(rows) - 2, ("**setup + the demo command**", "", f"**{chain:.1f} min**"))
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", f"Sample quality of the exported pipeline ({ev['num_samples']:,} samples, balanced over the 10 "
               f"classes, {ev['config']['num_inference_steps']} {scheduler} steps; reference: Fashion-MNIST test; "
@@ -103,9 +109,9 @@ def main() -> None:
     objectives = sorted(RESULTS.glob("bench_objectives*.md"))  # bf16 runs first, then bench_objectives_fp32.md
     if objectives:
         text = replace_section(text, "objectives", "\n".join(f.read_text() for f in objectives))
-    demo = RESULTS / "demo_fmnist.json"
-    if demo.exists():
-        text = replace_section(text, "demo", demo_section(json.loads(demo.read_text())))
+    for results, section in (("demo_fmnist.json", "demo"), ("demo_fmnist_diffit.json", "diffit-demo")):
+        if (RESULTS / results).exists():
+            text = replace_section(text, section, demo_section(json.loads((RESULTS / results).read_text())))
     readme.write_text(text)
     print(f"updated {readme}")
 

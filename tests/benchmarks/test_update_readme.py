@@ -30,3 +30,26 @@ def test_eval_row_without_a_second_evaluator_keeps_one_number_per_cell():
     ev = evaluation(1.27)
     assert readme.eval_row("x", ev) == "| x | 1.27 | 0.0100 | 0.800 | 0.500 | 90.0% |"
     assert readme.guidance_label(ev["config"]) == "cfg 3.0"
+
+
+def demo_results(run: str, setup_seconds: float | None) -> dict:
+    ev = evaluation(0.57, interval=[0.3, 5.0])
+    ev.update(num_samples=5000, total_seconds=420.0)
+    ev["config"].update(scheduler="dpm", num_inference_steps=25)
+    return {"machine": "a test machine", "date": "2026-12-06", "run": run, "setup_seconds": setup_seconds,
+            "vae": {"psnr_db": 33.8, "seconds": 440.0, "latent_shape": [4, 16, 16]},
+            "cache": {"num_samples": 60000, "seconds": 50.0},
+            "train": {"model": "DiffiT-S/2", "params": 19218724, "steps": 2280, "final_loss": 0.1755,
+                      "seconds": 1047.0, "total_seconds": 1539.0, "objective": "flow"},
+            "classifier": {"test_accuracy": 0.92, "seconds": 130.0}, "eval": ev}
+
+
+def test_demo_section_names_its_run_and_adds_the_setup_to_the_chain():
+    readme = load_script("benchmarks/update_readme.py")
+    lines = readme.demo_section(demo_results("diffit-fmnist", 111.0)).splitlines()
+    chain = lines.index("| **the demo command, end to end** | pipeline in outputs/diffit-fmnist | **25.6 min** |")
+    assert lines[chain - 5] == "| setup (`bash scripts/setup.sh`) |  | 1.9 min |"
+    assert lines[chain + 1] == "| **setup + the demo command** |  | **27.5 min** |"  # (111 + 1539) s
+    assert "| DiffiT-S/2 (EMA), cfg 3.0 in (0.3, 5.0] | 0.57 |" in "\n".join(lines)
+    without = readme.demo_section(demo_results("dit-fmnist", None))
+    assert "setup" not in without and "pipeline in outputs/dit-fmnist" in without
