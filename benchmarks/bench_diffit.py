@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from common import RECIPE_LR_3E4, alternate, describe, train_step  # beside this script (sys.path[0])
+from common import RECIPE_LR_3E4, SAMPLER_LABELS, alternate, describe, train_step  # beside this script (sys.path[0])
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -357,7 +357,6 @@ def guidance(args) -> dict:
 DEMOS = {"DiT-S/4 demo (2,400 steps, lr 1e-3 + clip 1)": "outputs/dit-fmnist",
          "DiffiT + adaLN-Zero + adaLN output demo (2,280 steps, lr 1e-3 + clip 1)": "outputs/diffit-fmnist"}
 DEMO_GUIDANCE = ["constant:1.5", "constant:2", "constant:2.5", "constant:3", "constant:4"]
-SAMPLER_NAMES = {"dpm": "DPM-Solver++", "euler": "Euler", "heun": "Heun", "ddim": "DDIM", "ddpm": "DDPM"}
 
 
 def demo_guidance(args) -> dict:
@@ -375,11 +374,10 @@ def demo_guidance(args) -> dict:
 
 
 def render_guidance(result: dict) -> str:
-    rows = result["rows"]
-    sampler = (SAMPLER_NAMES[rows[0].get("scheduler", "dpm")], rows[0].get("inference_steps", 25)) if rows else (
-        "DPM-Solver++", 25)
-    lines = [f"Guidance at equal wall clock, {result['date']}: {result['num_samples']:,} samples, {sampler[1]} "
-             f"{sampler[0]} steps; power-cosine = DiffiT's schedule (exponent 4: ~1 at high noise, the full scale "
+    first = result["rows"][0] if result["rows"] else {}  # every row of a run samples alike (older files: 25 DPM)
+    sampler = f"{first.get('inference_steps', 25)} {SAMPLER_LABELS[first.get('scheduler', 'dpm')]}"
+    lines = [f"Guidance at equal wall clock, {result['date']}: {result['num_samples']:,} samples, {sampler} "
+             f"steps; power-cosine = DiffiT's schedule (exponent 4: ~1 at high noise, the full scale "
              "at t = 0). Each cell: FID-FMNIST / FID-FMNIST-spatial; interval: the noise levels sigma = "
              "1/sqrt(SNR) guided (all: every step).", "",
              "| run | schedule | scale | interval | FID | class cons. | precision | recall |",
@@ -408,7 +406,7 @@ def main() -> None:
     parser.add_argument("--guidance", nargs="+", help=(
         "guidance, demo-guidance: SCHEDULE:SCALE[:LOW,HIGH] settings, e.g. constant:4:0.3,5 guides noise levels "
         "sigma in (0.3, 5] only (default: the GUIDANCE / DEMO_GUIDANCE list)"))
-    parser.add_argument("--scheduler", default="dpm", choices=list(SAMPLER_NAMES), help=(
+    parser.add_argument("--scheduler", default="dpm", choices=list(SAMPLER_LABELS), help=(
         "guidance, demo-guidance: the sampler (evaluate.py --scheduler; on a flow model its flow variant)"))
     parser.add_argument("--inference-steps", type=int, default=25, help="guidance, demo-guidance: sampler steps")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))

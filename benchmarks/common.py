@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # The recipe the ablations (bench_diffit, bench_objectives) were measured with, on top of the demo config: lr 3e-4, no
 # clipping. The demo configs have trained at lr 1e-3 with clipping at 1 since; rows that change the lr override it.
 RECIPE_LR_3E4 = ["--learning-rate", "3e-4", "--max-grad-norm", "0"]
+# evaluate.py's --scheduler short names as the results tables print them (no name: the pipeline's own, DDPM)
+SAMPLER_LABELS = {"dpm": "DPM-Solver++", "ddim": "DDIM", "euler": "Euler", "heun": "Heun", "ddpm": "DDPM"}
 
 #################################################################################
 #                                  The machine                                  #

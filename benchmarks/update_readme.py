@@ -18,6 +18,8 @@ import json
 import re
 from pathlib import Path
 
+from common import SAMPLER_LABELS  # beside this script (sys.path[0])
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -47,7 +49,7 @@ def guidance_label(config: dict) -> str:
 
 def demo_section(demo: dict) -> str:
     vae, clf, train, ev = demo["vae"], demo["classifier"], demo["train"], demo["eval"]
-    setup = demo.get("setup_seconds")
+    setup = demo.get("setup_seconds")  # a fresh clone's setup: its own row, and the whole chain after the demo's
     rows = [("setup (`bash scripts/setup.sh`)", "", f"{setup / 60:.1f} min")] if setup else []
     rows += [
         (f"VAE (32x32x1 -> {'x'.join(map(str, vae['latent_shape'][1:] + vae['latent_shape'][:1]))}), test PSNR",
@@ -60,21 +62,21 @@ def demo_section(demo: dict) -> str:
          f"{train.get('validation_seconds', 0) / 60:.1f} / {train.get('checkpoint_seconds', 0) / 60:.1f} min"),
         ("**the demo command, end to end**", f"pipeline in outputs/{demo.get('run', 'dit-fmnist')}",
          f"**{train['total_seconds'] / 60:.1f} min**"),
+    ]
+    if setup:
+        rows.append(("**setup + the demo command**", "", f"**{(setup + train['total_seconds']) / 60:.1f} min**"))
+    rows += [
         ("FID-FMNIST classifier (`train_classifier.py`), test accuracy", f"{clf['test_accuracy']:.2%}",
          f"{clf['seconds'] / 60:.1f} min"),
         ("evaluation (`evaluate.py`)", f"{ev['num_samples']:,} samples",
          f"{ev['total_seconds'] / 60:.1f} min" if demo.get("eval_timed", True) else "not timed (shared the CPU)"),
     ]
-    scheduler = {"dpm": "DPM-Solver++", "ddim": "DDIM", "euler": "Euler", "ddpm": "DDPM", None: "DDPM"}[
-        ev["config"]["scheduler"]]
+    scheduler = SAMPLER_LABELS[ev["config"]["scheduler"] or "ddpm"]
     speed = demo.get("machine_speed")
     peak = f" (matmul peak fp32 {speed['fp32_gflops']:.0f}, bf16 {speed['bf16_gflops']:.0f} GFLOP/s)" if speed else ""
     both = " / spatial" if "second_evaluator" in ev else ""  # cells: FID-FMNIST / FID-FMNIST-spatial
     lines = [f"Measured on {demo['machine']}{peak}, {demo['date']}.", "",
              "| stage | result | wall time |", "|---|---|---:|"]
-    if setup:  # the fresh clone's whole chain, after the demo command's row
-        chain = (setup + train["total_seconds"]) / 60
-        rows.insert(len(rows) - 2, ("**setup + the demo command**", "", f"**{chain:.1f} min**"))
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines += ["", f"Sample quality of the exported pipeline ({ev['num_samples']:,} samples, balanced over the 10 "
               f"classes, {ev['config']['num_inference_steps']} {scheduler} steps; reference: Fashion-MNIST test; "
