@@ -6,6 +6,7 @@ ablation,guidance,demo_guidance_nN}.{json,md}; docs/diffit_vs_dit.md reads them.
     python benchmarks/bench_diffit.py ablation --steps 800 --jobs 2  # needs the demo's VAE, cache and both classifiers
     python benchmarks/bench_diffit.py guidance --rows "DiT-S/4 (demo)" "DiffiT (published)"
     python benchmarks/bench_diffit.py demo-guidance --num-samples 2000  # the two trained demos, a guidance sweep
+    python benchmarks/bench_diffit.py demo-ema --num-samples 2000  # the demos retrained with snapshots: EMA lengths
 
 Speed: DiT-S/2 vs DiffiT-S/2 at 32x32x4 in fp32, eager (the issue's CPU target; DiffiT with each biased-attention
 kernel), DiffiTPipeline sampling of both (DDIM, classifier-free guidance, latents out: the same VAE would decode
@@ -373,6 +374,55 @@ def demo_guidance(args) -> dict:
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
 
 
+# The two demo configs retrained with `--snapshot-steps 20` (identical training: the loss curves match the runs above
+# step for step), so that any EMA of them can be scored (training/posthoc_ema.py).
+SNAPSHOT_DEMOS = {name: path + "-snap" for name, path in DEMOS.items()}
+EMA_POWERS = [0.0, 2 / 3, 0.75, 0.8, 0.85, 0.9]
+
+
+def ema_row(name: str, run_dir: Path, power: float, args) -> dict:
+    """`run_dir`'s post-hoc EMA with warmup power `power` (0: the raw weights), scored under `args.guidance[0]`."""
+    pipeline = run_dir.with_name(f"{run_dir.name}-ema{power:.3f}")
+    if not (pipeline / "model_index.json").exists():
+        run([sys.executable, "training/posthoc_ema.py", "--run", str(run_dir), "--ema-power", str(power),
+             "--output", str(pipeline)], pipeline.with_name(pipeline.name + ".log"))
+    ema = json.loads((pipeline / "posthoc_ema.json").read_text())
+    row = guidance_row(name, pipeline, (args.guidance or ["constant:3:0.3,5"])[0], args)
+    return {**row, "ema_power": power, "ema_length_steps": ema["ema_length_steps"], "steps": ema["step"]}
+
+
+def demo_ema(args) -> dict:
+    """The two demo configs' runs with snapshots, each at several EMA lengths (post hoc), both evaluators."""
+    missing = [path for path in SNAPSHOT_DEMOS.values() if not (ROOT / path / "snapshots").is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{missing} missing: train the demo configs with --snapshot-steps 20 --output-dir "
+                                "there first.")
+    jobs = [(name, ROOT / path, p) for name, path in SNAPSHOT_DEMOS.items() for p in args.ema_powers]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda job: ema_row(*job, args), jobs))
+    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
+
+
+def render_ema(result: dict) -> str:
+    first = result["rows"][0]
+    interval = "({:g}, {:g}]".format(*first["interval"]) if first.get("interval") else "every step"
+    lines = [f"EMA length after training, {result['date']}: {result['num_samples']:,} samples, "
+             f"{first['inference_steps']} {SAMPLER_LABELS[first['scheduler']]} steps, {first['schedule']} guidance "
+             f"{first['scale']:g} at {interval}. The EMA: warmup decay 1 - (1 + step) ** -power (power 0: the raw "
+             "weights; the configs' 2/3), computed post hoc from raw snapshots every 20 steps; its length = the "
+             "standard deviation of its weights over the steps. Each cell: FID-FMNIST / FID-FMNIST-spatial.", "",
+             "| run | EMA power | EMA length (steps) | FID | class cons. | precision | recall |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['run']} | {r['ema_power']:.3g} | {r['ema_length_steps']:.0f} | "
+                     f"{r['fid']:.2f} / {r['fid2']:.2f} | {r['cc']:.1%} / {r['cc2']:.1%} | "
+                     f"{r['precision']:.3f} / {r['precision2']:.3f} | {r['recall']:.3f} / {r['recall2']:.3f} |")
+    floor = result["rows"][0]
+    lines += ["", f"Real-data floors: FID {floor['floor_fid']:.2f} / {floor['floor_fid2']:.2f}, class consistency "
+                  f"{floor['floor_cc']:.1%} / {floor['floor_cc2']:.1%}."]
+    return "\n".join(lines)
+
+
 def render_guidance(result: dict) -> str:
     first = result["rows"][0] if result["rows"] else {}  # every row of a run samples alike (older files: 25 DPM)
     sampler = f"{first.get('inference_steps', 25)} {SAMPLER_LABELS[first.get('scheduler', 'dpm')]}"
@@ -393,7 +443,7 @@ def render_guidance(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["speed", "ablation", "guidance", "demo-guidance"])
+    parser.add_argument("part", choices=["speed", "ablation", "guidance", "demo-guidance", "demo-ema"])
     parser.add_argument("--threads", type=int, default=2, help="speed: CPU threads")
     parser.add_argument("--batch", type=int, default=32, help="speed: batch of the 32x32x4 train steps")
     parser.add_argument("--repeats", type=int, default=20, help="speed: timed calls per row")
@@ -409,6 +459,8 @@ def main() -> None:
     parser.add_argument("--scheduler", default="dpm", choices=list(SAMPLER_LABELS), help=(
         "guidance, demo-guidance: the sampler (evaluate.py --scheduler; on a flow model its flow variant)"))
     parser.add_argument("--inference-steps", type=int, default=25, help="guidance, demo-guidance: sampler steps")
+    parser.add_argument("--ema-powers", nargs="+", type=float, default=EMA_POWERS, help=(
+        "demo-ema: EMA warmup powers to score (0: the raw weights)"))
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--steps", type=int, default=800, help="ablation: the equal-steps budget")
     parser.add_argument("--num-samples", type=int, default=2000)
@@ -427,10 +479,12 @@ def main() -> None:
         result, render = ablation(args), render_ablation
     elif args.part == "guidance":
         result, render = guidance(args), render_guidance
+    elif args.part == "demo-ema":
+        result, render = demo_ema(args), render_ema
     else:
         result, render = demo_guidance(args), render_guidance
     name = args.results_name or args.part.replace("-", "_") + (
-        f"_n{args.num_samples}" if args.part == "demo-guidance" else "")
+        f"_n{args.num_samples}" if args.part.startswith("demo-") else "")
     (RESULTS / f"bench_diffit_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"bench_diffit_{name}.md").write_text(render(result) + "\n")
     print(render(result))

@@ -10,7 +10,8 @@
 Every field of `TrainConfig` is a flag (`--max-steps 500`, `--no-ema-warmup`), or comes from `--config file.yaml`.
 Writes to OUTPUT_DIR: `checkpoints/checkpoint-{step:07d}/` (accelerate state plus `transformer/` and
 `transformer_ema/` save_pretrained folders), `samples/step-*.png` validation grids (EMA weights, one row per class),
-`training_progress.gif`, `loss_curve.png`, `logs/` (loss CSV, tensorboard), `train_config.json`, and at the end the
+`training_progress.gif`, `loss_curve.png`, `logs/` (loss CSV, tensorboard), `train_config.json`, with
+`--snapshot-steps K` the raw weights every K steps in `snapshots/` (for training/posthoc_ema.py), and at the end the
 pipeline (EMA transformer, VAE, scheduler, class names, model card): `DiffiTPipeline.from_pretrained(OUTPUT_DIR)`.
 """
 
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
-from diffusers.optimization import SchedulerType
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -42,7 +42,7 @@ from diffit_hf.training.distributed import (
     set_fsdp_wrap_units,
     weight_digest,
 )
-from diffit_hf.training.ema import make_ema
+from diffit_hf.training.ema import SNAPSHOT_DIR, make_ema, save_snapshot
 from diffit_hf.training.export import export_pipeline
 from diffit_hf.training.init_weights import init_from_pretrained, source_provenance
 from diffit_hf.training.loss_log import LossHistory, PendingLosses
@@ -57,6 +57,8 @@ from diffit_hf.training.objectives import (
 )
 from diffit_hf.training.previews import log_validation
 from diffit_hf.training.runtime import (
+    LR_SCHEDULES,
+    check_lr_schedule,
     end_run,
     lr_schedule,
     mixed_precision_field,
@@ -67,14 +69,13 @@ from diffit_hf.training.runtime import (
 )
 from diffit_hf.utils import atomic_write_json, mix_seed
 
-LR_SCHEDULES = [s.value for s in SchedulerType]
-RUN_OUTPUTS = ("checkpoints", "train_config.json", "model_index.json", "transformer", "samples", "logs")
+RUN_OUTPUTS = ("checkpoints", "train_config.json", "model_index.json", "transformer", "samples", "logs", SNAPSHOT_DIR)
 RESUME_MAY_CHANGE = {  # everything else is restored from the checkpoint or changes what it holds: refused on resume
     "max_steps", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint", "overwrite_output_dir",
     "log_every", "report_to", "validation_steps", "validation_per_class", "validation_inference_steps",
     "validation_guidance_scale", "push_to_hub", "hub_repo_id", "hub_private", "hub_license", "num_workers",
     "cpu_threads", "compile", "allow_tf32", "gradient_checkpointing", "output_dir", "vae", "lr_finder",
-    "lr_finder_min", "lr_finder_max", "lr_finder_steps", "tracker_project_name"}
+    "lr_finder_min", "lr_finder_max", "lr_finder_steps", "tracker_project_name", "snapshot_steps"}
 
 
 @dataclass
@@ -122,8 +123,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2 (DiT: 0.999; 0.95 is common for ViTs)"})
-    lr_scheduler: str = field(default="constant_with_warmup", metadata={"choices": LR_SCHEDULES})
+    lr_scheduler: str = field(default="constant_with_warmup", metadata={
+        "choices": LR_SCHEDULES, "help": "a diffusers schedule, or wsd: warmup, constant, linear decay to 0 over the "
+                                         "last --lr-decay-steps"})
     lr_warmup_steps: int = 0
+    lr_decay_steps: int = field(default=0, metadata={"help": "wsd: the steps of the final decay"})
     max_grad_norm: float = field(default=0.0, metadata={"help": "gradient clipping; 0 disables"})
     batch_size: int = field(default=32, metadata={"help": "per process and accumulation step"})
     gradient_accumulation_steps: int = 1
@@ -142,6 +146,9 @@ class TrainConfig:
     ema_warmup: bool = field(default=True, metadata={
         "help": "ramp the decay up (short runs); --no-ema-warmup: DiT's constant decay from the first step"})
     ema_power: float = field(default=2 / 3, metadata={"help": "warmup: decay = 1 - (1 + step) ** -power"})
+    snapshot_steps: int | None = field(default=None, metadata={
+        "help": "also save the raw weights every N steps to snapshots/ (fp32, one model's size each), for any EMA "
+                "computed after training: training/posthoc_ema.py"})
     # 5. Checkpoints and logging
     output_dir: str = "outputs/dit-fmnist"
     overwrite_output_dir: bool = field(default=False, metadata={
@@ -194,6 +201,9 @@ def check_config(cfg: TrainConfig) -> tuple[dict, Objective]:
         raise ValueError("--vae applies to latent training (--latents); pixel-space models have no VAE.")
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("mixed_precision='fp16' needs a GPU (fp16 on CPU is ~100x slower); use 'bf16' or 'no'.")
+    check_lr_schedule(cfg.lr_scheduler, cfg.lr_warmup_steps, cfg.max_steps, cfg.lr_decay_steps)
+    if cfg.snapshot_steps is not None and cfg.snapshot_steps < 1:
+        raise ValueError(f"--snapshot-steps must be a positive number of steps (or none), got {cfg.snapshot_steps}.")
     check_positive(cfg, ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpointing_steps", "log_every",
                          "validation_steps", "validation_per_class", "validation_inference_steps", "lr_finder_steps"))
     if cfg.lr_finder and not 0 < cfg.lr_finder_min < cfg.lr_finder_max:
@@ -254,7 +264,8 @@ def main(cfg: TrainConfig) -> dict:
     # 4. Optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   betas=(cfg.adam_beta1, cfg.adam_beta2))
-    lr_scheduler = lr_schedule(accelerator, cfg.lr_scheduler, optimizer, cfg.lr_warmup_steps, cfg.max_steps)
+    lr_scheduler = lr_schedule(accelerator, cfg.lr_scheduler, optimizer, cfg.lr_warmup_steps, cfg.max_steps,
+                               cfg.lr_decay_steps)
     model_cls = type(transformer)
     set_fsdp_wrap_units(accelerator, transformer)  # FSDP: one unit per block
     model, optimizer, loader, lr_scheduler = accelerator.prepare(
@@ -294,7 +305,11 @@ def main(cfg: TrainConfig) -> dict:
                       f"{accelerator.num_processes} process(es), batch {cfg.batch_size} x {accum} accumulation")
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     start_time, start_step, micro_losses, pending = time.time(), step, [], PendingLosses(LOSS_KEYS)
-    seconds = {"checkpoints": 0.0, "validation": 0.0}  # where the loop's time goes besides training steps
+    seconds = {"checkpoints": 0.0, "validation": 0.0, "snapshots": 0.0}  # the loop's time besides training steps
+    snapshots = out / SNAPSHOT_DIR
+    if cfg.snapshot_steps and step == 0:
+        with timed(seconds, "snapshots"):
+            save_snapshot(transformer, snapshots, 0, accelerator.is_main_process)
     model.train()
     while step < cfg.max_steps:
         epoch, skip = divmod(step, steps_per_epoch)
@@ -318,6 +333,9 @@ def main(cfg: TrainConfig) -> dict:
             # one optimiser step done; its losses stay on the device until the next logging step or checkpoint
             step = step + 1
             ema.step(transformer.parameters())
+            if cfg.snapshot_steps and (step % cfg.snapshot_steps == 0 or step == cfg.max_steps):
+                with timed(seconds, "snapshots"):
+                    save_snapshot(transformer, snapshots, step, accelerator.is_main_process)
             pending.add(step, micro_losses, lr_scheduler.get_last_lr()[0])
             micro_losses = []
             bar.update(1)
@@ -358,6 +376,7 @@ def main(cfg: TrainConfig) -> dict:
               "num_processes": accelerator.num_processes, "params": sum(p.numel() for p in transformer.parameters()),
               "demo_data_seconds": demo_seconds, "train_seconds": train_seconds,
               "checkpoint_seconds": seconds["checkpoints"], "validation_seconds": seconds["validation"],
+              "snapshot_seconds": seconds["snapshots"],
               "rank_weight_checksums": [f"{d:014x}" for d in digests]}
     with ema_weights(transformer, ema, accelerator.is_main_process, accelerator.device) as ema_transformer:
         if accelerator.is_main_process:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
-from diffusers.optimization import get_scheduler
+from diffusers.optimization import SchedulerType, get_scheduler
 
 from .config import save_config
 
@@ -157,15 +157,38 @@ def end_run(accelerator) -> None:
     accelerator.end_training()
 
 
-def lr_schedule(accelerator, name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    """diffusers' `get_scheduler(name, ...)` with its warmup and decay in optimizer steps at any process count.
+LR_SCHEDULES = [s.value for s in SchedulerType] + ["wsd"]
+
+
+def check_lr_schedule(name: str, warmup_steps: int, total_steps: int, decay_steps: int = 0) -> None:
+    """Raises ValueError for a schedule `lr_schedule` cannot lay out (before any work)."""
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"Unknown lr schedule {name!r}; choose one of {', '.join(LR_SCHEDULES)}.")
+    if name == "wsd" and not 0 < decay_steps <= total_steps - warmup_steps:
+        raise ValueError(f"The wsd schedule needs 0 < lr_decay_steps <= max_steps - lr_warmup_steps "
+                         f"({total_steps - warmup_steps}), got {decay_steps}.")
+    if name != "wsd" and decay_steps:
+        raise ValueError(f"lr_decay_steps applies to the wsd schedule only, not {name!r}.")
+
+
+def lr_schedule(accelerator, name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                decay_steps: int = 0):
+    """diffusers' `get_scheduler(name, ...)` with its warmup and decay in optimizer steps at any process count, or
+    `"wsd"`: warmup-stable-decay (transformers' `get_wsd_schedule`: linear warmup, the constant lr, then a linear
+    decay to zero over the last `decay_steps` steps).
 
     accelerate steps a prepared scheduler `num_processes` times per optimizer step (its convention for a global batch
     that grows with the processes), so the schedule is laid out in those units, as diffusers' training scripts do.
     Without it a two-process run warms up in half of `warmup_steps`, and a cosine schedule reaches zero half-way
     through the run and then rises again.
     """
+    check_lr_schedule(name, warmup_steps, total_steps, decay_steps)
     n = accelerator.num_processes
+    if name == "wsd":
+        from transformers.optimization import get_wsd_schedule
+
+        return get_wsd_schedule(optimizer, num_warmup_steps=warmup_steps * n, num_decay_steps=decay_steps * n,
+                                num_training_steps=total_steps * n, decay_type="linear")
     return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps * n, num_training_steps=total_steps * n)
 
 

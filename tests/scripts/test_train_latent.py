@@ -166,3 +166,4 @@ def test_edm_sigma_data_defaults_to_the_data_and_reaches_the_saved_scheduler(tra
     assert train_latent.edm_sigma_data(chosen) == 0.7
     with pytest.raises(ValueError, match="applies to the edm objective"):
         train_latent.main(config(cache, tmp_path / "eps", edm_sigma_data=0.7))
+

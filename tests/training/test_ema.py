@@ -63,3 +63,39 @@ def test_the_schedule_survives_a_checkpoint():
 def test_bad_decay_is_refused():
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         make_ema(tiny(), 1.0)
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_step_weights_are_the_emas_weights_of_each_step(warmup):
+    from diffit_hf.training.ema import step_weights
+
+    model = tiny()
+    ema = make_ema(model, 0.9, warmup=warmup, power=0.5)
+    history = steps(model, ema, 12)
+    w = step_weights(12, 0.9, warmup=warmup, power=0.5)
+    assert w.shape == (13,) and w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    # warmup: step 1's decay is 0, so the initial weights drop out; DiT's constant decay keeps 0.9 ** 12 of them
+    assert w[0] == pytest.approx(0.0 if warmup else 0.9**12)
+    expected = sum(wi * h.double() for wi, h in zip(w, history))
+    torch.testing.assert_close(ema_weight(ema, model).double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_snapshot_weights_interpolate_between_snapshots():
+    import numpy as np
+
+    from diffit_hf.training.ema import snapshot_weights, step_weights
+
+    w = step_weights(20, 0.9999, warmup=True, power=0.8)
+    kept = [0, 5, 10, 15, 20]
+    on_snapshots = snapshot_weights(kept, w)
+    assert on_snapshots.sum() == pytest.approx(1.0)
+    # weights that move linearly between snapshots (here: over the whole run) are reconstructed exactly
+    theta = 3.0 + 0.7 * np.arange(21)
+    assert (on_snapshots * theta[kept]).sum() == pytest.approx((w * theta).sum(), rel=1e-12)
+    # a curved trajectory is only approximated from every 5th step, exactly from every step
+    curved = np.sin(np.arange(21) / 3.0)
+    assert (on_snapshots * curved[kept]).sum() != pytest.approx((w * curved).sum(), rel=1e-6)
+    assert (snapshot_weights(list(range(21)), w) * curved).sum() == pytest.approx((w * curved).sum(), rel=1e-12)
+    for bad in ([5, 10, 20], [0, 10, 15], [0, 10, 10, 20]):  # not from 0, not to the last step, not increasing
+        with pytest.raises(ValueError, match="from step 0 to step 20"):
+            snapshot_weights(bad, w)

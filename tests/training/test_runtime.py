@@ -43,3 +43,45 @@ def test_a_gpu_counts_unless_accelerate_is_told_to_use_the_cpu(monkeypatch, tmp_
     real_path = runtime.Path
     monkeypatch.setattr(runtime, "Path", lambda p: real_path(tmp_path / "absent"))  # no /proc/cpuinfo to read
     assert runtime.bf16_matmul_hardware() is False
+
+
+def _lrs(name: str, warmup: int, total: int, decay: int = 0, processes: int = 1) -> list[float]:
+    """The lr of each optimizer step (accelerate steps a prepared scheduler once per process and optimizer step)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from diffit_hf.training.runtime import lr_schedule
+
+    accelerator = SimpleNamespace(num_processes=processes)  # all lr_schedule reads of it
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = lr_schedule(accelerator, name, optimizer, warmup, total, decay)
+    out = []
+    for _ in range(total):
+        out.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        for _ in range(processes):
+            schedule.step()
+    return out
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_wsd_warms_up_holds_then_decays_linearly_to_zero(processes):
+    lrs = _lrs("wsd", warmup=4, total=20, decay=8, processes=processes)
+    assert lrs[:4] == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert lrs[4:12] == [1.0] * 8  # stable until the last 8 steps
+    assert lrs[12:] == pytest.approx([1 - k / 8 for k in range(8)])  # then linearly towards zero
+    assert lrs == pytest.approx(_lrs("constant_with_warmup", 4, 20, 0)[:12] + lrs[12:])
+
+
+def test_bad_lr_schedules_name_the_problem():
+    from diffit_hf.training.runtime import check_lr_schedule
+
+    with pytest.raises(ValueError, match="lr_decay_steps <= max_steps - lr_warmup_steps \\(16\\), got 17"):
+        check_lr_schedule("wsd", 4, 20, 17)
+    with pytest.raises(ValueError, match="got 0"):
+        check_lr_schedule("wsd", 4, 20, 0)
+    with pytest.raises(ValueError, match="wsd schedule only, not 'cosine'"):
+        check_lr_schedule("cosine", 4, 20, 5)
+    with pytest.raises(ValueError, match="Unknown lr schedule 'wsdd'; choose one of .*wsd"):
+        check_lr_schedule("wsdd", 4, 20, 5)
