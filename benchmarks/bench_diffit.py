@@ -375,8 +375,9 @@ def demo_guidance(args) -> dict:
 
 
 # The two demo configs retrained with `--snapshot-steps 20` (identical training: the loss curves match the runs above
-# step for step), so that any EMA of them can be scored (training/posthoc_ema.py).
-SNAPSHOT_DEMOS = {name: path + "-snap" for name, path in DEMOS.items()}
+# step for step), so that any EMA of them can be scored (training/posthoc_ema.py); "wsd": retrained also with
+# `--lr-scheduler wsd --lr-decay-steps 480 / 456` (the lr decays linearly to zero over the last 20% of the steps).
+SNAPSHOT_RUNS = {"snap": "", "wsd": ", wsd (lr to 0 over the last 20%)"}
 EMA_POWERS = [0.0, 2 / 3, 0.75, 0.8, 0.85, 0.9]
 
 
@@ -393,11 +394,13 @@ def ema_row(name: str, run_dir: Path, power: float, args) -> dict:
 
 def demo_ema(args) -> dict:
     """The two demo configs' runs with snapshots, each at several EMA lengths (post hoc), both evaluators."""
-    missing = [path for path in SNAPSHOT_DEMOS.values() if not (ROOT / path / "snapshots").is_dir()]
+    runs = {name.replace(")", SNAPSHOT_RUNS[args.snapshot_runs] + ")"): f"{path}-{args.snapshot_runs}"
+            for name, path in DEMOS.items()}
+    missing = [path for path in runs.values() if not (ROOT / path / "snapshots").is_dir()]
     if missing:
         raise FileNotFoundError(f"{missing} missing: train the demo configs with --snapshot-steps 20 --output-dir "
                                 "there first.")
-    jobs = [(name, ROOT / path, p) for name, path in SNAPSHOT_DEMOS.items() for p in args.ema_powers]
+    jobs = [(name, ROOT / path, p) for name, path in runs.items() for p in args.ema_powers]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: ema_row(*job, args), jobs))
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
@@ -461,6 +464,8 @@ def main() -> None:
     parser.add_argument("--inference-steps", type=int, default=25, help="guidance, demo-guidance: sampler steps")
     parser.add_argument("--ema-powers", nargs="+", type=float, default=EMA_POWERS, help=(
         "demo-ema: EMA warmup powers to score (0: the raw weights)"))
+    parser.add_argument("--snapshot-runs", default="snap", choices=list(SNAPSHOT_RUNS), help=(
+        "demo-ema: the runs outputs/{dit,diffit}-fmnist-NAME (snap: the configs; wsd: with a final lr decay)"))
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--steps", type=int, default=800, help="ablation: the equal-steps budget")
     parser.add_argument("--num-samples", type=int, default=2000)
