@@ -50,8 +50,6 @@ class PosthocEMAConfig:
         if self.run is None or self.output is None:
             raise ValueError("--run (a train_latent.py output folder with snapshots/) and --output (a new folder) "
                              "are both required.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}.")
         if self.ema_warmup and self.ema_power < 0:
             raise ValueError(f"--ema-power must be >= 0 (0: the raw weights of the last snapshot), got "
                              f"{self.ema_power}.")

@@ -117,7 +117,7 @@ def posthoc_ema(folder: str | Path, decay: float, warmup: bool = True, power: fl
     if not snaps:
         raise FileNotFoundError(f"{folder} holds no snapshots (step-*.safetensors): train with --snapshot-steps.")
     if num_steps is not None:
-        if num_steps not in [s for s, _ in snaps]:
+        if num_steps not in dict(snaps):
             raise ValueError(f"No snapshot of step {num_steps} in {folder}; there are steps "
                              f"{', '.join(str(s) for s, _ in snaps[-5:])} (last five).")
         snaps = [(s, p) for s, p in snaps if s <= num_steps]

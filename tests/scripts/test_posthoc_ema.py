@@ -46,9 +46,9 @@ def test_the_runs_own_schedule_reproduces_its_ema(run, posthoc, tmp_path):
     got = weights(tmp_path / "same" / "transformer")
     assert summary["step"] == 7 and summary["snapshots"] == 5 and summary["max_gap"] == 2
     assert json.loads((tmp_path / "same" / "posthoc_ema.json").read_text())["ema_length_steps"] > 0
-    raw = weights(run / "transformer").keys()
+    exported = weights(run / "transformer").keys()
     moved = [k for k in ema if not torch.equal(ema[k], load_file(str(snapshot_path(run / "snapshots", 7)))[k])]
-    assert moved and set(raw) == set(got)
+    assert moved and set(exported) == set(got)
     error = max((got[k] - ema[k]).abs().max().item() for k in ema)
     spread = max((ema[k] - load_file(str(snapshot_path(run / "snapshots", 0)))[k]).abs().max().item() for k in moved)
     assert error < 0.05 * spread  # the interpolation error is small against how far the weights moved
