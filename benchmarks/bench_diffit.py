@@ -381,26 +381,30 @@ SNAPSHOT_RUNS = {"snap": "", "wsd": ", wsd (lr to 0 over the last 20%)"}
 EMA_POWERS = [0.0, 2 / 3, 0.75, 0.8, 0.85, 0.9]
 
 
-def ema_row(name: str, run_dir: Path, power: float, args) -> dict:
-    """`run_dir`'s post-hoc EMA with warmup power `power` (0: the raw weights), scored under `args.guidance[0]`."""
+def ema_row(name: str, run_dir: Path, power: float, setting: str, args) -> dict:
+    """`run_dir`'s post-hoc EMA with warmup power `power` (0: the raw weights), scored under the guidance
+    `setting`."""
     pipeline = run_dir.with_name(f"{run_dir.name}-ema{power:.3f}")
     if not (pipeline / "model_index.json").exists():
         run([sys.executable, "training/posthoc_ema.py", "--run", str(run_dir), "--ema-power", str(power),
              "--output", str(pipeline)], pipeline.with_name(pipeline.name + ".log"))
     ema = json.loads((pipeline / "posthoc_ema.json").read_text())
-    row = guidance_row(name, pipeline, (args.guidance or ["constant:3:0.3,5"])[0], args)
+    row = guidance_row(name, pipeline, setting, args)
     return {**row, "ema_power": power, "ema_length_steps": ema["ema_length_steps"], "steps": ema["step"]}
 
 
 def demo_ema(args) -> dict:
-    """The two demo configs' runs with snapshots, each at several EMA lengths (post hoc), both evaluators."""
+    """The two demo configs' runs with snapshots, each at several EMA lengths (post hoc) and guidance settings, both
+    evaluators."""
     runs = {name.replace(")", SNAPSHOT_RUNS[args.snapshot_runs] + ")"): f"{path}-{args.snapshot_runs}"
             for name, path in DEMOS.items()}
     missing = [path for path in runs.values() if not (ROOT / path / "snapshots").is_dir()]
     if missing:
         raise FileNotFoundError(f"{missing} missing: train the demo configs with --snapshot-steps 20 --output-dir "
                                 "there first.")
-    jobs = [(name, ROOT / path, p) for name, path in runs.items() for p in args.ema_powers]
+    settings = args.guidance or ["constant:3:0.3,5"]
+    jobs = [(name, ROOT / path, p, setting) for name, path in runs.items() for p in args.ema_powers
+            for setting in settings]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: ema_row(*job, args), jobs))
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
@@ -408,16 +412,18 @@ def demo_ema(args) -> dict:
 
 def render_ema(result: dict) -> str:
     first = result["rows"][0]
-    interval = "({:g}, {:g}]".format(*first["interval"]) if first.get("interval") else "every step"
     lines = [f"EMA length after training, {result['date']}: {result['num_samples']:,} samples, "
-             f"{first['inference_steps']} {SAMPLER_LABELS[first['scheduler']]} steps, {first['schedule']} guidance "
-             f"{first['scale']:g} at {interval}. The EMA: warmup decay 1 - (1 + step) ** -power (power 0: the raw "
-             "weights; the configs' 2/3), computed post hoc from raw snapshots every 20 steps; its length = the "
-             "standard deviation of its weights over the steps. Each cell: FID-FMNIST / FID-FMNIST-spatial.", "",
-             "| run | EMA power | EMA length (steps) | FID | class cons. | precision | recall |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"{first['inference_steps']} {SAMPLER_LABELS[first['scheduler']]} steps; guidance: SCHEDULE SCALE at the "
+             "noise levels sigma = 1/sqrt(SNR) in the interval (all: every step). The EMA: warmup decay "
+             "1 - (1 + step) ** -power (power 0: the raw weights; the configs' 2/3), computed post hoc from raw "
+             "snapshots every 20 steps; its length = the standard deviation of its weights over the steps. Each "
+             "cell: FID-FMNIST / FID-FMNIST-spatial.", "",
+             "| run | EMA power | EMA length (steps) | guidance | FID | class cons. | precision | recall |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
+        interval = "({:g}, {:g}]".format(*r["interval"]) if r.get("interval") else "all"
         lines.append(f"| {r['run']} | {r['ema_power']:.3g} | {r['ema_length_steps']:.0f} | "
+                     f"{r['schedule']} {r['scale']:g} {interval} | "
                      f"{r['fid']:.2f} / {r['fid2']:.2f} | {r['cc']:.1%} / {r['cc2']:.1%} | "
                      f"{r['precision']:.3f} / {r['precision2']:.3f} | {r['recall']:.3f} / {r['recall2']:.3f} |")
     floor = result["rows"][0]
