@@ -57,7 +57,10 @@ from diffit_hf.training.objectives import (
 )
 from diffit_hf.training.previews import log_validation
 from diffit_hf.training.runtime import (
+    LR_SCHEDULE_FIELDS,
     LR_SCHEDULES,
+    RUN_CONFIG,
+    check_lr_resume,
     check_lr_schedule,
     end_run,
     lr_schedule,
@@ -75,7 +78,8 @@ RESUME_MAY_CHANGE = {  # everything else is restored from the checkpoint or chan
     "log_every", "report_to", "validation_steps", "validation_per_class", "validation_inference_steps",
     "validation_guidance_scale", "push_to_hub", "hub_repo_id", "hub_private", "hub_license", "num_workers",
     "cpu_threads", "compile", "allow_tf32", "gradient_checkpointing", "output_dir", "vae", "lr_finder",
-    "lr_finder_min", "lr_finder_max", "lr_finder_steps", "tracker_project_name", "snapshot_steps"}
+    "lr_finder_min", "lr_finder_max", "lr_finder_steps", "tracker_project_name", "snapshot_steps",
+    *LR_SCHEDULE_FIELDS}  # the lr schedule may change where it continues the run (check_lr_resume)
 
 
 @dataclass
@@ -291,6 +295,7 @@ def main(cfg: TrainConfig) -> dict:
     # 5. Resume; the config is saved and the trackers start once every check has passed
     step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts,
                                   batch_per_process=cfg.batch_size * cfg.gradient_accumulation_steps)
+    check_lr_resume(out / RUN_CONFIG, cfg, step)
     record_run(accelerator, cfg)
 
     # 6. Train (the loss history continues from the resumed step)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -182,14 +183,55 @@ def lr_schedule(accelerator, name: str, optimizer: torch.optim.Optimizer, warmup
     Without it a two-process run warms up in half of `warmup_steps`, and a cosine schedule reaches zero half-way
     through the run and then rises again.
     """
+    return _lr_schedule(name, optimizer, warmup_steps, total_steps, decay_steps, accelerator.num_processes)
+
+
+def _lr_schedule(name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, decay_steps: int,
+                 num_processes: int):
     check_lr_schedule(name, warmup_steps, total_steps, decay_steps)
-    n = accelerator.num_processes
+    n = num_processes
     if name == "wsd":
         from transformers.optimization import get_wsd_schedule
 
         return get_wsd_schedule(optimizer, num_warmup_steps=warmup_steps * n, num_decay_steps=decay_steps * n,
                                 num_training_steps=total_steps * n, decay_type="linear")
     return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps * n, num_training_steps=total_steps * n)
+
+
+# the fields that lay out a run's lr schedule: they may change on resume where the lr of every step taken stays
+LR_SCHEDULE_FIELDS = ("lr_scheduler", "lr_warmup_steps", "lr_decay_steps", "max_steps")
+
+
+def lr_factors(name: str, warmup_steps: int, total_steps: int, decay_steps: int, steps: int) -> list[float]:
+    """The lr multiplier of `lr_schedule(name, ...)` at each of the first `steps` optimizer steps."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = _lr_schedule(name, optimizer, warmup_steps, total_steps, decay_steps, num_processes=1)
+    return [schedule.lr_lambdas[0](step) for step in range(steps)]
+
+
+def check_lr_resume(saved: str | os.PathLike, config: Any, step: int) -> None:
+    """On resume at `step`: `ValueError` unless the lr schedule of `config` (its `LR_SCHEDULE_FIELDS`) gives every
+    step already taken the lr that the run's saved config at `saved` gave it. So a schedule may change on resume
+    where it continues the run: a wsd decay branched from a checkpoint of a constant-lr run (or of wsd's stable
+    phase), a longer constant run; not a cosine run with another `max_steps`, whose lr would jump. Nothing to
+    compare when `saved` does not exist."""
+    if not Path(saved).is_file() or step == 0:
+        return
+    before = json.loads(Path(saved).read_text())
+    now = {k: getattr(config, k, 0) for k in LR_SCHEDULE_FIELDS}
+    was = {k: before.get(k, 0) for k in LR_SCHEDULE_FIELDS}
+    if was == now:
+        return
+    old, new = (lr_factors(s["lr_scheduler"], s["lr_warmup_steps"], s["max_steps"], s["lr_decay_steps"], step)
+                for s in (was, now))
+    differ = [i for i, (a, b) in enumerate(zip(old, new)) if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)]
+    if differ:
+        changes = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in LR_SCHEDULE_FIELDS if was[k] != now[k])
+        i = differ[0]
+        raise ValueError(f"Resuming at step {step} with another lr schedule ({changes}) that gives the steps already "
+                         f"taken another lr (step {i}: {old[i]:.4g} x the lr before, {new[i]:.4g} x now). A schedule "
+                         f"may change on resume only where it continues the run (e.g. a wsd decay after the steps "
+                         f"taken); resume with the run's values (see {saved}), or start a new run.")
 
 
 def set_cpu_threads(accelerator, threads: int | None = None) -> int:

@@ -26,14 +26,24 @@ from ..utils import atomic_write_json
 from .checkpoints import resume_from_checkpoint, save_checkpoint
 from .distributed import register_checkpoint_hooks
 from .previews import log_image
-from .runtime import end_run, lr_schedule, mixed_precision_field, record_run, resolve_mixed_precision, start_run
+from .runtime import (
+    RUN_CONFIG,
+    check_lr_resume,
+    end_run,
+    lr_schedule,
+    mixed_precision_field,
+    record_run,
+    resolve_mixed_precision,
+    start_run,
+)
 
 logger = logging.getLogger(__name__)
 
 VAE_RUN_OUTPUTS = ("checkpoints", "train_config.json", "config.json", "diffusion_pytorch_model.safetensors")
-VAE_RESUME_MAY_CHANGE = {"max_steps", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
-                         "overwrite_output_dir", "log_every", "num_workers", "cpu_threads", "output_dir",
-                         "eval_split", "eval_samples", "scaling_samples", "report_to", "tracker_project_name"}
+VAE_RESUME_MAY_CHANGE = {"max_steps", "lr_scheduler", "lr_warmup_steps", "checkpointing_steps",
+                         "checkpoints_total_limit", "resume_from_checkpoint", "overwrite_output_dir", "log_every",
+                         "num_workers", "cpu_threads", "output_dir", "eval_split", "eval_samples", "scaling_samples",
+                         "report_to", "tracker_project_name"}  # the lr schedule: where it continues (check_lr_resume)
 
 
 @dataclass
@@ -178,6 +188,7 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     # 2. Resume; the config is saved once every check has passed
     ckpt_dir = out / "checkpoints"
     step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, parts)
+    check_lr_resume(Path(cfg.output_dir) / RUN_CONFIG, cfg, step)  # the schedule may change where it continues
     record_run(accelerator, cfg)
 
     # 3. Train

@@ -80,6 +80,30 @@ def test_resume_refuses_another_model_or_changed_settings_before_loading(train_l
     assert loss_steps(out) == [1, 2, 3]
 
 
+def loss_rows(out):
+    with open(out / "logs" / "loss.csv") as f:
+        return [(row["step"], row["loss"], row["lr"]) for row in csv.DictReader(f)]
+
+
+def test_a_wsd_decay_branched_from_a_constant_lr_checkpoint_is_the_wsd_run(train_latent, config, cache, tmp_path):
+    common = dict(lr_warmup_steps=2, log_every=1, checkpointing_steps=4)
+    wsd = dict(max_steps=6, lr_scheduler="wsd", lr_decay_steps=2)
+    train_latent.main(config(cache, tmp_path / "wsd", **wsd, **common))
+    branched = tmp_path / "branched"  # a constant-lr run, then its checkpoint at step 4 resumed with the decay
+    train_latent.main(config(cache, branched, max_steps=4, lr_scheduler="constant_with_warmup", **common))
+    train_latent.main(config(cache, branched, **wsd, resume_from_checkpoint="latest", **common))
+    assert loss_rows(branched) == loss_rows(tmp_path / "wsd")  # the loss and lr of every step
+    assert [float(lr) for *_, lr in loss_rows(branched)] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 5e-4, 0.0])
+    a, b = weights(branched / "transformer"), weights(tmp_path / "wsd" / "transformer")  # the EMA, exported
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a decay that would have started before the resumed step changes the lr of steps taken: refused, nothing lost
+    before = snapshot(branched)
+    with pytest.raises(ValueError, match=r"at step 6 .*step 5: 0\.5 x the lr before, 0\.75 x now"):
+        train_latent.main(config(cache, branched, max_steps=8, lr_scheduler="wsd", lr_decay_steps=4,
+                                 resume_from_checkpoint="latest", **common))
+    assert snapshot(branched) == before
+
+
 def test_loss_history_survives_a_crash_and_keeps_exactly_the_resumed_rows(train_latent, config, cache, tmp_path,
                                                                            monkeypatch):
     out = tmp_path / "run"

@@ -1,5 +1,8 @@
 """diffit_hf.training.runtime: `mixed_precision="auto"` resolves to what the machine has, in the training configs."""
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
 from diffit_hf.training import runtime
@@ -85,3 +88,45 @@ def test_bad_lr_schedules_name_the_problem():
         check_lr_schedule("cosine", 4, 20, 5)
     with pytest.raises(ValueError, match="Unknown lr schedule 'wsdd'; choose one of .*wsd"):
         check_lr_schedule("wsdd", 4, 20, 5)
+
+
+def _saved(tmp_path, **schedule):
+    path = tmp_path / "train_config.json"
+    path.write_text(json.dumps({"lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 4, "lr_decay_steps": 0,
+                                "max_steps": 20, "learning_rate": 1e-3, **schedule}))
+    return path
+
+
+def _now(**schedule):
+    return SimpleNamespace(**{"lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 4, "lr_decay_steps": 0,
+                              "max_steps": 20, **schedule})
+
+
+def test_a_schedule_may_change_on_resume_only_where_it_continues_the_run(tmp_path):
+    from diffit_hf.training.runtime import check_lr_resume
+
+    constant = _saved(tmp_path)
+    # a wsd decay branched at (or after) the resumed step, a longer constant run: the steps taken keep their lr
+    check_lr_resume(constant, _now(lr_scheduler="wsd", max_steps=40, lr_decay_steps=20), step=20)
+    check_lr_resume(constant, _now(lr_scheduler="wsd", max_steps=40, lr_decay_steps=8), step=20)
+    check_lr_resume(constant, _now(max_steps=40), step=20)
+    check_lr_resume(constant, _now(lr_warmup_steps=8), step=0)  # nothing taken yet
+    # a decay that would have started before the resumed step, another warmup: refused, naming the first step
+    with pytest.raises(ValueError, match=r"at step 20 .*lr_decay_steps 0 -> 24, max_steps 20 -> 40.*step 17: 1 x the "
+                                         r"lr before, 0\.9583 x now"):
+        check_lr_resume(constant, _now(lr_scheduler="wsd", max_steps=40, lr_decay_steps=24), step=20)
+    with pytest.raises(ValueError, match=r"lr_warmup_steps 4 -> 8\).*step 1: 0\.25 x the lr before, 0\.125 x now"):
+        check_lr_resume(constant, _now(lr_warmup_steps=8), step=20)
+    # a cosine run made longer on resume would jump: every step after the warmup had another lr
+    cosine = _saved(tmp_path, lr_scheduler="cosine")
+    with pytest.raises(ValueError, match=r"max_steps 20 -> 40.*step 5:"):
+        check_lr_resume(cosine, _now(lr_scheduler="cosine", max_steps=40), step=10)
+    check_lr_resume(cosine, _now(lr_scheduler="cosine"), step=10)  # unchanged
+    check_lr_resume(tmp_path / "absent.json", _now(lr_scheduler="cosine", max_steps=40), step=10)  # nothing saved
+
+
+def test_lr_factors_are_the_schedule_the_run_steps_through():
+    from diffit_hf.training.runtime import lr_factors
+
+    assert lr_factors("wsd", 4, 20, 8, 20) == pytest.approx(_lrs("wsd", warmup=4, total=20, decay=8))
+    assert lr_factors("cosine", 4, 20, 0, 20) == pytest.approx(_lrs("cosine", 4, 20, 0))
