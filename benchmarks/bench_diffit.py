@@ -6,6 +6,7 @@ ablation,guidance,demo_guidance_nN}.{json,md}; docs/diffit_vs_dit.md reads them.
     python benchmarks/bench_diffit.py ablation --steps 800 --jobs 2  # needs the demo's VAE, cache and both classifiers
     python benchmarks/bench_diffit.py guidance --rows "DiT-S/4 (demo)" "DiffiT (published)"
     python benchmarks/bench_diffit.py demo-guidance --num-samples 2000  # the two trained demos, a guidance sweep
+    python benchmarks/bench_diffit.py demo-guidance --demo-runs x2 --guidance constant:3:0.3,5  # twice the budget
     python benchmarks/bench_diffit.py demo-ema --num-samples 2000  # the demos retrained with snapshots: EMA lengths
 
 Speed: DiT-S/2 vs DiffiT-S/2 at 32x32x4 in fp32, eager (the issue's CPU target; DiffiT with each biased-attention
@@ -358,17 +359,25 @@ def guidance(args) -> dict:
 DEMOS = {"DiT-S/4 demo (2,400 steps, lr 1e-3 + clip 1)": "outputs/dit-fmnist",
          "DiffiT + adaLN-Zero + adaLN output demo (2,280 steps, lr 1e-3 + clip 1)": "outputs/diffit-fmnist"}
 DEMO_GUIDANCE = ["constant:1.5", "constant:2", "constant:2.5", "constant:3", "constant:4"]
+# ... and at twice their budgets: each constant-lr run's last checkpoint resumed with `--lr-scheduler wsd --max-steps
+# 4800 / 4560 --lr-decay-steps 960 / 912` (the decay over the last 20%; the resumed run is the wsd run of twice the
+# steps, exactly: check_lr_resume), into outputs/{dit,diffit}-fmnist-x2.
+DEMO_RUN_SETS = {"configs": DEMOS, "x2": {
+    "DiT-S/4 demo config, 2x steps (4,800), wsd": "outputs/dit-fmnist-x2",
+    "DiffiT + adaLN-Zero + adaLN output demo config, 2x steps (4,560), wsd": "outputs/diffit-fmnist-x2"}}
 
 
 def demo_guidance(args) -> dict:
     """The trained DiT and DiffiT demo pipelines under a sweep of constant guidance scales: each demo at its own best
     guidance, both evaluators (the demos' own eval.json used guidance 4 for both)."""
-    missing = [path for path in DEMOS.values() if not (ROOT / path / "model_index.json").exists()]
+    demos = DEMO_RUN_SETS[args.demo_runs]
+    missing = [path for path in demos.values() if not (ROOT / path / "model_index.json").exists()]
     if missing:
         raise FileNotFoundError(f"{missing} missing: train the demos first (README: the demo, with "
-                                "--config training/configs/demo_fmnist.yaml and demo_fmnist_diffit.yaml).")
+                                "--config training/configs/demo_fmnist.yaml and demo_fmnist_diffit.yaml; x2: see "
+                                "DEMO_RUN_SETS).")
     settings = args.guidance or DEMO_GUIDANCE
-    jobs = [(name, ROOT / path, setting) for name, path in DEMOS.items() for setting in settings]
+    jobs = [(name, ROOT / path, setting) for name, path in demos.items() for setting in settings]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: guidance_row(*job, args), jobs))
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
@@ -468,6 +477,9 @@ def main() -> None:
     parser.add_argument("--scheduler", default="dpm", choices=list(SAMPLER_LABELS), help=(
         "guidance, demo-guidance: the sampler (evaluate.py --scheduler; on a flow model its flow variant)"))
     parser.add_argument("--inference-steps", type=int, default=25, help="guidance, demo-guidance: sampler steps")
+    parser.add_argument("--demo-runs", default="configs", choices=list(DEMO_RUN_SETS), help=(
+        "demo-guidance: the demos' lr 1e-3 runs in outputs/{dit,diffit}-fmnist, or x2: such runs continued to twice "
+        "their steps with a wsd decay"))
     parser.add_argument("--ema-powers", nargs="+", type=float, default=EMA_POWERS, help=(
         "demo-ema: EMA warmup powers to score (0: the raw weights)"))
     parser.add_argument("--snapshot-runs", default="snap", choices=list(SNAPSHOT_RUNS), help=(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 _SEED_PRIME = 1_000_003
-_SEED_MASK = (1 << 63) - 1
+_SEED_MASK = (1 << 32) - 1  # numpy's seed range, the narrowest of those accelerate's set_seed seeds
 
 
 @contextlib.contextmanager
@@ -45,7 +45,8 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
 def mix_seed(seed: int, *keys: int) -> int:
     """A seed for one unit of work (a step, a rank, a sample index) that depends on `(seed, *keys)` only, so that
     resumed or re-sharded work draws exactly the same random numbers: `((seed * p + k1) * p + k2) ...` with a large
-    prime `p`, kept in torch's accepted seed range."""
+    prime `p`, modulo 2**32: a seed that Python's `random`, numpy and torch all accept (accelerate's `set_seed` seeds
+    the three; a wider seed made numpy refuse the seed of step 4,295 and every step of a run with seed > 0)."""
     value = seed
     for key in keys:
         value = value * _SEED_PRIME + key
