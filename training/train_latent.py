@@ -59,8 +59,6 @@ from diffit_hf.training.previews import log_validation
 from diffit_hf.training.runtime import (
     LR_SCHEDULE_FIELDS,
     LR_SCHEDULES,
-    RUN_CONFIG,
-    check_lr_resume,
     check_lr_schedule,
     end_run,
     lr_schedule,
@@ -295,8 +293,7 @@ def main(cfg: TrainConfig) -> dict:
     # 5. Resume; the config is saved and the trackers start once every check has passed
     step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, checkpoint_parts,
                                   batch_per_process=cfg.batch_size * cfg.gradient_accumulation_steps)
-    check_lr_resume(out / RUN_CONFIG, cfg, step)
-    record_run(accelerator, cfg)
+    record_run(accelerator, cfg, step)  # after checking that a changed lr schedule continues the run
 
     # 6. Train (the loss history continues from the resumed step)
     history = LossHistory(out / "logs" / "loss.csv", (*LOSS_KEYS, "lr"), resume_step=step,

@@ -123,11 +123,12 @@ def check_unchanged(saved: str | os.PathLike, config: Any, may_change: set[str])
                          f"run's values (see {saved}), or start a new run in another --output-dir.")
 
 
-def record_run(accelerator, config: Any) -> None:
-    """Once every check has passed (and a resumed run has loaded its checkpoint): the main process saves `config` as
-    `output_dir/train_config.json` (what `start_run` compares a resumed run with), and the trackers of
-    `config.report_to` (none if unset) start in `config.tracker_project_name`, with the config's scalar fields as the
-    run's hyperparameters."""
+def record_run(accelerator, config: Any, step: int = 0) -> None:
+    """Once a resumed run has loaded its checkpoint of `step` and its lr schedule is known to continue the saved one
+    (`check_lr_resume`, done here first): the main process saves `config` as `output_dir/train_config.json` (what
+    `start_run` compares a resumed run with), and the trackers of `config.report_to` (none if unset) start in
+    `config.tracker_project_name`, with the config's scalar fields as the run's hyperparameters."""
+    check_lr_resume(Path(config.output_dir) / RUN_CONFIG, config, step)
     if accelerator.is_main_process:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         save_config(config, Path(config.output_dir) / RUN_CONFIG)

@@ -26,16 +26,7 @@ from ..utils import atomic_write_json
 from .checkpoints import resume_from_checkpoint, save_checkpoint
 from .distributed import register_checkpoint_hooks
 from .previews import log_image
-from .runtime import (
-    RUN_CONFIG,
-    check_lr_resume,
-    end_run,
-    lr_schedule,
-    mixed_precision_field,
-    record_run,
-    resolve_mixed_precision,
-    start_run,
-)
+from .runtime import end_run, lr_schedule, mixed_precision_field, record_run, resolve_mixed_precision, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +179,7 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     # 2. Resume; the config is saved once every check has passed
     ckpt_dir = out / "checkpoints"
     step = resume_from_checkpoint(accelerator, cfg.resume_from_checkpoint, ckpt_dir, parts)
-    check_lr_resume(Path(cfg.output_dir) / RUN_CONFIG, cfg, step)  # the schedule may change where it continues
-    record_run(accelerator, cfg)
+    record_run(accelerator, cfg, step)  # after checking that a changed lr schedule continues the run
 
     # 3. Train
     pixels_per_image = (1 if cfg.grayscale else 3) * cfg.resolution**2
