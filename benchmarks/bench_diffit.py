@@ -419,6 +419,11 @@ def demo_ema(args) -> dict:
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
 
 
+def interval_label(row: dict) -> str:
+    """A row's guidance interval of noise levels, `(low, high]`, or "all" (guidance at every step)."""
+    return "({:g}, {:g}]".format(*row["interval"]) if row.get("interval") else "all"
+
+
 def render_ema(result: dict) -> str:
     first = result["rows"][0]
     lines = [f"EMA length after training, {result['date']}: {result['num_samples']:,} samples, "
@@ -430,7 +435,7 @@ def render_ema(result: dict) -> str:
              "| run | EMA power | EMA length (steps) | guidance | FID | class cons. | precision | recall |",
              "|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        interval = "({:g}, {:g}]".format(*r["interval"]) if r.get("interval") else "all"
+        interval = interval_label(r)
         lines.append(f"| {r['run']} | {r['ema_power']:.3g} | {r['ema_length_steps']:.0f} | "
                      f"{r['schedule']} {r['scale']:g} {interval} | "
                      f"{r['fid']:.2f} / {r['fid2']:.2f} | {r['cc']:.1%} / {r['cc2']:.1%} | "
@@ -451,7 +456,7 @@ def render_guidance(result: dict) -> str:
              "| run | schedule | scale | interval | FID | class cons. | precision | recall |",
              "|---|---|---:|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        interval = "({:g}, {:g}]".format(*r["interval"]) if r.get("interval") else "all"
+        interval = interval_label(r)
         lines.append(f"| {r['run']} | {r['schedule']} | {r['scale']} | {interval} | "
                      f"{r['fid']:.2f} / {r['fid2']:.2f} | {r['cc']:.1%} / {r['cc2']:.1%} | "
                      f"{r['precision']:.3f} / {r['precision2']:.3f} | "
