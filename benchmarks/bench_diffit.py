@@ -104,9 +104,12 @@ def build(preset: str, overrides: dict, sample_size: int, num_classes: int = 100
     return model
 
 
-def make_train_step(preset: str, overrides: dict, sample_size: int, batch: int, precision: str, backend: str):
-    """One train step (forward, MSE, backward, AdamW) of a fresh model, with DiffiT's biased-attention kernel."""
-    return train_step(build(preset, overrides, sample_size).train(), batch, precision, backend)
+def make_train_step(preset: str, overrides: dict, sample_size: int, batch: int, precision: str, backend: str,
+                    unbiased_backend: str = "auto"):
+    """One train step (forward, MSE, backward, AdamW) of a fresh model, with DiffiT's biased-attention kernel and
+    the kernel of attention without a bias (DiT's)."""
+    return train_step(build(preset, overrides, sample_size).train(), batch, precision, backend,
+                      unbiased_backend=unbiased_backend)
 
 
 def make_sampler(preset: str, sample_size: int, labels: int, steps: int, guidance: float):
@@ -154,9 +157,11 @@ def speed(args) -> dict:
 def demo_speed(args) -> dict:
     """The demo's model configurations (16 tokens, batch 64): the steps/s behind the ablation's equal-wall-clock
     budgets, in the ablation's precision."""
-    models = {"DiT-S/4 (demo)": DIT, "DiffiT (published)": DIFFIT, "DiffiT + adaLN-Zero": (DIFFIT[0], {
-        **DIFFIT[1], **ADALN}), "DiffiT + adaLN-Zero + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL})}
-    secs = alternate({k: make_train_step(p, o, 16, 64, args.precision, "auto") for k, (p, o) in models.items()},
+    models = {"DiT-S/4 (demo)": (*DIT, "auto"), "DiT-S/4 (demo), SDPA attention (before)": (*DIT, "sdpa"),
+              "DiffiT (published)": (*DIFFIT, "auto"),
+              "DiffiT + adaLN-Zero": (DIFFIT[0], {**DIFFIT[1], **ADALN}, "auto"),
+              "DiffiT + adaLN-Zero + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, "auto")}
+    secs = alternate({k: make_train_step(p, o, 16, 64, args.precision, "auto", u) for k, (p, o, u) in models.items()},
                      args.repeats)
     return {"name": f"demo config: train step, 16x16x4, {args.precision}, batch 64, 6 blocks, 16 tokens",
             "unit": "steps/s", "rows": {k: 1 / s for k, s in secs.items()}, "reference": "DiT-S/4 (demo)",

@@ -134,9 +134,11 @@ def make_step(impl: str, preset: str, sample_size: int | None, batch: int, preci
     return train_step(model, batch, precision, attention_backend, torch.compile(model) if compile_model else model)
 
 
-def train_step(model, batch: int, precision: str, attention_backend: str = "auto", forward=None):
+def train_step(model, batch: int, precision: str, attention_backend: str = "auto", forward=None,
+               unbiased_backend: str = "auto"):
     """A closure running one train step (forward through `forward`, default the model; MSE, backward, AdamW) of
-    `model` on fixed random inputs shaped by its config; `attention_backend` as in `make_step`."""
+    `model` on fixed random inputs shaped by its config; `attention_backend` as in `make_step` (biased attention),
+    `unbiased_backend` the kernel of attention without a bias (`layers.attention_backend`)."""
     import torch
 
     from diffit_hf.models import layers
@@ -152,7 +154,7 @@ def train_step(model, batch: int, precision: str, attention_backend: str = "auto
     target = torch.randn(batch, model.out_channels, size, size)
 
     def step():
-        layers.biased_attention_backend = attention_backend
+        layers.biased_attention_backend, layers.attention_backend = attention_backend, unbiased_backend
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = forward(x, t, y).sample
         loss = (out.float() - target).square().mean()

@@ -82,11 +82,33 @@ biased_attention_backend = "auto"
 CPU_FLASH_BACKWARD_BLOCK = 1 << 20
 
 
-def explicit_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v written out: q (N, H, Tq, d), k/v (N, H, Tk, d), bias broadcastable to
-    (N, H, Tq, Tk), never expanded over the batch. The reference formula, and the bf16 CPU training path."""
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)) + bias  # (N, H, Tq, Tk)
+# Which kernel computes attention without a bias (DiT's): "auto" picks per call (`pick_attention`), "sdpa" and
+# "explicit" force one (benchmarks and tests compare them).
+ATTENTION_BACKENDS = ("auto", "sdpa", "explicit")
+attention_backend = "auto"
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v written out: q (N, H, Tq, d), k/v (N, H, Tk, d), optional bias broadcastable
+    to (N, H, Tq, Tk), never expanded over the batch. The reference formula, and the bf16 CPU path."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (N, H, Tq, Tk)
+    if bias is not None:
+        scores = scores + bias
     return torch.matmul(scores.softmax(dim=-1), v)  # (N, H, Tq, d)
+
+
+def pick_attention(q: torch.Tensor) -> str:
+    """The kernel for one attention call without a bias: `attention_backend` unless it is `"auto"`, which picks
+    `"explicit"` for bf16/fp16 on a CPU, where torch's fused flash-attention kernel ran 2.5-6x slower than the
+    explicit formula, training and sampling, at 16 and 256 tokens (`benchmarks/bench_diffit.py speed`), and
+    `"sdpa"` elsewhere."""
+    if attention_backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"Unknown attention_backend {attention_backend!r}; valid choices are "
+                         f"{', '.join(ATTENTION_BACKENDS)}.")
+    if attention_backend != "auto":
+        return attention_backend
+    return "explicit" if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) else "sdpa"
 
 
 class CPUFlashBiasedAttention(torch.autograd.Function):
@@ -184,14 +206,15 @@ def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_h
     k = k.view(n, k.shape[1], num_heads, d // num_heads).transpose(1, 2)  # (N, H, Tk, d)
     v = v.view(n, v.shape[1], num_heads, d // num_heads).transpose(1, 2)  # (N, H, Tk, d)
     if attn_bias is None:
-        out = F.scaled_dot_product_attention(q, k, v)  # (N, H, Tq, d)
+        explicit = pick_attention(q) == "explicit"
+        out = explicit_attention(q, k, v) if explicit else F.scaled_dot_product_attention(q, k, v)  # (N, H, Tq, d)
     else:
         attn_bias = attn_bias.expand(1, *attn_bias.shape[-3:]) if attn_bias.dim() == 3 else attn_bias
         kernel = pick_biased_attention(q, attn_bias)
         if kernel == "flex":
             out = flex_biased_attention(q, k, v, attn_bias)
         elif kernel == "explicit":
-            out = explicit_biased_attention(q, k, v, attn_bias)
+            out = explicit_attention(q, k, v, attn_bias)
         elif kernel == "cpu_flash":
             if q.device.type != "cpu":
                 raise ValueError(f"biased_attention_backend='cpu_flash' runs on a CPU only, got {q.device.type} "

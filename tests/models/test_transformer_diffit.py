@@ -136,7 +136,7 @@ def test_cpu_flash_backward_in_blocks_equals_the_formula(monkeypatch):
     for bias_batch in (1, 5):
         bias = torch.randn(bias_batch, 3, 7, 7, requires_grad=True)
         upstream = torch.randn(5, 3, 7, 8)
-        expected = layers.explicit_biased_attention(q, k, v, bias)
+        expected = layers.explicit_attention(q, k, v, bias)
         want = torch.autograd.grad((expected * upstream).sum(), (q, k, v, bias))
         for block in (1, 1 << 20):
             monkeypatch.setattr(layers, "CPU_FLASH_BACKWARD_BLOCK", block)

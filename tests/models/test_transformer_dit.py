@@ -117,3 +117,53 @@ def test_bad_inputs_raise_clear_errors():
         DiTModel(**{**TINY, "sample_size": 9})
 
 
+
+
+def _loss_and_grads(model, x, t, y, precision):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = model(x, t, y).sample.float().square().mean()
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("block_type", ["adaln_zero", "cross_attn"])
+def test_attention_kernels_agree_in_a_training_step(precision, block_type, monkeypatch):
+    """DiT's attention (no bias) through SDPA and through the explicit formula, the CPU bf16 path: same loss and
+    gradients, self- and cross-attention."""
+    from diffit_hf.models import layers
+
+    torch.manual_seed(0)
+    model = tiny_model(block_type).eval()
+    x, t, y = inputs()
+    results = {}
+    for backend in ("sdpa", "explicit"):
+        monkeypatch.setattr(layers, "attention_backend", backend)
+        results[backend] = _loss_and_grads(model, x, t, y, precision)
+    (loss_a, grads_a), (loss_b, grads_b) = results["sdpa"], results["explicit"]
+    tol = dict(atol=1e-5, rtol=1e-4) if precision == "fp32" else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(loss_b, loss_a, **tol)
+    for name, g in grads_a.items():
+        assert (grads_b[name] - g).abs().max() <= (1e-4 if precision == "fp32" else 0.05) * g.abs().max() + 1e-6, name
+
+
+def test_auto_attention_takes_the_explicit_formula_in_bf16_on_a_cpu(monkeypatch):
+    """"auto" sends DiT's attention to the explicit formula under bf16 autocast on a CPU (torch's flash kernel ran
+    2.5-6x slower there) and to SDPA in fp32; an unknown backend is refused naming the valid ones."""
+    from diffit_hf.models import layers
+
+    calls = []
+    explicit = layers.explicit_attention
+    monkeypatch.setattr(layers, "explicit_attention", lambda *a: calls.append(a[0].dtype) or explicit(*a))
+    model = tiny_model().eval()
+    x, t, y = inputs()
+    with torch.no_grad():
+        model(x, t, y)
+        assert calls == []
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x, t, y)
+    assert calls == [torch.bfloat16] * TINY["num_layers"]
+    monkeypatch.setattr(layers, "attention_backend", "flash")
+    with pytest.raises(ValueError, match="attention_backend 'flash'.*auto, sdpa, explicit"):
+        model(x, t, y)
