@@ -11,8 +11,9 @@ ablation,guidance,demo_guidance_nN}.{json,md}; docs/diffit_vs_dit.md reads them.
 
 Speed: DiT-S/2 vs DiffiT-S/2 at 32x32x4 in fp32, eager (the issue's CPU target; DiffiT with each biased-attention
 kernel), DiffiTPipeline sampling of both (DDIM, classifier-free guidance, latents out: the same VAE would decode
-either), and the demo's model configs (16x16x4 latents, bf16, batch 64, 6 blocks, 16 tokens), whose steps/s ratios
-set the equal-wall-clock budgets of the ablation.
+either), the demo's model configs (16x16x4 latents, bf16, batch 64, 6 blocks, 16 tokens), whose steps/s ratios
+set the equal-wall-clock budgets of the ablation and the configs, and attention without a bias through SDPA and the
+explicit formula (`layers.attention_backend`); `--demo-only`: the last two.
 
 Ablation: every row trains with the demo recipe (`training/configs/demo_fmnist.yaml`: flow matching, logit-normal
 timesteps, EMA) at the lr it was measured with (`RECIPE_LR_3E4`: 3e-4, no clipping; rows may override it) through
@@ -135,7 +136,7 @@ def speed(args) -> dict:
     sections = []
     if args.demo_only:
         return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
-                "sections": [demo_speed(args)]}
+                "sections": [demo_speed(args), *attention_speed(args)]}
     # 1. Training at 32x32x4 fp32 eager (256 tokens): DiT-S/2 and DiffiT-S/2 with each biased-attention kernel
     runs = {"DiT-S/2": ("DiT-S/2", {}, "auto"), "DiffiT-S/2 (auto: cpu_flash)": ("DiffiT-S/2", {}, "auto"),
             "DiffiT-S/2 (explicit, before)": ("DiffiT-S/2", {}, "explicit"),
@@ -150,7 +151,7 @@ def speed(args) -> dict:
     sections.append({"name": f"sampling, 32x32x4, fp32, {args.sample_labels} images, {args.sample_steps} DDIM steps, "
                              "guidance 4 (latents out)", "unit": "images/s",
                      "rows": {k: args.sample_labels / s for k, s in secs.items()}, "reference": "DiT-S/2"})
-    sections.append(demo_speed(args))
+    sections += [demo_speed(args), *attention_speed(args)]
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "sections": sections}
 
 
@@ -166,6 +167,35 @@ def demo_speed(args) -> dict:
     return {"name": f"demo config: train step, 16x16x4, {args.precision}, batch 64, 6 blocks, 16 tokens",
             "unit": "steps/s", "rows": {k: 1 / s for k, s in secs.items()}, "reference": "DiT-S/4 (demo)",
             "precision": args.precision}
+
+
+def attention_speed(args) -> list[dict]:
+    """Attention without a bias (DiT's) alone, through SDPA and through the explicit formula, in the run's precision:
+    forward + backward and forward only, at the demo's shape (64 x 16 tokens) and DiT-S/2's at 32x32x4 (16 x 256),
+    width 384, 6 heads. The measurement behind `layers.pick_attention`."""
+    from diffit_hf.models import layers
+
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    sections = []
+    for n, tokens in ((64, 16), (16, 256)):
+        for train in (True, False):
+            q, k, v = (torch.randn(n, tokens, 384, dtype=dtype, requires_grad=train) for _ in range(3))
+
+            def call(backend, q=q, k=k, v=v, train=train):
+                def fn():
+                    layers.attention_backend = backend
+                    with torch.set_grad_enabled(train):
+                        out = layers.multihead_attention(q, k, v, 6)  # (N, T, 384)
+                    if train:
+                        out.float().square().sum().backward()
+                return fn
+
+            secs = alternate({"sdpa": call("sdpa"), "explicit": call("explicit")}, args.repeats)
+            layers.attention_backend = "auto"
+            sections.append({"name": f"attention without a bias, {args.precision}, {n} x {tokens} tokens, width 384, "
+                                     f"6 heads, {'forward + backward' if train else 'forward'}",
+                             "unit": "calls/s", "rows": {k: 1 / s for k, s in secs.items()}, "reference": "sdpa"})
+    return sections
 
 
 def render_speed(result: dict) -> str:
@@ -359,10 +389,11 @@ def guidance(args) -> dict:
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
 
 
-# The two demos at their full, equal-wall-clock budgets (demo_fmnist.yaml and demo_fmnist_diffit.yaml, lr 1e-3 with
-# clipping at 1; the results files of the lr 3e-4 demos name them without the lr).
-DEMOS = {"DiT-S/4 demo (2,400 steps, lr 1e-3 + clip 1)": "outputs/dit-fmnist",
-         "DiffiT + adaLN-Zero + adaLN output demo (2,280 steps, lr 1e-3 + clip 1)": "outputs/diffit-fmnist"}
+# The two demos at their full, equal-wall-clock budgets (demo_fmnist.yaml and demo_fmnist_diffit.yaml: lr 1e-3 with
+# clipping at 1 and the wsd decay, 6,000 / 5,640 steps since 2026-12-07; results files before that date name the
+# configs of their time: 2,400 / 2,280 steps, at lr 3e-4 where they name no lr).
+DEMOS = {"DiT-S/4 demo (6,000 steps, lr 1e-3 + clip 1)": "outputs/dit-fmnist",
+         "DiffiT + adaLN-Zero + adaLN output demo (5,640 steps, lr 1e-3 + clip 1)": "outputs/diffit-fmnist"}
 DEMO_GUIDANCE = ["constant:1.5", "constant:2", "constant:2.5", "constant:3", "constant:4"]
 # ... and at twice their budgets: each constant-lr run's last checkpoint resumed with `--lr-scheduler wsd --max-steps
 # 4800 / 4560 --lr-decay-steps 960 / 912` (the decay over the last 20%; the resumed run is the wsd run of twice the

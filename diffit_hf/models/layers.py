@@ -100,9 +100,9 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def pick_attention(q: torch.Tensor) -> str:
     """The kernel for one attention call without a bias: `attention_backend` unless it is `"auto"`, which picks
-    `"explicit"` for bf16/fp16 on a CPU, where torch's fused flash-attention kernel ran 2.5-6x slower than the
-    explicit formula, training and sampling, at 16 and 256 tokens (`benchmarks/bench_diffit.py speed`), and
-    `"sdpa"` elsewhere."""
+    `"explicit"` for bf16/fp16 on a CPU, where torch's fused flash-attention kernel ran slower than the explicit
+    formula at 16 and 256 tokens (forward + backward 4.8x / 2.2x, forward 1.5x / 2.1x: `benchmarks/bench_diffit.py
+    speed`), and `"sdpa"` elsewhere."""
     if attention_backend not in ATTENTION_BACKENDS:
         raise ValueError(f"Unknown attention_backend {attention_backend!r}; valid choices are "
                          f"{', '.join(ATTENTION_BACKENDS)}.")

@@ -150,7 +150,7 @@ def test_attention_kernels_agree_in_a_training_step(precision, block_type, monke
 
 def test_auto_attention_takes_the_explicit_formula_in_bf16_on_a_cpu(monkeypatch):
     """"auto" sends DiT's attention to the explicit formula under bf16 autocast on a CPU (torch's flash kernel ran
-    2.5-6x slower there) and to SDPA in fp32; an unknown backend is refused naming the valid ones."""
+    1.5-4.8x slower there) and to SDPA in fp32; an unknown backend is refused naming the valid ones."""
     from diffit_hf.models import layers
 
     calls = []
