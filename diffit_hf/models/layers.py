@@ -98,6 +98,12 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return torch.matmul(scores.softmax(dim=-1), v)  # (N, H, Tq, d)
 
 
+def low_precision_on_cpu(q: torch.Tensor) -> bool:
+    """bf16/fp16 on a CPU: where torch's fused flash-attention kernel is slower than the explicit formula, with a
+    bias or without (`pick_attention`, `pick_biased_attention`)."""
+    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+
+
 def pick_attention(q: torch.Tensor) -> str:
     """The kernel for one attention call without a bias: `attention_backend` unless it is `"auto"`, which picks
     `"explicit"` for bf16/fp16 on a CPU, where torch's fused flash-attention kernel ran slower than the explicit
@@ -108,7 +114,7 @@ def pick_attention(q: torch.Tensor) -> str:
                          f"{', '.join(ATTENTION_BACKENDS)}.")
     if attention_backend != "auto":
         return attention_backend
-    return "explicit" if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) else "sdpa"
+    return "explicit" if low_precision_on_cpu(q) else "sdpa"
 
 
 class CPUFlashBiasedAttention(torch.autograd.Function):
@@ -190,10 +196,10 @@ def pick_biased_attention(q: torch.Tensor, bias: torch.Tensor) -> str:
                          f"{', '.join(BIASED_ATTENTION_BACKENDS)}.")
     if biased_attention_backend != "auto":
         return biased_attention_backend
+    if low_precision_on_cpu(q):
+        return "explicit"
     if q.device.type != "cpu":
         return "sdpa"
-    if q.dtype in (torch.bfloat16, torch.float16):
-        return "explicit"
     return "cpu_flash" if bias.requires_grad and torch.is_grad_enabled() else "sdpa"
 
 

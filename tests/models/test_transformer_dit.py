@@ -117,8 +117,6 @@ def test_bad_inputs_raise_clear_errors():
         DiTModel(**{**TINY, "sample_size": 9})
 
 
-
-
 def _loss_and_grads(model, x, t, y, precision):
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
