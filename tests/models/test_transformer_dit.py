@@ -132,13 +132,18 @@ def test_attention_kernels_agree_in_a_training_step(precision, block_type, monke
     gradients, self- and cross-attention."""
     from diffit_hf.models import layers
 
+    calls = []
+    explicit = layers.explicit_attention
+    monkeypatch.setattr(layers, "explicit_attention", lambda *a: calls.append(1) or explicit(*a))
     torch.manual_seed(0)
     model = tiny_model(block_type).eval()
     x, t, y = inputs()
     results = {}
     for backend in ("sdpa", "explicit"):
         monkeypatch.setattr(layers, "attention_backend", backend)
+        calls.clear()
         results[backend] = _loss_and_grads(model, x, t, y, precision)
+        assert bool(calls) == (backend == "explicit"), backend  # the forced kernel is the one that ran
     (loss_a, grads_a), (loss_b, grads_b) = results["sdpa"], results["explicit"]
     tol = dict(atol=1e-5, rtol=1e-4) if precision == "fp32" else dict(atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(loss_b, loss_a, **tol)
