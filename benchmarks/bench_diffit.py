@@ -7,6 +7,7 @@ ablation,guidance,demo_guidance_nN}.{json,md}; docs/diffit_vs_dit.md reads them.
     python benchmarks/bench_diffit.py guidance --rows "DiT-S/4 (demo)" "DiffiT (published)"
     python benchmarks/bench_diffit.py demo-guidance --num-samples 2000  # the two trained demos, a guidance sweep
     python benchmarks/bench_diffit.py demo-guidance --demo-runs x2 --guidance constant:3:0.3,5  # twice the budget
+    python benchmarks/bench_diffit.py demo-guidance --demo-runs seeds --num-samples 5000 --guidance constant:3:0.3,5
     python benchmarks/bench_diffit.py demo-ema --num-samples 2000  # the demos retrained with snapshots: EMA lengths
 
 Speed: DiT-S/2 vs DiffiT-S/2 at 32x32x4 in fp32, eager (the issue's CPU target; DiffiT with each biased-attention
@@ -401,6 +402,12 @@ DEMO_GUIDANCE = ["constant:1.5", "constant:2", "constant:2.5", "constant:3", "co
 DEMO_RUN_SETS = {"configs": DEMOS, "x2": {
     "DiT-S/4 demo config, 2x steps (4,800), wsd": "outputs/dit-fmnist-x2",
     "DiffiT + adaLN-Zero + adaLN output demo config, 2x steps (4,560), wsd": "outputs/diffit-fmnist-x2"}}
+# ... and the configs trained with three seeds (--seed 0, the configs' own: outputs/{dit,diffit}-fmnist; --seed 1 and 2
+# into outputs/{dit,diffit}-fmnist-seedN, same VAE): how far one pair of runs goes (`seed_summary`).
+SEED_MODELS = {"DiT-S/4 demo config": "outputs/dit-fmnist",
+               "DiffiT + adaLN-Zero + adaLN output demo config": "outputs/diffit-fmnist"}
+DEMO_RUN_SETS["seeds"] = {f"{model}, seed {seed}": path + (f"-seed{seed}" if seed else "")
+                          for seed in (0, 1, 2) for model, path in SEED_MODELS.items()}
 
 
 def demo_guidance(args) -> dict:
@@ -416,7 +423,38 @@ def demo_guidance(args) -> dict:
     jobs = [(name, ROOT / path, setting) for name, path in demos.items() for setting in settings]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: guidance_row(*job, args), jobs))
-    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples, "rows": rows}
+    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples,
+            "demo_runs": args.demo_runs, "rows": rows}
+
+
+def seed_summary(rows: list[dict]) -> list[str]:
+    """Markdown lines: per guidance setting, each model's mean and spread (sample standard deviation) over its
+    seeds under both evaluators, and DiffiT minus DiT seed by seed (the pairs share a seed)."""
+    dit, diffit = SEED_MODELS
+    lines = ["", "Over the seeds: mean +- standard deviation (FID-FMNIST / FID-FMNIST-spatial), and DiffiT minus DiT "
+             "for each seed (negative: DiffiT's FID is lower).", "",
+             "| guidance | DiT | DiffiT | DiffiT - DiT, per seed | DiffiT lower, seeds |", "|---|---:|---:|---|---:|"]
+    settings = dict.fromkeys((r["schedule"], r["scale"], interval_label(r)) for r in rows)
+    for setting in settings:
+        by = {}
+        for r in rows:
+            if (r["schedule"], r["scale"], interval_label(r)) == setting:
+                model, seed = r["run"].rsplit(", seed ", 1)
+                by[model, int(seed)] = r
+        seeds = sorted(s for (m, s) in by if m == dit and (diffit, s) in by)
+        cells = []
+        for model in (dit, diffit):
+            stats = []
+            for key in ("fid", "fid2"):
+                values = torch.tensor([by[model, s][key] for s in seeds], dtype=torch.float64)
+                spread = values.std().item() if len(values) > 1 else float("nan")
+                stats.append(f"{values.mean().item():.3f} +- {spread:.3f}")
+            cells.append(" / ".join(stats))
+        diffs = [(by[diffit, s]["fid"] - by[dit, s]["fid"], by[diffit, s]["fid2"] - by[dit, s]["fid2"]) for s in seeds]
+        per_seed = ", ".join(f"{s}: {a:+.3f} / {b:+.3f}" for s, (a, b) in zip(seeds, diffs))
+        wins = f"{sum(a < 0 for a, _ in diffs)} / {sum(b < 0 for _, b in diffs)} of {len(seeds)}"
+        lines.append(f"| {setting[0]} {setting[1]:g} {setting[2]} | {cells[0]} | {cells[1]} | {per_seed} | {wins} |")
+    return lines
 
 
 # The two demo configs retrained with `--snapshot-steps 20` (identical training: the loss curves match the runs above
@@ -497,6 +535,8 @@ def render_guidance(result: dict) -> str:
                      f"{r['fid']:.2f} / {r['fid2']:.2f} | {r['cc']:.1%} / {r['cc2']:.1%} | "
                      f"{r['precision']:.3f} / {r['precision2']:.3f} | "
                      f"{r['recall']:.3f} / {r['recall2']:.3f} |")
+    if result.get("demo_runs") == "seeds":
+        lines += seed_summary(result["rows"])
     return "\n".join(lines)
 
 
@@ -520,7 +560,7 @@ def main() -> None:
     parser.add_argument("--inference-steps", type=int, default=25, help="guidance, demo-guidance: sampler steps")
     parser.add_argument("--demo-runs", default="configs", choices=list(DEMO_RUN_SETS), help=(
         "demo-guidance: the demos' lr 1e-3 runs in outputs/{dit,diffit}-fmnist, or x2: such runs continued to twice "
-        "their steps with a wsd decay"))
+        "their steps with a wsd decay, or seeds: the configs trained with --seed 0, 1 and 2 (SEED_MODELS)"))
     parser.add_argument("--ema-powers", nargs="+", type=float, default=EMA_POWERS, help=(
         "demo-ema: EMA warmup powers to score (0: the raw weights)"))
     parser.add_argument("--snapshot-runs", default="snap", choices=list(SNAPSHOT_RUNS), help=(

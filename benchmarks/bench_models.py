@@ -5,6 +5,7 @@ thread count for both implementations. A train step is forward + MSE loss + back
 
     python benchmarks/bench_models.py                 # comparison + preset sweep, writes benchmarks/results/
     python benchmarks/bench_models.py --quick         # fewer steps (smoke run)
+    python benchmarks/bench_models.py --no-sweep --results-name models_epyc  # the comparisons only, another file
 
 GMACs are counted analytically (`diffit_hf.count_macs`): torch's FlopCounterMode counts zero for CPU attention.
 """
@@ -17,9 +18,10 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from common import alternate, make_step
+from common import alternate, describe, make_step
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--sweep-batch", type=int, default=8)
     parser.add_argument("--no-sweep", action="store_true", help="skip the preset sweep")
     parser.add_argument("--no-diffit", action="store_true", help="skip the DiffiT-vs-DiT comparison")
+    parser.add_argument("--results-name", default="models", help="results/bench_NAME.{json,md}")
     args = parser.parse_args()
     if args.worker:
         kwargs = json.loads(args.worker)
@@ -143,7 +146,14 @@ def main() -> None:
             sweep.append(entry)
 
     # 4. Report
+    import torch
+
+    torch.set_num_threads(args.threads)
+    machine = describe()
     lines = [
+        f"Measured on {machine['cpu']} ({machine['cores']} cores; matmul fp32 {machine['fp32_gflops']:.0f}, bf16 "
+        f"{machine['bf16_gflops']:.0f} GFLOP/s), {time.strftime('%Y-%m-%d')}.",
+        "",
         f"DiT-S/2 train step, batch {args.batch}, {args.threads} threads (median of timed steps, samples/s):",
         "",
         "| latent | precision | diffusers | diffit_hf | speedup | peak RSS diffusers / ours (MiB) |",
@@ -193,11 +203,12 @@ def main() -> None:
                          f"{ea['gmacs'] / eb['gmacs']:.2f}x fewer | {speed} |")
     table = "\n".join(lines)
     print("\n" + table)
-    (RESULTS / "bench_models.md").write_text(table + "\n")
-    payload = {"comparison": comparison, "diffit_vs_dit": diffit_vs_dit, "presets": sweep,
-               "torch_threads": args.threads, "quick": args.quick}
-    (RESULTS / "bench_models.json").write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {RESULTS / 'bench_models.json'} and {RESULTS / 'bench_models.md'}")
+    md, js = (RESULTS / f"bench_{args.results_name}.{ext}" for ext in ("md", "json"))
+    md.write_text(table + "\n")
+    payload = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "comparison": comparison,
+               "diffit_vs_dit": diffit_vs_dit, "presets": sweep, "torch_threads": args.threads, "quick": args.quick}
+    js.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {js} and {md}")
 
 
 if __name__ == "__main__":
