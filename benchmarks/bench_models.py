@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--no-diffit", action="store_true", help="skip the DiffiT-vs-DiT comparison")
     parser.add_argument("--results-name", default="models", help="results/bench_NAME.{json,md}")
     args = parser.parse_args()
+    if not re.fullmatch(r"[\w.-]+", args.results_name):  # before any work: a name, not a path
+        parser.error(f"--results-name must be letters, digits, '_', '.' or '-', got {args.results_name!r}.")
     if args.worker:
         kwargs = json.loads(args.worker)
         fn = speed_worker if kwargs.pop("kind") == "speed" else memory_worker
