@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -446,9 +447,9 @@ def seed_summary(rows: list[dict]) -> list[str]:
         for model in (dit, diffit):
             stats = []
             for key in ("fid", "fid2"):
-                values = torch.tensor([by[model, s][key] for s in seeds], dtype=torch.float64)
-                spread = values.std().item() if len(values) > 1 else float("nan")
-                stats.append(f"{values.mean().item():.3f} +- {spread:.3f}")
+                values = [by[model, s][key] for s in seeds]
+                spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+                stats.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
             cells.append(" / ".join(stats))
         diffs = [(by[diffit, s]["fid"] - by[dit, s]["fid"], by[diffit, s]["fid2"] - by[dit, s]["fid2"]) for s in seeds]
         per_seed = ", ".join(f"{s}: {a:+.3f} / {b:+.3f}" for s, (a, b) in zip(seeds, diffs))

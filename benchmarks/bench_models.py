@@ -152,10 +152,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    machine = describe()
+    machine, date = describe(), time.strftime("%Y-%m-%d")
     lines = [
         f"Measured on {machine['cpu']} ({machine['cores']} cores; matmul fp32 {machine['fp32_gflops']:.0f}, bf16 "
-        f"{machine['bf16_gflops']:.0f} GFLOP/s), {time.strftime('%Y-%m-%d')}.",
+        f"{machine['bf16_gflops']:.0f} GFLOP/s), {date}.",
         "",
         f"DiT-S/2 train step, batch {args.batch}, {args.threads} threads (median of timed steps, samples/s):",
         "",
@@ -208,7 +208,7 @@ def main() -> None:
     print("\n" + table)
     md, js = (RESULTS / f"bench_{args.results_name}.{ext}" for ext in ("md", "json"))
     md.write_text(table + "\n")
-    payload = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "comparison": comparison,
+    payload = {"machine": machine, "date": date, "comparison": comparison,
                "diffit_vs_dit": diffit_vs_dit, "presets": sweep, "torch_threads": args.threads, "quick": args.quick}
     js.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {js} and {md}")
