@@ -108,11 +108,11 @@ def build(preset: str, overrides: dict, sample_size: int, num_classes: int = 100
 
 
 def make_train_step(preset: str, overrides: dict, sample_size: int, batch: int, precision: str, backend: str,
-                    unbiased_backend: str = "auto"):
-    """One train step (forward, MSE, backward, AdamW) of a fresh model, with DiffiT's biased-attention kernel and
-    the kernel of attention without a bias (DiT's)."""
+                    unbiased_backend: str = "auto", optimizer: str = "default"):
+    """One train step (forward, MSE, backward, AdamW; `optimizer` as in `common.train_step`) of a fresh model, with
+    DiffiT's biased-attention kernel and the kernel of attention without a bias (DiT's)."""
     return train_step(build(preset, overrides, sample_size).train(), batch, precision, backend,
-                      unbiased_backend=unbiased_backend)
+                      unbiased_backend=unbiased_backend, optimizer=optimizer)
 
 
 def make_sampler(preset: str, sample_size: int, labels: int, steps: int, guidance: float):
@@ -158,17 +158,56 @@ def speed(args) -> dict:
 
 
 def demo_speed(args) -> dict:
-    """The demo's model configurations (16 tokens, batch 64): the steps/s behind the ablation's equal-wall-clock
-    budgets, in the ablation's precision."""
-    models = {"DiT-S/4 (demo)": (*DIT, "auto"), "DiT-S/4 (demo), SDPA attention (before)": (*DIT, "sdpa"),
-              "DiffiT (published)": (*DIFFIT, "auto"),
-              "DiffiT + adaLN-Zero": (DIFFIT[0], {**DIFFIT[1], **ADALN}, "auto"),
-              "DiffiT + adaLN-Zero + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL}, "auto")}
-    secs = alternate({k: make_train_step(p, o, 16, 64, args.precision, "auto", u) for k, (p, o, u) in models.items()},
-                     args.repeats)
-    return {"name": f"demo config: train step, 16x16x4, {args.precision}, batch 64, 6 blocks, 16 tokens",
+    """The demo's model configurations (16 tokens, batch 64), each step as `train_latent.py` takes it (AdamW, then
+    the EMA update): the steps/s behind the ablation's equal-wall-clock budgets, in the ablation's precision. Rows
+    marked "(before)" undo one earlier speed change; the two "without" rows are counterfactuals, not models one can
+    train: the DiffiT config's step with one part of TMSA left out (`tmsa_without`), to show where its extra time
+    goes."""
+    diffit = (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL})
+    models = {"DiT-S/4 (demo)": (*DIT, "auto", "training", None),
+              "DiT-S/4 (demo), SDPA attention (before)": (*DIT, "sdpa", "training", None),
+              "DiT-S/4 (demo), AdamW and EMA loops (before)": (*DIT, "auto", "training-before", None),
+              "DiffiT (published)": (*DIFFIT, "auto", "training", None),
+              "DiffiT + adaLN-Zero": (DIFFIT[0], {**DIFFIT[1], **ADALN}, "auto", "training", None),
+              "DiffiT + adaLN-Zero + adaLN final": (*diffit, "auto", "training", None),
+              "DiffiT + adaLN-Zero + adaLN final, AdamW and EMA loops (before)": (*diffit, "auto", "training-before",
+                                                                                  None),
+              "same, without TMSA's time token (counterfactual)": (*diffit, "auto", "training", "time_token"),
+              "same, without the relative position bias (counterfactual)": (*diffit, "auto", "training", "bias")}
+    steps = {}
+    for name, (preset, overrides, unbiased, optimizer, without) in models.items():
+        step = make_train_step(preset, overrides, 16, 64, args.precision, "auto", unbiased, optimizer)
+        steps[name] = step if without is None else tmsa_without(without, step)
+    secs = alternate(steps, args.repeats)
+    return {"name": f"demo config: train step + EMA, 16x16x4, {args.precision}, batch 64, 6 blocks, 16 tokens",
             "unit": "steps/s", "rows": {k: 1 / s for k, s in secs.items()}, "reference": "DiT-S/4 (demo)",
             "precision": args.precision}
+
+
+def tmsa_without(part: str, step):
+    """`step` run with every TMSA computing its attention without `part`: "time_token" (no x_t W_t projection or
+    its addition to q/k/v) or "bias" (no relative position bias); global windows only, as in the demo configs. A
+    measurement device only: the model's own `TMSA.forward` is put back after each call."""
+    from diffit_hf.models import layers
+    from diffit_hf.models.transformer_diffit import TMSA
+
+    def forward(self, x, time_token, grid):
+        qkv = self.to_qkv(x)
+        if part != "time_token":
+            qkv = qkv + self.to_qkv_time(time_token)[:, None]
+        q, k, v = qkv.chunk(3, dim=-1)
+        bias = None if part == "bias" else self.rel_pos_bias(grid).to(q.dtype)
+        return self.to_out(layers.multihead_attention(q, k, v, self.num_heads, bias))
+
+    def run():
+        own = TMSA.forward
+        TMSA.forward = forward
+        try:
+            step()
+        finally:
+            TMSA.forward = own
+
+    return run
 
 
 def attention_speed(args) -> list[dict]:

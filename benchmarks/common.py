@@ -135,16 +135,27 @@ def make_step(impl: str, preset: str, sample_size: int | None, batch: int, preci
 
 
 def train_step(model, batch: int, precision: str, attention_backend: str = "auto", forward=None,
-               unbiased_backend: str = "auto"):
+               unbiased_backend: str = "auto", optimizer: str = "default"):
     """A closure running one train step (forward through `forward`, default the model; MSE, backward, AdamW) of
     `model` on fixed random inputs shaped by its config; `attention_backend` as in `make_step` (biased attention),
-    `unbiased_backend` the kernel of attention without a bias (`layers.attention_backend`)."""
+    `unbiased_backend` the kernel of attention without a bias (`layers.attention_backend`). `optimizer`: "default"
+    (torch's default AdamW, as diffusers' examples use; a loop over the parameters on a CPU), "training" (what
+    `train_latent.py` steps: its AdamW, fused where it can be, then its EMA update) or "training-before" (the same
+    with torch's default AdamW and diffusers' per-parameter EMA loop, as it was before 2026-12-07)."""
     import torch
 
     from diffit_hf.models import layers
+    from diffit_hf.training.ema import make_ema
+    from diffit_hf.training.runtime import adamw
 
+    if optimizer not in ("default", "training", "training-before"):
+        raise ValueError(f"Unknown optimizer {optimizer!r}; valid choices are default, training, training-before.")
     forward = forward or model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)  # the default (foreach), as diffusers examples use
+    opt = (adamw(model.parameters(), 1e-4) if optimizer == "training" else
+           torch.optim.AdamW(model.parameters(), lr=1e-4))
+    ema = make_ema(model, 0.9999) if optimizer != "default" else None
+    if ema is not None:
+        ema.foreach = optimizer == "training"
     cfg = model.config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
     num_classes = cfg.get("num_classes", cfg.get("num_embeds_ada_norm", 0))
@@ -161,6 +172,8 @@ def train_step(model, batch: int, precision: str, attention_backend: str = "auto
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.step(model.parameters())
 
     return step
 

@@ -28,7 +28,7 @@ from diffit_hf.data import load_image_tensors
 from diffit_hf.evaluation import FashionClassifier
 from diffit_hf.evaluation.classifier import FEATURE_TYPES
 from diffit_hf.training.config import parse_config, save_config
-from diffit_hf.training.runtime import lr_schedule, set_cpu_threads
+from diffit_hf.training.runtime import adamw, lr_schedule, set_cpu_threads
 from diffit_hf.utils import atomic_write_json
 
 logger = get_logger("diffit_hf.train_classifier")  # shown by parse_config (show_library_logs)
@@ -105,7 +105,7 @@ def main(cfg: ClassifierConfig) -> dict:
     test_x, test_y = load_image_tensors(cfg.dataset, "test", cfg.resolution, grayscale=True, limit=cfg.test_limit)
     model = FashionClassifier(num_classes=int(train_y.max()) + 1, **cfg.model_config())
     steps_per_epoch = len(train_x) // cfg.batch_size
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = adamw(model.parameters(), cfg.learning_rate, cfg.weight_decay)
     schedule = lr_schedule(accelerator, "cosine", optimizer, steps_per_epoch // 10, cfg.epochs * steps_per_epoch)
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     generator = torch.Generator().manual_seed(cfg.seed)

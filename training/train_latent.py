@@ -59,6 +59,7 @@ from diffit_hf.training.previews import log_validation
 from diffit_hf.training.runtime import (
     LR_SCHEDULE_FIELDS,
     LR_SCHEDULES,
+    adamw,
     check_lr_schedule,
     end_run,
     lr_schedule,
@@ -264,8 +265,7 @@ def main(cfg: TrainConfig) -> dict:
         transformer.enable_gradient_checkpointing()
 
     # 4. Optimiser, EMA; checkpoints hold `transformer/` and `transformer_ema/` save_pretrained folders
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2))
+    optimizer = adamw(transformer.parameters(), cfg.learning_rate, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2))
     lr_scheduler = lr_schedule(accelerator, cfg.lr_scheduler, optimizer, cfg.lr_warmup_steps, cfg.max_steps,
                                cfg.lr_decay_steps)
     model_cls = type(transformer)

@@ -22,9 +22,10 @@ def make_ema(model: nn.Module, decay: float, warmup: bool = True, power: float =
              model_cls: type | None = None) -> EMAModel:
     """An `EMAModel` of `model`'s parameters (saved with `model_cls`, by default `model`'s class, and its config)
     with the warmup schedule, or DiT's constant `decay` from the first step when `warmup` is False. (FSDP2 swaps
-    the class of a sharded model: pass the class it had before `accelerator.prepare`.)"""
+    the class of a sharded model: pass the class it had before `accelerator.prepare`.) The shadow weights are
+    updated with torch's foreach ops: a few calls per step instead of three per parameter."""
     return EMAModel(model.parameters(), decay=decay, model_cls=model_cls or type(model), model_config=model.config,
-                    **_schedule(decay, warmup, power))
+                    foreach=True, **_schedule(decay, warmup, power))
 
 
 def _schedule(decay: float, warmup: bool, power: float) -> dict:

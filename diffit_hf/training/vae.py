@@ -26,7 +26,7 @@ from ..utils import atomic_write_json
 from .checkpoints import resume_from_checkpoint, save_checkpoint
 from .distributed import register_checkpoint_hooks
 from .previews import log_image
-from .runtime import end_run, lr_schedule, mixed_precision_field, record_run, resolve_mixed_precision, start_run
+from .runtime import adamw, end_run, lr_schedule, mixed_precision_field, record_run, resolve_mixed_precision, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def train_vae(cfg: VAETrainConfig) -> dict:
     # 1. Data and model
     loader = make_loader(cfg, cfg.train_split, shuffle=True, flip=cfg.random_flip)
     vae = build_vae(cfg)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    optimizer = adamw(vae.parameters(), cfg.learning_rate)
     lr_scheduler = lr_schedule(accelerator, cfg.lr_scheduler, optimizer, cfg.lr_warmup_steps, cfg.max_steps)
     model, optimizer, loader, lr_scheduler = accelerator.prepare(AutoencoderWithKL(vae), optimizer, loader,
                                                                  lr_scheduler)

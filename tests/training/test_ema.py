@@ -99,3 +99,16 @@ def test_snapshot_weights_interpolate_between_snapshots():
     for bad in ([5, 10, 20], [0, 10, 15], [0, 10, 10, 20]):  # not from 0, not to the last step, not increasing
         with pytest.raises(ValueError, match="from step 0 to step 20"):
             snapshot_weights(bad, w)
+
+
+def test_the_foreach_update_is_the_per_parameter_update():
+    """make_ema updates all shadow weights with foreach ops; the result is diffusers' per-parameter loop's."""
+    model, ref = tiny(), tiny()
+    ema = make_ema(model, 0.9, warmup=True)
+    loop = make_ema(ref, 0.9, warmup=True)
+    loop.foreach = False
+    assert ema.foreach
+    steps(model, ema, 3), steps(ref, loop, 3)
+    for a, b in zip(ema.shadow_params, loop.shadow_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not torch.equal(ema.shadow_params[0], tiny().patch_embed.proj.weight)  # it averaged something

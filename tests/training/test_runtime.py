@@ -130,3 +130,27 @@ def test_lr_factors_are_the_schedule_the_run_steps_through():
 
     assert lr_factors("wsd", 4, 20, 8, 20) == pytest.approx(_lrs("wsd", warmup=4, total=20, decay=8))
     assert lr_factors("cosine", 4, 20, 0, 20) == pytest.approx(_lrs("cosine", 4, 20, 0))
+
+
+def test_adamw_is_fused_on_cpu_and_steps_like_torchs_default():
+    """The fused kernel where every parameter is a plain CPU/CUDA tensor (one kernel instead of a loop over the
+    parameters), the default implementation elsewhere; the update is AdamW's with the given lr, decay and betas."""
+    import torch
+
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3), torch.randn(7)]
+    ours = [torch.nn.Parameter(w.clone()) for w in weights]
+    ref = [torch.nn.Parameter(w.clone()) for w in weights]
+    opt = runtime.adamw(ours, 1e-2, weight_decay=0.1, betas=(0.8, 0.95))
+    ref_opt = torch.optim.AdamW(ref, lr=1e-2, weight_decay=0.1, betas=(0.8, 0.95), foreach=False)
+    assert opt.defaults["fused"] is True and opt.defaults["betas"] == (0.8, 0.95)
+    for step in range(3):
+        for params, o in ((ours, opt), (ref, ref_opt)):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5 + step) * torch.arange(p.numel()).view_as(p)
+            o.step()
+    for a, b, w in zip(ours, ref, weights):
+        assert not torch.equal(a, w)  # it moved
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    meta = runtime.adamw([torch.nn.Parameter(torch.empty(3, device="meta"))], 1e-3)
+    assert not meta.defaults["fused"]  # no fused kernel there: torch's default
