@@ -1,13 +1,16 @@
 """GPU numbers (issue 15): DiT-XL/2 and DiffiT-XL/2 bf16 train-step throughput, peak memory and MFU, eager vs
 `torch.compile`, with and without gradient checkpointing (and DiffiT with its bias in `flex_attention`, mode
 `compiled+flex`), next to diffusers' `DiTTransformer2DModel`; and
-`DiffiTPipeline` vs diffusers' `DiTPipeline` sampling images/s at equal settings. Run through `gpu_bench.sh`.
+`DiffiTPipeline` vs diffusers' `DiTPipeline` sampling images/s at equal settings; with `--profile` (issue 21), where
+the time of one eager DiT-XL/2 and one DiffiT-XL/2 train step and sampling step goes (torch.profiler, the ops with
+the most self time on the device). Run through `gpu_bench.sh`.
 
     bash benchmarks/gpu_bench.sh                  # on a GPU: writes benchmarks/results/gpu_bench.{json,md}
+    bash benchmarks/gpu_bench.sh --profile --rows diffit:eager diffit:compiled+flex dit:eager --time-budget 420
     bash benchmarks/gpu_bench.sh --tiny           # tiny models on CPU: checks the script runs (CI)
 
 Each train row runs in its own subprocess (own memory peak, own compile) at the largest of `--batches` that fits.
-A train step is bf16 autocast forward, MSE, backward, AdamW (fp32 master weights), like `train_latent.py
+A train step is bf16 autocast forward, MSE, backward, fused AdamW (fp32 master weights), like `train_latent.py
 --mixed-precision bf16`. MFU = 3 x 2 x forward MACs per sample x samples/s / the GPU's dense bf16 peak (recomputation
 under gradient checkpointing is not counted, as usual for MFU). Sampling uses one converted set of DiT-XL/2 weights
 in both pipelines, the same VAE architecture (random weights: speed only), scheduler, steps and guidance.
@@ -96,7 +99,9 @@ def train_at(model: str, mode: str, batch: int, steps: int, device, tiny: bool) 
 
         layers.biased_attention_backend = "flex"
     forward = torch.compile(net) if mode.startswith("compiled") else net
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    from diffit_hf.training.runtime import adamw
+
+    opt = adamw(net.parameters(), 1e-4)
     cfg = net.config
     num_classes = cfg.get("num_classes", cfg.get("num_embeds_ada_norm", 0))
     x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
@@ -202,6 +207,66 @@ def sampling_worker(batch: int, steps: int, repeats: int, device: str, tiny: boo
     return {"batch": batch, "steps": steps, "guidance_scale": 4.0, "scheduler": "DDIM", "pipelines": results}
 
 
+def profile_worker(batch: int, top: int, device: str, tiny: bool) -> dict:
+    """torch.profiler over one eager train step (as `train_at`'s, at `batch`) and one sampling step (the model's
+    forward on a classifier-free-guidance batch of 2 x `batch`, bf16, no gradients) of DiT-XL/2 and DiffiT-XL/2,
+    after two warm-up calls each: the `top` ops by self time on the device (CUDA kernels on a GPU, CPU time on a
+    CPU), with their share of the step's total."""
+    import torch
+
+    device = torch.device(device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    models = {("tiny " + m if tiny else MODELS[m]): profile_model(m, batch, top, device, tiny)
+              for m in ("dit", "diffit")}
+    return {"batch": batch, "clock": "device" if device.type == "cuda" else "cpu", "models": models}
+
+
+def profile_model(model: str, batch: int, top: int, device, tiny: bool) -> dict:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from diffit_hf.training.runtime import adamw
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    torch.manual_seed(0)
+    with torch.device(device):
+        net = build(model, tiny)
+    opt = adamw(net.parameters(), 1e-4)
+    cfg = net.config
+    x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
+    t = torch.randint(0, 1000, (batch,), device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+
+    def train():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = net(x, t, y).sample
+        opt.zero_grad(set_to_none=True)
+        out.float().square().mean().backward()
+        opt.step()
+
+    def sample():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, 1000)]))  # + null labels
+
+    phases = {}
+    for phase, fn in (("train step", train), ("sampling step", sample)):
+        net.train(phase == "train step")
+        for _ in range(2):
+            fn()
+        sync(device)
+        with profile(activities=activities) as prof:
+            fn()
+            sync(device)
+        events = sorted((e for e in prof.key_averages() if getattr(e, attr) > 0), key=lambda e: getattr(e, attr),
+                        reverse=True)
+        total = sum(getattr(e, attr) for e in events)
+        phases[phase] = {"total_ms": total / 1e3, "ops": [
+            {"op": e.key, "self_ms": getattr(e, attr) / 1e3, "share": getattr(e, attr) / total, "calls": e.count}
+            for e in events[:top]]}
+    return phases
+
+
 def run_worker(kind: str, timeout: float, **kwargs) -> dict:
     """One row in a subprocess; a failure or a timeout becomes the row's `error` (the other rows still run: a GPU
     lease is short, and one broken row must not cost the rest)."""
@@ -244,6 +309,16 @@ def render(payload: dict) -> str:
                   f"{s['guidance_scale']}, bf16, VAE decode included (median of alternating runs):", "",
                   "| pipeline | images/s |", "|---|---:|"]
         lines += [f"| {name} | {r['images_per_s']:.2f} |" for name, r in s["pipelines"].items()]
+    prof = payload.get("profile")
+    if prof and "error" in prof:
+        lines += ["", f"Profile: {prof['error']}"]
+    elif prof:
+        for model, phases in prof["models"].items():
+            for phase, p in phases.items():
+                lines += ["", f"Profile, {model}, one eager {phase} (batch {prof['batch']}; self {prof['clock']} "
+                          f"time, {p['total_ms']:.1f} ms in all):", "", "| op | self ms | share | calls |",
+                          "|---|---:|---:|---:|"]
+                lines += [f"| `{o['op']}` | {o['self_ms']:.2f} | {o['share']:.1%} | {o['calls']} |" for o in p["ops"]]
     return "\n".join(lines)
 
 
@@ -261,6 +336,10 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--sample-repeats", type=int, default=3)
     parser.add_argument("--no-sampling", action="store_true")
+    parser.add_argument("--profile", action="store_true", help=(
+        "also profile one eager train step and one sampling step of DiT-XL/2 and DiffiT-XL/2 (torch.profiler)"))
+    parser.add_argument("--profile-batch", type=int, default=32, help="--profile: the train step's batch")
+    parser.add_argument("--profile-top", type=int, default=15, help="--profile: ops listed per step")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the dense bf16 peak (TFLOP/s)")
     parser.add_argument("--row-timeout", type=float, default=300.0, help="seconds one row may take (then an error)")
     parser.add_argument("--time-budget", type=float, default=None,
@@ -270,7 +349,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         kwargs = json.loads(args.worker)
-        fn = train_worker if kwargs.pop("kind") == "train" else sampling_worker
+        fn = {"train": train_worker, "sampling": sampling_worker, "profile": profile_worker}[kwargs.pop("kind")]
         print(json.dumps(fn(**kwargs)))
         return
 
@@ -292,6 +371,10 @@ def main() -> None:
     peak = args.peak_tflops or bf16_peak_tflops(device_name)
     payload = {"device": device_name, "torch": torch.__version__, "tiny": args.tiny, "bf16_peak_tflops": peak,
                "train": [], "dit_over_diffusers": {}, "sampling": None}
+    if args.profile:  # first: the profile is what the issue asks of a short GPU lease
+        payload["profile"] = run_worker("profile", args.row_timeout, batch=args.profile_batch, top=args.profile_top,
+                                        device=device, tiny=args.tiny)
+        write(payload, args.output)
     started = time.perf_counter()
 
     def budget_left() -> float:

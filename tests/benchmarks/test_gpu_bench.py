@@ -24,7 +24,8 @@ def test_gpu_bench_runs_tiny_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     proc = run_bench("--tiny", "--device", "cpu", "--rows", "dit:eager+gc", "diffusers:eager+gc", "--batches", "2",
                      "--steps", "2", "--sample-batch", "2", "--sample-steps", "2", "--sample-repeats", "1",
-                     "--peak-tflops", "0.5", "--output", str(out))
+                     "--peak-tflops", "0.5", "--profile", "--profile-batch", "2", "--profile-top", "5",
+                     "--output", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads(out.read_text())
     assert payload["tiny"] and payload["bf16_peak_tflops"] == 0.5
@@ -40,8 +41,18 @@ def test_gpu_bench_runs_tiny_on_cpu(tmp_path):
     assert set(payload["sampling"]["pipelines"]) == {"diffusers DiTPipeline (tiny DiT)", "DiffiTPipeline (tiny DiT)",
                                                      "DiffiTPipeline (tiny DiffiT)"}
     assert all(p["images_per_s"] > 0 for p in payload["sampling"]["pipelines"].values())
+    prof = payload["profile"]  # where one train step and one sampling step of each model spend their time
+    assert prof["clock"] == "cpu" and set(prof["models"]) == {"tiny dit", "tiny diffit"}
+    for phases in prof["models"].values():
+        assert set(phases) == {"train step", "sampling step"}
+        for p in phases.values():
+            shares = [o["share"] for o in p["ops"]]
+            assert len(shares) == 5 and p["total_ms"] > 0 and shares == sorted(shares, reverse=True)
+            assert 0 < sum(shares) <= 1 + 1e-9
+            assert all(o["self_ms"] == pytest.approx(o["share"] * p["total_ms"]) for o in p["ops"])
     table = out.with_suffix(".md").read_text()
     assert "| tiny dit | eager+gc | 2 |" in table and "DiffiTPipeline (tiny DiffiT)" in table
+    assert "Profile, tiny diffit, one eager train step (batch 2" in table
     rendered = load_script("benchmarks/update_readme.py").bench_tables()
     assert ROOT / "benchmarks" / "results" / "gpu_bench.md" in rendered
 
