@@ -85,20 +85,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def train_at(model: str, mode: str, batch: int, steps: int, device, tiny: bool) -> dict:
-    """Cold first step, then the median of `steps` timed steps at one batch size."""
+def train_step(net, forward, batch: int, device):
+    """A closure for one train step of `net` through `forward` (bf16 autocast forward, MSE against a fixed random
+    target, backward, fused AdamW as `train_latent.py` steps it) on fixed random inputs, and those inputs (x, t, y)."""
     import torch
 
-    torch.manual_seed(0)
-    with torch.device(device):
-        net = build(model, tiny).train()
-    if "gc" in mode.split("+"):
-        net.enable_gradient_checkpointing()
-    if "flex" in mode.split("+"):
-        from diffit_hf.models import layers
-
-        layers.biased_attention_backend = "flex"
-    forward = torch.compile(net) if mode.startswith("compiled") else net
     from diffit_hf.training.runtime import adamw
 
     opt = adamw(net.parameters(), 1e-4)
@@ -116,6 +107,24 @@ def train_at(model: str, mode: str, batch: int, steps: int, device, tiny: bool) 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    return step, (x, t, y)
+
+
+def train_at(model: str, mode: str, batch: int, steps: int, device, tiny: bool) -> dict:
+    """Cold first step, then the median of `steps` timed steps at one batch size."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        net = build(model, tiny).train()
+    if "gc" in mode.split("+"):
+        net.enable_gradient_checkpointing()
+    if "flex" in mode.split("+"):
+        from diffit_hf.models import layers
+
+        layers.biased_attention_backend = "flex"
+    step, _ = train_step(net, torch.compile(net) if mode.startswith("compiled") else net, batch, device)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -225,25 +234,12 @@ def profile_model(model: str, batch: int, top: int, device, tiny: bool) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from diffit_hf.training.runtime import adamw
-
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     torch.manual_seed(0)
     with torch.device(device):
         net = build(model, tiny)
-    opt = adamw(net.parameters(), 1e-4)
-    cfg = net.config
-    x = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
-    t = torch.randint(0, 1000, (batch,), device=device)
-    y = torch.randint(0, 1000, (batch,), device=device)
-
-    def train():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = net(x, t, y).sample
-        opt.zero_grad(set_to_none=True)
-        out.float().square().mean().backward()
-        opt.step()
+    train, (x, t, y) = train_step(net, net, batch, device)
 
     def sample():
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
