@@ -8,6 +8,7 @@ ablation,guidance,demo_guidance_nN}.{json,md}; docs/diffit_vs_dit.md reads them.
     python benchmarks/bench_diffit.py demo-guidance --num-samples 2000  # the two trained demos, a guidance sweep
     python benchmarks/bench_diffit.py demo-guidance --demo-runs x2 --guidance constant:3:0.3,5  # twice the budget
     python benchmarks/bench_diffit.py demo-guidance --demo-runs seeds --num-samples 5000 --guidance constant:3:0.3,5
+    python benchmarks/bench_diffit.py demo-guidance --demo-runs seeds-single ...  # the same, and DiffiT + adaLN-single
     python benchmarks/bench_diffit.py demo-ema --num-samples 2000  # the demos retrained with snapshots: EMA lengths
 
 Speed: DiT-S/2 vs DiffiT-S/2 at 32x32x4 in fp32, eager (the issue's CPU target; DiffiT with each biased-attention
@@ -50,6 +51,7 @@ DIT = ("DiT-S/4", {"num_layers": 6})
 DIFFIT = ("DiffiT-S/2", {"num_layers": 6, "patch_size": 4})
 ADALN = {"adaln_zero": True}
 ADALN_FINAL = {"adaln_zero": True, "final_layer_type": "adaln"}
+ADALN_SINGLE_FINAL = {**ADALN_FINAL, "adaln_single": True}  # PixArt-alpha's shared adaLN-single
 
 
 def lr_clip(lr: str) -> list[str]:
@@ -170,6 +172,8 @@ def demo_speed(args) -> dict:
               "DiffiT (published)": (*DIFFIT, "auto", "training", None),
               "DiffiT + adaLN-Zero": (DIFFIT[0], {**DIFFIT[1], **ADALN}, "auto", "training", None),
               "DiffiT + adaLN-Zero + adaLN final": (*diffit, "auto", "training", None),
+              "DiffiT + adaLN-single + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_SINGLE_FINAL}, "auto",
+                                                      "training", None),
               "DiffiT + adaLN-Zero + adaLN final, AdamW and EMA loops (before)": (*diffit, "auto", "training-before",
                                                                                   None),
               "same, without TMSA's time token (counterfactual)": (*diffit, "auto", "training", "time_token"),
@@ -443,11 +447,17 @@ DEMO_RUN_SETS = {"configs": DEMOS, "x2": {
     "DiT-S/4 demo config, 2x steps (4,800), wsd": "outputs/dit-fmnist-x2",
     "DiffiT + adaLN-Zero + adaLN output demo config, 2x steps (4,560), wsd": "outputs/diffit-fmnist-x2"}}
 # ... and the configs trained with three seeds (--seed 0, the configs' own: outputs/{dit,diffit}-fmnist; --seed 1 and 2
-# into outputs/{dit,diffit}-fmnist-seedN, same VAE): how far one pair of runs goes (`seed_summary`).
+# into outputs/{dit,diffit}-fmnist-seedN, same VAE): how far one pair of runs goes (`seed_summary`). "seeds-single"
+# adds DiffiT with PixArt-alpha's adaLN-single in place of the per-block adaLN-Zero Linears (the DiffiT config with
+# `"adaln_single": true` in model_config, `--max_steps 6000 --lr_decay_steps 1200`: DiT's steps, at equal speed;
+# seed 0 into outputs/diffit-single-fmnist, seeds 1 and 2 side by side on one thread each, as the pairs above).
 SEED_MODELS = {"DiT-S/4 demo config": "outputs/dit-fmnist",
-               "DiffiT + adaLN-Zero + adaLN output demo config": "outputs/diffit-fmnist"}
+               "DiffiT + adaLN-Zero + adaLN output demo config": "outputs/diffit-fmnist",
+               "DiffiT + adaLN-single + adaLN output, 6,000 steps": "outputs/diffit-single-fmnist"}
 DEMO_RUN_SETS["seeds"] = {f"{model}, seed {seed}": path + (f"-seed{seed}" if seed else "")
-                          for seed in (0, 1, 2) for model, path in SEED_MODELS.items()}
+                          for seed in (0, 1, 2) for model, path in list(SEED_MODELS.items())[:2]}
+DEMO_RUN_SETS["seeds-single"] = {f"{model}, seed {seed}": path + (f"-seed{seed}" if seed else "")
+                                 for seed in (0, 1, 2) for model, path in SEED_MODELS.items()}
 
 
 def demo_guidance(args) -> dict:
@@ -469,11 +479,12 @@ def demo_guidance(args) -> dict:
 
 def seed_summary(rows: list[dict]) -> list[str]:
     """Markdown lines: per guidance setting, each model's mean and spread (sample standard deviation) over its
-    seeds under both evaluators, and DiffiT minus DiT seed by seed (the pairs share a seed)."""
-    dit, diffit = SEED_MODELS
+    seeds under both evaluators, and each DiffiT model minus DiT seed by seed (the pairs share a seed)."""
+    dit, *diffits = SEED_MODELS
     lines = ["", "Over the seeds: mean +- standard deviation (FID-FMNIST / FID-FMNIST-spatial), and DiffiT minus DiT "
              "for each seed (negative: DiffiT's FID is lower).", "",
-             "| guidance | DiT | DiffiT | DiffiT - DiT, per seed | DiffiT lower, seeds |", "|---|---:|---:|---|---:|"]
+             "| guidance | DiffiT model | DiT | DiffiT | DiffiT - DiT, per seed | DiffiT lower, seeds |",
+             "|---|---|---:|---:|---|---:|"]
     settings = dict.fromkeys((r["schedule"], r["scale"], interval_label(r)) for r in rows)
     for setting in settings:
         by = {}
@@ -481,19 +492,24 @@ def seed_summary(rows: list[dict]) -> list[str]:
             if (r["schedule"], r["scale"], interval_label(r)) == setting:
                 model, seed = r["run"].rsplit(", seed ", 1)
                 by[model, int(seed)] = r
-        seeds = sorted(s for (m, s) in by if m == dit and (diffit, s) in by)
-        cells = []
-        for model in (dit, diffit):
-            stats = []
-            for key in ("fid", "fid2"):
-                values = [by[model, s][key] for s in seeds]
-                spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-                stats.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
-            cells.append(" / ".join(stats))
-        diffs = [(by[diffit, s]["fid"] - by[dit, s]["fid"], by[diffit, s]["fid2"] - by[dit, s]["fid2"]) for s in seeds]
-        per_seed = ", ".join(f"{s}: {a:+.3f} / {b:+.3f}" for s, (a, b) in zip(seeds, diffs))
-        wins = f"{sum(a < 0 for a, _ in diffs)} / {sum(b < 0 for _, b in diffs)} of {len(seeds)}"
-        lines.append(f"| {setting[0]} {setting[1]:g} {setting[2]} | {cells[0]} | {cells[1]} | {per_seed} | {wins} |")
+        for diffit in diffits:
+            seeds = sorted(s for (m, s) in by if m == dit and (diffit, s) in by)
+            if not seeds:
+                continue
+            cells = []
+            for model in (dit, diffit):
+                stats = []
+                for key in ("fid", "fid2"):
+                    values = [by[model, s][key] for s in seeds]
+                    spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+                    stats.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
+                cells.append(" / ".join(stats))
+            diffs = [(by[diffit, s]["fid"] - by[dit, s]["fid"], by[diffit, s]["fid2"] - by[dit, s]["fid2"])
+                     for s in seeds]
+            per_seed = ", ".join(f"{s}: {a:+.3f} / {b:+.3f}" for s, (a, b) in zip(seeds, diffs))
+            wins = f"{sum(a < 0 for a, _ in diffs)} / {sum(b < 0 for _, b in diffs)} of {len(seeds)}"
+            lines.append(f"| {setting[0]} {setting[1]:g} {setting[2]} | {diffit} | {cells[0]} | {cells[1]} | "
+                         f"{per_seed} | {wins} |")
     return lines
 
 
@@ -575,7 +591,7 @@ def render_guidance(result: dict) -> str:
                      f"{r['fid']:.2f} / {r['fid2']:.2f} | {r['cc']:.1%} / {r['cc2']:.1%} | "
                      f"{r['precision']:.3f} / {r['precision2']:.3f} | "
                      f"{r['recall']:.3f} / {r['recall2']:.3f} |")
-    if result.get("demo_runs") == "seeds":
+    if result.get("demo_runs", "").startswith("seeds"):
         lines += seed_summary(result["rows"])
     return "\n".join(lines)
 
@@ -600,7 +616,8 @@ def main() -> None:
     parser.add_argument("--inference-steps", type=int, default=25, help="guidance, demo-guidance: sampler steps")
     parser.add_argument("--demo-runs", default="configs", choices=list(DEMO_RUN_SETS), help=(
         "demo-guidance: the demos' lr 1e-3 runs in outputs/{dit,diffit}-fmnist, or x2: such runs continued to twice "
-        "their steps with a wsd decay, or seeds: the configs trained with --seed 0, 1 and 2 (SEED_MODELS)"))
+        "their steps with a wsd decay, or seeds: the configs trained with --seed 0, 1 and 2 (SEED_MODELS), or "
+        "seeds-single: those and DiffiT with adaLN-single"))
     parser.add_argument("--ema-powers", nargs="+", type=float, default=EMA_POWERS, help=(
         "demo-ema: EMA warmup powers to score (0: the raw weights)"))
     parser.add_argument("--snapshot-runs", default="snap", choices=list(SNAPSHOT_RUNS), help=(

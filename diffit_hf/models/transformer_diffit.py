@@ -12,9 +12,10 @@ the image-space U-shaped model in `unet_diffit.py`.
 TMSA conditions additively only. In softmax_j((q_i + q_t) . (k_j + k_t)) every term constant over the keys j cancels,
 so the time part of the key, x_t W_kt (and the key bias), cannot change the attention: the time token acts through
 q_t . k_j (one key re-weighting shared by all queries) and v_t (a shift of the output). `test_transformer_diffit`
-proves it (outputs unchanged, zero gradient). The opt-in `DiffiTModel` settings `adaln_zero`, `final_layer_type` and
-`zero_init_residual` add DiT's multiplicative, identity-at-init conditioning beside TMSA, or DiT's output layers
-(docs/diffit_vs_dit.md); they are off by default and NVIDIA's weights convert without them.
+proves it (outputs unchanged, zero gradient). The opt-in `DiffiTModel` settings `adaln_zero` (with `adaln_single`,
+PixArt-alpha's shared form of it), `final_layer_type` and `zero_init_residual` add DiT's multiplicative,
+identity-at-init conditioning beside TMSA, or DiT's output layers (docs/diffit_vs_dit.md); they are off by default
+and NVIDIA's weights convert without them.
 """
 
 from __future__ import annotations
@@ -148,13 +149,17 @@ class DiffiTBlock(nn.Module):
     (which may be any size up to `window_size`); otherwise the grid is split into non-overlapping windows.
     `token_mixer="pool"` swaps TMSA for the time-conditioned pooling mixer. `adaln_zero=True` (opt-in, not DiffiT)
     adds DiT's adaLN-Zero beside TMSA: shift/scale of both LayerNorms and gates of both branches regressed from
-    SiLU(x_t) by a zero-initialised Linear, so the block starts as the identity.
+    SiLU(x_t) by a zero-initialised Linear, so the block starts as the identity. `adaln_single=True` (with
+    `adaln_zero`; PixArt-alpha's adaLN-single) drops that Linear: the model regresses the six modulations once for
+    all blocks and each block adds its own learned, zero-initialised (6D,) table to them (`modulation`).
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], time_dim: int,
                  mlp_ratio: float = 4.0, token_mixer: str = "attention", global_window: bool = False,
-                 adaln_zero: bool = False):
+                 adaln_zero: bool = False, adaln_single: bool = False):
         super().__init__()
+        if adaln_single and not adaln_zero:
+            raise ValueError("adaln_single=True is a form of adaLN-Zero: it needs adaln_zero=True.")
         if token_mixer not in TOKEN_MIXERS:
             raise ValueError(f"Unknown token_mixer {token_mixer!r}; valid choices are {', '.join(TOKEN_MIXERS)}.")
         self.window_size = tuple(window_size)
@@ -164,7 +169,8 @@ class DiffiTBlock(nn.Module):
         self.pool = PoolMixer(dim, time_dim) if token_mixer == "pool" else None
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(dim, mlp_ratio)
-        self.adaln_linear = nn.Linear(time_dim, 6 * dim) if adaln_zero else None
+        self.adaln_linear = nn.Linear(time_dim, 6 * dim) if adaln_zero and not adaln_single else None
+        self.adaln_table = nn.Parameter(torch.zeros(6 * dim)) if adaln_single else None
 
     def mix(self, h: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """The token mixer on normalised tokens h (N, H*W, D): TMSA over the grid or its windows, or pooling."""
@@ -175,12 +181,19 @@ class DiffiTBlock(nn.Module):
         windows = window_partition(h, grid, self.window_size)  # (N * nW, wh*ww, D)
         return window_merge(self.attn(windows, time_token, self.window_size), grid, self.window_size)
 
-    def forward(self, x: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        # x: (N, H*W, D) row-major tokens of a (H, W) grid; time_token: (N, time_dim)
-        if self.adaln_linear is None:
+    def forward(self, x: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int],
+                modulation: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (N, H*W, D) row-major tokens of a (H, W) grid; time_token: (N, time_dim); modulation: (N, 6D), the
+        # shared adaLN-single regression (adaln_single only)
+        if self.adaln_table is not None:
+            if modulation is None:
+                raise ValueError("An adaln_single block needs the model's shared `modulation` (N, 6 * dim).")
+            mod = (modulation + self.adaln_table)[:, None]  # (N, 1, 6D)
+        elif self.adaln_linear is not None:
+            mod = self.adaln_linear(F.silu(time_token))[:, None]  # (N, 1, 6D)
+        else:
             x = x + self.mix(self.norm1(x), time_token, grid)
             return x + self.ff(self.norm2(x))
-        mod = self.adaln_linear(F.silu(time_token))[:, None]  # (N, 1, 6D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
         x = torch.addcmul(x, gate_msa, self.mix(modulate(self.norm1(x), shift_msa, scale_msa), time_token, grid))
         return torch.addcmul(x, gate_mlp, self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp)))
@@ -222,6 +235,9 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         token_mixer (`str`, defaults to `"attention"`): `"attention"` (TMSA) or `"pool"` (DiffiP pooling mixer).
         adaln_zero (`bool`, defaults to `False`): Opt-in, not DiffiT: DiT's adaLN-Zero modulation of every block
             beside TMSA (zero-initialised, blocks start as the identity).
+        adaln_single (`bool`, defaults to `False`): Opt-in, with `adaln_zero`: PixArt-alpha's adaLN-single, one
+            Linear shared by all blocks regresses the modulations and each block adds a learned (6D,) table (both
+            zero-initialised): ~6D^2 parameters per block fewer.
         final_layer_type (`str`, defaults to `"layernorm_silu"`): DiffiT's unconditioned LayerNorm -> SiLU -> Linear;
             opt-in, not DiffiT: `"layernorm"` (affine LayerNorm -> Linear, unconditioned, as DiT's in-context
             design) or `"adaln"` (DiT's adaLN final layer: shift/scale from SiLU(x_t), zero-initialised).
@@ -251,6 +267,7 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         window_size: int | None = None,
         token_mixer: str = "attention",
         adaln_zero: bool = False,
+        adaln_single: bool = False,
         final_layer_type: str = "layernorm_silu",
         zero_init_residual: bool = False,
         class_embed_std: float = 0.02,
@@ -258,6 +275,8 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
+        if adaln_single and not adaln_zero:
+            raise ValueError("adaln_single=True is a form of adaLN-Zero: it needs adaln_zero=True.")
         if not 0 < class_embed_std < float("inf"):
             raise ValueError(f"class_embed_std must be a positive finite number, got {class_embed_std}.")
         check_config_values(class_dropout_prob, patch_size=patch_size, in_channels=in_channels, num_layers=num_layers,
@@ -273,11 +292,12 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         self.patch_embed = PatchEmbed(in_channels, hidden_size, patch_size)
         self.register_buffer("pos_embed", get_2d_sincos_pos_embed(hidden_size, self.grid_size), persistent=False)
         self.cond_embed = TimestepLabelEmbedding(hidden_size, num_classes, class_dropout_prob)
+        self.adaln_shared = nn.Linear(hidden_size, 6 * hidden_size) if adaln_single else None  # shared by all blocks
 
         # 2. Blocks
         self.transformer_blocks = nn.ModuleList(
             DiffiTBlock(hidden_size, num_attention_heads, window, hidden_size, mlp_ratio, token_mixer,
-                        global_window=window_size is None, adaln_zero=adaln_zero)
+                        global_window=window_size is None, adaln_zero=adaln_zero, adaln_single=adaln_single)
             for _ in range(num_layers)
         )
 
@@ -290,7 +310,7 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         init_diffit_weights(self)
         if self.cond_embed.class_embedder is not None and self.config.class_embed_std != 0.02:
             nn.init.normal_(self.cond_embed.class_embedder.weight, std=self.config.class_embed_std)
-        zeroed = [self.final_layer.proj_out, self.final_layer.adaln_linear]
+        zeroed = [self.final_layer.proj_out, self.final_layer.adaln_linear, self.adaln_shared]
         for block in self.transformer_blocks:
             zeroed.append(block.adaln_linear)
             if self.config.zero_init_residual:
@@ -335,12 +355,13 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         time_emb, label_emb = self.cond_embed(timestep, class_labels, dtype=x.dtype)  # (N, D), (N, D) | None
         time_token = time_emb if label_emb is None else time_emb + label_emb  # x_t = c, no SiLU
 
-        # 2. Blocks
+        # 2. Blocks (adaLN-single: the modulations regressed once, shared by all blocks)
+        shared = None if self.adaln_shared is None else self.adaln_shared(F.silu(time_token))  # (N, 6D)
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, time_token, grid_size)
+                x = self._gradient_checkpointing_func(block, x, time_token, grid_size, shared)
             else:
-                x = block(x, time_token, grid_size)  # (N, T, D)
+                x = block(x, time_token, grid_size, shared)  # (N, T, D)
 
         # 3. Output
         c = F.silu(time_token) if self.config.final_layer_type == "adaln" else None  # DiT's adaLN output only

@@ -434,6 +434,46 @@ def test_opt_in_conditioning_flags(flags):
         DiffiTModel(**kwargs, final_layer_type="silu")
 
 
+def test_adaln_single_is_adaln_zero_with_one_shared_regression():
+    """adaLN-single (opt-in): one shared Linear, a (6D,) table per block. It is exactly an adaLN-Zero model whose
+    blocks share their Linear's weight (bias = shared bias + the block's table), starts as the identity, and needs
+    adaln_zero."""
+    kwargs = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=3, num_attention_heads=2,
+                  attention_head_dim=8, num_classes=3, adaln_zero=True, final_layer_type="adaln")
+    torch.manual_seed(0)
+    single, zero = DiffiTModel(**kwargs, adaln_single=True), DiffiTModel(**kwargs)
+    extra = set(single.state_dict()) - set(zero.state_dict())
+    assert extra == {"adaln_shared.weight", "adaln_shared.bias"} | {f"transformer_blocks.{i}.adaln_table"
+                                                                    for i in range(3)}
+    assert not any("adaln_linear" in k for k in single.state_dict() if k.startswith("transformer_blocks"))
+    assert count_parameters(single) < count_parameters(zero)
+
+    latents, t, y = torch.randn(2, 4, 8, 8), torch.tensor([1, 900]), torch.tensor([0, 2])
+    with torch.no_grad():  # zero-initialised: every block starts as the identity
+        x = torch.randn(2, 16, 16)
+        shared = single.adaln_shared(torch.randn(2, 16))
+        assert torch.equal(single.transformer_blocks[0](x, torch.randn(2, 16), (4, 4), shared), x)
+
+    _trained_like(single)
+    state = {k: v for k, v in single.state_dict().items() if k in zero.state_dict()}
+    for i in range(3):
+        state[f"transformer_blocks.{i}.adaln_linear.weight"] = single.adaln_shared.weight
+        state[f"transformer_blocks.{i}.adaln_linear.bias"] = single.adaln_shared.bias + single.transformer_blocks[
+            i].adaln_table
+    zero.load_state_dict(state)
+    single.eval(), zero.eval()
+    with torch.no_grad():
+        expected = zero(latents, t, y).sample
+        torch.testing.assert_close(single(latents, t, y).sample, expected)
+        single.transformer_blocks[1].adaln_table.add_(0.5)  # each block's table is its own
+        assert not torch.allclose(single(latents, t, y).sample, expected)
+
+    with pytest.raises(ValueError, match="needs adaln_zero=True"):
+        DiffiTModel(**{**kwargs, "adaln_zero": False}, adaln_single=True)
+    with pytest.raises(ValueError, match="shared `modulation`"):
+        single.transformer_blocks[0](x, torch.randn(2, 16), (4, 4))
+
+
 def test_class_embed_std_sets_only_the_label_tables_init():
     kwargs = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
                   attention_head_dim=8, num_classes=10)
