@@ -436,7 +436,8 @@ def guidance(args) -> dict:
 
 # The two demos at their full, equal-wall-clock budgets (demo_fmnist.yaml and demo_fmnist_diffit.yaml: lr 1e-3 with
 # clipping at 1 and the wsd decay, 6,000 / 5,640 steps since 2026-12-07; results files before that date name the
-# configs of their time: 2,400 / 2,280 steps, at lr 3e-4 where they name no lr).
+# configs of their time: 2,400 / 2,280 steps, at lr 3e-4 where they name no lr). The row names are those of the runs
+# these results were made with: the DiffiT config has used adaLN-single for 5,940 steps since late 2026-12-07.
 DEMOS = {"DiT-S/4 demo (6,000 steps, lr 1e-3 + clip 1)": "outputs/dit-fmnist",
          "DiffiT + adaLN-Zero + adaLN output demo (5,640 steps, lr 1e-3 + clip 1)": "outputs/diffit-fmnist"}
 DEMO_GUIDANCE = ["constant:1.5", "constant:2", "constant:2.5", "constant:3", "constant:4"]
