@@ -16,6 +16,9 @@ VARIANTS = {
     "diffit-global": (DiffiTModel, DIT, [(8, 8), (8, 4)]),
     "diffit-window": (DiffiTModel, {**DIT, "window_size": 2}, [(8, 8), (8, 12)]),
     "diffit-pool": (DiffiTModel, {**DIT, "token_mixer": "pool"}, [(8, 8), (8, 12)]),
+    # the DiffiT demo config's opt-in conditioning (adaLN-single beside TMSA, DiT's adaLN output layer)
+    "diffit-adaln-single": (DiffiTModel, {**DIT, "adaln_zero": True, "adaln_single": True,
+                                          "final_layer_type": "adaln"}, [(8, 8), (8, 4)]),
     "unet": (DiffiTUNetModel, UNET, [(16, 16), (16, 8)]),
     "unet-diffip": (DiffiTUNetModel, {**UNET, "token_mixer": "pool", "conv": "depthwise_separable"}, [(16, 24)]),
     "unet-grayscale": (DiffiTUNetModel, {**UNET, "in_channels": 1, "num_classes": 0}, [(16, 16)]),
