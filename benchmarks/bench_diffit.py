@@ -455,10 +455,16 @@ DEMO_RUN_SETS = {"configs": DEMOS, "x2": {
 SEED_MODELS = {"DiT-S/4 demo config": "outputs/dit-fmnist",
                "DiffiT + adaLN-Zero + adaLN output demo config": "outputs/diffit-fmnist",
                "DiffiT + adaLN-single + adaLN output, 6,000 steps": "outputs/diffit-single-fmnist"}
-DEMO_RUN_SETS["seeds"] = {f"{model}, seed {seed}": path + (f"-seed{seed}" if seed else "")
-                          for seed in (0, 1, 2) for model, path in list(SEED_MODELS.items())[:2]}
-DEMO_RUN_SETS["seeds-single"] = {f"{model}, seed {seed}": path + (f"-seed{seed}" if seed else "")
-                                 for seed in (0, 1, 2) for model, path in SEED_MODELS.items()}
+
+
+def seed_runs(models: list[str]) -> dict[str, str]:
+    """"MODEL, seed N" -> its run folder (seed 0: the model's own folder, else FOLDER-seedN), for seeds 0-2."""
+    return {f"{m}, seed {seed}": SEED_MODELS[m] + (f"-seed{seed}" if seed else "")
+            for seed in (0, 1, 2) for m in models}
+
+
+DEMO_RUN_SETS["seeds"] = seed_runs(list(SEED_MODELS)[:2])
+DEMO_RUN_SETS["seeds-single"] = seed_runs(list(SEED_MODELS))
 
 
 def demo_guidance(args) -> dict:

@@ -275,8 +275,6 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
-        if adaln_single and not adaln_zero:
-            raise ValueError("adaln_single=True is a form of adaLN-Zero: it needs adaln_zero=True.")
         if not 0 < class_embed_std < float("inf"):
             raise ValueError(f"class_embed_std must be a positive finite number, got {class_embed_std}.")
         check_config_values(class_dropout_prob, patch_size=patch_size, in_channels=in_channels, num_layers=num_layers,
