@@ -1,6 +1,6 @@
 """DiffiT against DiT: speed (train steps and sampling, alternating in one process), and the ablation of what closes
 the quality gap at the demo's budget, scored by both offline evaluators. Writes results/bench_diffit_{speed,
-ablation,guidance,demo_guidance_nN}.{json,md}; docs/diffit_vs_dit.md reads them.
+ablation,guidance,demo_guidance_nN,demo_loss}.{json,md} (or --results-name); docs/diffit_vs_dit.md reads them.
 
     python benchmarks/bench_diffit.py speed                         # ~5 min on 2 cores
     python benchmarks/bench_diffit.py ablation --steps 800 --jobs 2  # needs the demo's VAE, cache and both classifiers
@@ -10,6 +10,8 @@ ablation,guidance,demo_guidance_nN}.{json,md}; docs/diffit_vs_dit.md reads them.
     python benchmarks/bench_diffit.py demo-guidance --demo-runs seeds --num-samples 5000 --guidance constant:3:0.3,5
     python benchmarks/bench_diffit.py demo-guidance --demo-runs seeds-single ...  # the same, and DiffiT + adaLN-single
     python benchmarks/bench_diffit.py demo-ema --num-samples 2000  # the demos retrained with snapshots: EMA lengths
+    python benchmarks/bench_diffit.py demo-guidance --demo-runs seeds-raw ...  # DiT, adaLN-single: EMA and raw weights
+    python benchmarks/bench_diffit.py demo-loss --demo-runs seeds-equal-steps  # held-out flow loss by noise level
 
 Speed: DiT-S/2 vs DiffiT-S/2 at 32x32x4 in fp32, eager (the issue's CPU target; DiffiT with each biased-attention
 kernel), DiffiTPipeline sampling of both (DDIM, classifier-free guidance, latents out: the same VAE would decode
@@ -266,22 +268,25 @@ def run(cmd: list[str], log: Path) -> None:
         subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
-def checkpoint_pipeline(folder: Path, step: int) -> Path:
+def checkpoint_pipeline(folder: Path, step: int, weights: str = "ema") -> Path:
     """The run's pipeline at `step`: the exported one when training ended there, else one with the EMA weights of
-    checkpoint `step`."""
+    checkpoint `step` (in `at-STEP/`); `weights="raw"`: the optimiser's weights of checkpoint `step`, no EMA (in
+    `raw-STEP/`)."""
     from diffit_hf import DiffiTPipeline
 
-    if json.loads((folder / "train_results.json").read_text())["steps"] == step:
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"Unknown weights {weights!r}; valid choices are ema, raw.")
+    if weights == "ema" and json.loads((folder / "train_results.json").read_text())["steps"] == step:
         return folder
-    out = folder / f"at-{step}"
+    out = folder / (f"at-{step}" if weights == "ema" else f"raw-{step}")
     if not (out / "model_index.json").exists():
         pipe = DiffiTPipeline.from_pretrained(folder)
         ckpt = [c for c in (folder / "checkpoints").glob("checkpoint-*") if int(c.name.split("-")[1]) == step]
         if not ckpt:
             raise FileNotFoundError(f"{folder} holds no checkpoint of step {step}: delete the run folder to redo it.")
-        ema = ckpt[0] / "transformer_ema"
-        pipe.transformer = type(pipe.transformer).from_pretrained(ema)
-        tmp = folder / f".at-{step}.tmp"
+        part = ckpt[0] / ("transformer_ema" if weights == "ema" else "transformer")
+        pipe.transformer = type(pipe.transformer).from_pretrained(part)
+        tmp = folder / f".{out.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         pipe.save_pretrained(tmp)
         tmp.rename(out)
@@ -465,12 +470,28 @@ def seed_runs(models: list[str]) -> dict[str, str]:
 
 DEMO_RUN_SETS["seeds"] = seed_runs(list(SEED_MODELS)[:2])
 DEMO_RUN_SETS["seeds-single"] = seed_runs(list(SEED_MODELS))
+DEMO_RUN_SETS["seeds-single-only"] = seed_runs([list(SEED_MODELS)[0], list(SEED_MODELS)[2]])  # DiT and adaLN-single
+# ... and every run of DiT's 6,000 steps: DiT and adaLN-single (seeds 0-2), per-block adaLN-Zero (seeds 1 and 2,
+# trained with `--max_steps 6000 --lr_decay_steps 1200` into outputs/diffit-fmnist-6000-seedN): equal steps.
+DEMO_RUN_SETS["seeds-equal-steps"] = {**DEMO_RUN_SETS["seeds-single-only"], **{
+    f"DiffiT + adaLN-Zero + adaLN output, 6,000 steps, seed {seed}": f"outputs/diffit-fmnist-6000-seed{seed}"
+    for seed in (1, 2)}}
+# ... and DiT and DiffiT with adaLN-single without their EMA: the raw weights of each seed run's last checkpoint
+# (`checkpoint_pipeline(..., weights="raw")`, made on first use in RUN/raw-6000), beside the EMA pipelines.
+RAW_STEP = 6000
+DEMO_RUN_SETS["seeds-raw"] = {**DEMO_RUN_SETS["seeds-single-only"], **{
+    name.replace(", seed", " (raw weights), seed"): f"{path}/raw-{RAW_STEP}"
+    for name, path in DEMO_RUN_SETS["seeds-single-only"].items()}}
 
 
 def demo_guidance(args) -> dict:
     """The trained DiT and DiffiT demo pipelines under a sweep of constant guidance scales: each demo at its own best
     guidance, both evaluators (the demos' own eval.json used guidance 4 for both)."""
     demos = DEMO_RUN_SETS[args.demo_runs]
+    for path in demos.values():  # raw-weight pipelines of finished runs, made from their last checkpoint
+        run_dir, name = (ROOT / path).parent, (ROOT / path).name
+        if name == f"raw-{RAW_STEP}" and (run_dir / "train_results.json").exists():
+            checkpoint_pipeline(run_dir, RAW_STEP, weights="raw")
     missing = [path for path in demos.values() if not (ROOT / path / "model_index.json").exists()]
     if missing:
         raise FileNotFoundError(f"{missing} missing: train the demos first (README: the demo, with "
@@ -480,18 +501,33 @@ def demo_guidance(args) -> dict:
     jobs = [(name, ROOT / path, setting) for name, path in demos.items() for setting in settings]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: guidance_row(*job, args), jobs))
+    for row, (_, pipeline, _) in zip(rows, jobs):
+        run_dir = pipeline if (pipeline / "logs").is_dir() else pipeline.parent  # a raw-STEP pipeline: its run's
+        row["train_loss_last_20pct"] = late_loss(run_dir)
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples,
             "demo_runs": args.demo_runs, "rows": rows}
 
 
+def late_loss(run_dir: Path, fraction: float = 0.2) -> float | None:
+    """The mean training loss over the last `fraction` of a run's logged steps (`logs/loss.csv`; None without
+    one): the seed runs of two models share their data order and noise, so these means compare the models' fit."""
+    path = run_dir / "logs" / "loss.csv"
+    if not path.exists():
+        return None
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+    losses = [float(r[1]) for r in rows if int(r[0]) > int(rows[-1][0]) * (1 - fraction)]
+    return statistics.mean(losses)
+
+
 def seed_summary(rows: list[dict]) -> list[str]:
     """Markdown lines: per guidance setting, each model's mean and spread (sample standard deviation) over its
-    seeds under both evaluators, and each DiffiT model minus DiT seed by seed (the pairs share a seed)."""
-    dit, *diffits = SEED_MODELS
+    seeds under both evaluators, and each DiffiT model minus each DiT model seed by seed (the pairs share a seed)."""
+    models = list(dict.fromkeys(r["run"].rsplit(", seed ", 1)[0] for r in rows))
+    dits = [m for m in models if m.startswith("DiT")]
     lines = ["", "Over the seeds: mean +- standard deviation (FID-FMNIST / FID-FMNIST-spatial), and DiffiT minus DiT "
              "for each seed (negative: DiffiT's FID is lower).", "",
-             "| guidance | DiffiT model | DiT | DiffiT | DiffiT - DiT, per seed | DiffiT lower, seeds |",
-             "|---|---|---:|---:|---|---:|"]
+             "| guidance | DiffiT model | DiT model | DiT | DiffiT | DiffiT - DiT, per seed | DiffiT lower, seeds |",
+             "|---|---|---|---:|---:|---|---:|"]
     settings = dict.fromkeys((r["schedule"], r["scale"], interval_label(r)) for r in rows)
     for setting in settings:
         by = {}
@@ -499,25 +535,123 @@ def seed_summary(rows: list[dict]) -> list[str]:
             if (r["schedule"], r["scale"], interval_label(r)) == setting:
                 model, seed = r["run"].rsplit(", seed ", 1)
                 by[model, int(seed)] = r
-        for diffit in diffits:
-            seeds = sorted(s for (m, s) in by if m == dit and (diffit, s) in by)
-            if not seeds:
-                continue
-            cells = []
-            for model in (dit, diffit):
-                stats = []
-                for key in ("fid", "fid2"):
-                    values = [by[model, s][key] for s in seeds]
-                    spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-                    stats.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
-                cells.append(" / ".join(stats))
-            diffs = [(by[diffit, s]["fid"] - by[dit, s]["fid"], by[diffit, s]["fid2"] - by[dit, s]["fid2"])
-                     for s in seeds]
-            per_seed = ", ".join(f"{s}: {a:+.3f} / {b:+.3f}" for s, (a, b) in zip(seeds, diffs))
-            wins = f"{sum(a < 0 for a, _ in diffs)} / {sum(b < 0 for _, b in diffs)} of {len(seeds)}"
-            lines.append(f"| {setting[0]} {setting[1]:g} {setting[2]} | {diffit} | {cells[0]} | {cells[1]} | "
-                         f"{per_seed} | {wins} |")
+        for diffit in (m for m in models if m not in dits):
+            for dit in dits:
+                seeds = sorted(s for (m, s) in by if m == dit and (diffit, s) in by)
+                if not seeds:
+                    continue
+                cells = []
+                for model in (dit, diffit):
+                    stats = []
+                    for key in ("fid", "fid2"):
+                        values = [by[model, s][key] for s in seeds]
+                        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+                        stats.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
+                    cells.append(" / ".join(stats))
+                diffs = [(by[diffit, s]["fid"] - by[dit, s]["fid"], by[diffit, s]["fid2"] - by[dit, s]["fid2"])
+                         for s in seeds]
+                per_seed = ", ".join(f"{s}: {a:+.3f} / {b:+.3f}" for s, (a, b) in zip(seeds, diffs))
+                wins = f"{sum(a < 0 for a, _ in diffs)} / {sum(b < 0 for _, b in diffs)} of {len(seeds)}"
+                lines.append(f"| {setting[0]} {setting[1]:g} {setting[2]} | {diffit} | {dit} | {cells[0]} | "
+                             f"{cells[1]} | {per_seed} | {wins} |")
+    losses = {}
+    for r in rows:
+        if r.get("train_loss_last_20pct") is not None:
+            model, seed = r["run"].rsplit(", seed ", 1)
+            losses.setdefault(model.replace(" (raw weights)", ""), {})[int(seed)] = r["train_loss_last_20pct"]
+    if losses:
+        lines += ["", "Mean training loss over the last 20% of the steps, per seed (the seed runs share their data "
+                  "order and noise):", "", "| model | " + " | ".join(f"seed {s}" for s in (0, 1, 2)) + " |",
+                  "|---|" + "---:|" * 3]
+        lines += [f"| {model} | " + " | ".join(f"{by.get(s, float('nan')):.4f}" for s in (0, 1, 2)) + " |"
+                  for model, by in losses.items()]
     return lines
+
+
+# Held-out flow loss by noise level: where each model's fit is better or worse, independent of any sampler.
+LOSS_TIMES = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
+LOSS_BATCH = 500
+
+
+def demo_loss(args) -> dict:
+    """Each run's exported (EMA) transformer on the first `args.num_samples` Fashion-MNIST test images: the flow loss
+    `|v(x_t, t, y) - (noise - x_0)|^2` at fixed noise levels t (`LOSS_TIMES`; t = 1 is pure noise), with the true
+    labels and with the null label (the unconditional branch classifier-free guidance subtracts). Every run gets the
+    same latents (one draw from the VAE posterior, seed 0) and the same noise; the runs must share their VAE."""
+    from diffit_hf import DiffiTPipeline
+    from diffit_hf.data import load_image_tensors
+
+    torch.set_num_threads(args.threads)
+    runs = DEMO_RUN_SETS[args.demo_runs]
+    missing = [path for path in runs.values() if not (ROOT / path / "model_index.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"{missing} missing: train those runs first (see DEMO_RUN_SETS).")
+    vaes = {path: (ROOT / path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() for path in runs.values()}
+    if len(set(vaes.values())) > 1:
+        raise ValueError(f"The runs of {args.demo_runs!r} do not share one VAE; their latents would differ.")
+    for path in runs.values():
+        scheduler = json.loads((ROOT / path / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
+        if scheduler != "FlowMatchEulerDiscreteScheduler":
+            raise ValueError(f"{path} was not trained with the flow objective (its scheduler is {scheduler}); "
+                             "demo-loss scores flow runs only.")
+    first = DiffiTPipeline.from_pretrained(ROOT / next(iter(runs.values())))
+    images, labels = load_image_tensors("fashion-mnist", "test", 32, grayscale=True, limit=args.num_samples)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        posterior = first.vae.eval().encode(images).latent_dist
+    latents = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+               ) * first.vae.config.scaling_factor  # (N, 4, 16, 16)
+    noise = torch.randn(latents.shape, generator=generator)
+    null = torch.full_like(labels, first.transformer.config.num_classes)
+    rows = []
+    for name, path in runs.items():
+        model, losses = DiffiTPipeline.from_pretrained(ROOT / path).transformer.eval(), {}
+        for t in LOSS_TIMES:
+            x_t = (1 - t) * latents + t * noise
+            per_label = []
+            for y in (labels, null):
+                with torch.no_grad():
+                    v = torch.cat([model(x_t[i:i + LOSS_BATCH], torch.full((len(x_t[i:i + LOSS_BATCH]),), t * 1000.0),
+                                         y[i:i + LOSS_BATCH]).sample for i in range(0, len(x_t), LOSS_BATCH)])
+                per_label.append((v - (noise - latents)).square().mean().item())
+            losses[str(t)] = {"conditional": per_label[0], "unconditional": per_label[1]}
+        rows.append({"run": name, "path": path, "loss": losses})
+        print(name, {t: round(v["conditional"], 4) for t, v in losses.items()}, flush=True)
+    return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_images": args.num_samples,
+            "demo_runs": args.demo_runs, "rows": rows}
+
+
+def render_loss(result: dict) -> str:
+    by = {}
+    for r in result["rows"]:
+        model, seed = r["run"].rsplit(", seed ", 1)
+        by.setdefault(model, {})[int(seed)] = r["loss"]
+    times = list(result["rows"][0]["loss"])
+    lines = [f"Held-out flow loss by noise level, {result['date']}: the exported (EMA) transformers on the first "
+             f"{result['num_images']:,} Fashion-MNIST test images (one VAE latent draw, fixed noise, the same for "
+             "every run); t = 1 is pure noise. Each cell: the mean over the seeds, with the true labels / the null "
+             "label (the unconditional branch).", "",
+             "| model | seeds | " + " | ".join(f"t = {t}" for t in times) + " |",
+             "|---|---:|" + "---:|" * len(times)]
+    for model, seeds in by.items():
+        cells = [f"{statistics.mean(seeds[s][t]['conditional'] for s in seeds):.4f} / "
+                 f"{statistics.mean(seeds[s][t]['unconditional'] for s in seeds):.4f}" for t in times]
+        lines.append(f"| {model} | {len(seeds)} | " + " | ".join(cells) + " |")
+    dit = next((m for m in by if m.startswith("DiT")), None)
+    if dit is not None:
+        lines += ["", "Each DiffiT model against DiT with the true labels: the seeds (of those both have) in which "
+                  "DiffiT's loss is lower, and the mean relative difference.", "",
+                  "| DiffiT model | " + " | ".join(f"t = {t}" for t in times) + " |", "|---|" + "---:|" * len(times)]
+        for model, seeds in by.items():
+            if model == dit:
+                continue
+            shared = [s for s in seeds if s in by[dit]]
+            cells = []
+            for t in times:
+                rel = [seeds[s][t]["conditional"] / by[dit][s][t]["conditional"] - 1 for s in shared]
+                cells.append(f"{sum(r < 0 for r in rel)} of {len(rel)}, {statistics.mean(rel):+.1%}")
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # The two demo configs retrained with `--snapshot-steps 20` (identical training: the loss curves match the runs above
@@ -605,7 +739,7 @@ def render_guidance(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["speed", "ablation", "guidance", "demo-guidance", "demo-ema"])
+    parser.add_argument("part", choices=["speed", "ablation", "guidance", "demo-guidance", "demo-ema", "demo-loss"])
     parser.add_argument("--threads", type=int, default=2, help="speed: CPU threads")
     parser.add_argument("--batch", type=int, default=32, help="speed: batch of the 32x32x4 train steps")
     parser.add_argument("--repeats", type=int, default=20, help="speed: timed calls per row")
@@ -624,14 +758,16 @@ def main() -> None:
     parser.add_argument("--demo-runs", default="configs", choices=list(DEMO_RUN_SETS), help=(
         "demo-guidance: the demos' lr 1e-3 runs in outputs/{dit,diffit}-fmnist, or x2: such runs continued to twice "
         "their steps with a wsd decay, or seeds: the configs trained with --seed 0, 1 and 2 (SEED_MODELS), or "
-        "seeds-single: those and DiffiT with adaLN-single"))
+        "seeds-single: those and DiffiT with adaLN-single, seeds-single-only: DiT and adaLN-single, seeds-raw: "
+        "those and their raw weights, seeds-equal-steps: every run of 6,000 steps (DEMO_RUN_SETS). demo-loss: "
+        "the runs scored"))
     parser.add_argument("--ema-powers", nargs="+", type=float, default=EMA_POWERS, help=(
         "demo-ema: EMA warmup powers to score (0: the raw weights)"))
     parser.add_argument("--snapshot-runs", default="snap", choices=list(SNAPSHOT_RUNS), help=(
         "demo-ema: the runs outputs/{dit,diffit}-fmnist-NAME (snap: the configs; wsd: with a final lr decay)"))
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--steps", type=int, default=800, help="ablation: the equal-steps budget")
-    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--num-samples", type=int, default=2000, help="samples scored (demo-loss: test images)")
     parser.add_argument("--jobs", type=int, default=2, help="ablation rows trained side by side (one thread each)")
     parser.add_argument("--out", default="outputs/bench-diffit")
     parser.add_argument("--results-name", help="results/bench_diffit_NAME.{json,md} (default: the part's name)")
@@ -649,6 +785,8 @@ def main() -> None:
         result, render = guidance(args), render_guidance
     elif args.part == "demo-ema":
         result, render = demo_ema(args), render_ema
+    elif args.part == "demo-loss":
+        result, render = demo_loss(args), render_loss
     else:
         result, render = demo_guidance(args), render_guidance
     name = args.results_name or args.part.replace("-", "_") + (
