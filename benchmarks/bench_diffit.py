@@ -502,7 +502,7 @@ def demo_guidance(args) -> dict:
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: guidance_row(*job, args), jobs))
     for row, (_, pipeline, _) in zip(rows, jobs):
-        run_dir = pipeline if (pipeline / "logs").is_dir() else pipeline.parent  # a raw-STEP pipeline: its run's
+        run_dir = pipeline if (pipeline / "logs").is_dir() else pipeline.parent  # raw-STEP/: its run's log
         row["train_loss_last_20pct"] = late_loss(run_dir)
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_samples": args.num_samples,
             "demo_runs": args.demo_runs, "rows": rows}
@@ -517,6 +517,25 @@ def late_loss(run_dir: Path, fraction: float = 0.2) -> float | None:
     rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
     losses = [float(r[1]) for r in rows if int(r[0]) > int(rows[-1][0]) * (1 - fraction)]
     return statistics.mean(losses)
+
+
+def seed_pair_line(setting: tuple, by: dict, dit: str, diffit: str) -> str:
+    """One seed_summary row: both models' mean +- sd over the seeds they share (`by[model, seed]` -> a result row),
+    DiffiT minus DiT seed by seed, and in how many seeds DiffiT's FID is lower under each evaluator."""
+    seeds = sorted(s for (m, s) in by if m == dit and (diffit, s) in by)
+    cells = []
+    for model in (dit, diffit):
+        stats = []
+        for key in ("fid", "fid2"):
+            values = [by[model, s][key] for s in seeds]
+            spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+            stats.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
+        cells.append(" / ".join(stats))
+    diffs = [(by[diffit, s]["fid"] - by[dit, s]["fid"], by[diffit, s]["fid2"] - by[dit, s]["fid2"]) for s in seeds]
+    per_seed = ", ".join(f"{s}: {a:+.3f} / {b:+.3f}" for s, (a, b) in zip(seeds, diffs))
+    wins = f"{sum(a < 0 for a, _ in diffs)} / {sum(b < 0 for _, b in diffs)} of {len(seeds)}"
+    return (f"| {setting[0]} {setting[1]:g} {setting[2]} | {diffit} | {dit} | {cells[0]} | {cells[1]} | {per_seed} | "
+            f"{wins} |")
 
 
 def seed_summary(rows: list[dict]) -> list[str]:
@@ -535,25 +554,8 @@ def seed_summary(rows: list[dict]) -> list[str]:
             if (r["schedule"], r["scale"], interval_label(r)) == setting:
                 model, seed = r["run"].rsplit(", seed ", 1)
                 by[model, int(seed)] = r
-        for diffit in (m for m in models if m not in dits):
-            for dit in dits:
-                seeds = sorted(s for (m, s) in by if m == dit and (diffit, s) in by)
-                if not seeds:
-                    continue
-                cells = []
-                for model in (dit, diffit):
-                    stats = []
-                    for key in ("fid", "fid2"):
-                        values = [by[model, s][key] for s in seeds]
-                        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-                        stats.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
-                    cells.append(" / ".join(stats))
-                diffs = [(by[diffit, s]["fid"] - by[dit, s]["fid"], by[diffit, s]["fid2"] - by[dit, s]["fid2"])
-                         for s in seeds]
-                per_seed = ", ".join(f"{s}: {a:+.3f} / {b:+.3f}" for s, (a, b) in zip(seeds, diffs))
-                wins = f"{sum(a < 0 for a, _ in diffs)} / {sum(b < 0 for _, b in diffs)} of {len(seeds)}"
-                lines.append(f"| {setting[0]} {setting[1]:g} {setting[2]} | {diffit} | {dit} | {cells[0]} | "
-                             f"{cells[1]} | {per_seed} | {wins} |")
+        lines += [seed_pair_line(setting, by, dit, diffit) for diffit in models if diffit not in dits for dit in dits
+                  if any(m == dit and (diffit, s) in by for m, s in by)]
     losses = {}
     for r in rows:
         if r.get("train_loss_last_20pct") is not None:
@@ -563,8 +565,8 @@ def seed_summary(rows: list[dict]) -> list[str]:
         lines += ["", "Mean training loss over the last 20% of the steps, per seed (the seed runs share their data "
                   "order and noise):", "", "| model | " + " | ".join(f"seed {s}" for s in (0, 1, 2)) + " |",
                   "|---|" + "---:|" * 3]
-        lines += [f"| {model} | " + " | ".join(f"{by.get(s, float('nan')):.4f}" for s in (0, 1, 2)) + " |"
-                  for model, by in losses.items()]
+        lines += [f"| {model} | " + " | ".join(f"{seeds.get(s, float('nan')):.4f}" for s in (0, 1, 2)) + " |"
+                  for model, seeds in losses.items()]
     return lines
 
 
