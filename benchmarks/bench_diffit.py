@@ -330,10 +330,7 @@ def ablation_row(name: str, args, rates: dict[str, float]) -> dict:
              "--validation-steps", str(last), "--report-to", "none", "--cpu-threads", "1",
              "--overwrite-output-dir", "--output-dir", str(folder)], folder / "train.log")
     train = json.loads((folder / "train_results.json").read_text())
-    losses = {}
-    for line in (folder / "logs" / "loss.csv").read_text().splitlines()[1:]:
-        step, loss = line.split(",")[:2]
-        losses[int(step)] = float(loss)
+    losses = logged_losses(folder)
     at = {s: checkpoint_pipeline(folder, s) for s in (first, last)}
     row = {"run": name, "model": preset, "model_config": overrides, "flags": flags, "params": train["params"],
            "batch": batch, "steps_per_s_demo_config": rate, "equal_wall_steps": wall_steps,
@@ -508,15 +505,22 @@ def demo_guidance(args) -> dict:
             "demo_runs": args.demo_runs, "rows": rows}
 
 
-def late_loss(run_dir: Path, fraction: float = 0.2) -> float | None:
-    """The mean training loss over the last `fraction` of a run's logged steps (`logs/loss.csv`; None without
-    one): the seed runs of two models share their data order and noise, so these means compare the models' fit."""
+def logged_losses(run_dir: Path) -> dict[int, float]:
+    """step -> training loss, from a run's `logs/loss.csv` (empty without one)."""
     path = run_dir / "logs" / "loss.csv"
     if not path.exists():
+        return {}
+    rows = (line.split(",")[:2] for line in path.read_text().splitlines()[1:])
+    return {int(step): float(loss) for step, loss in rows}
+
+
+def late_loss(run_dir: Path, fraction: float = 0.2) -> float | None:
+    """The mean training loss over the last `fraction` of a run's logged steps (None without a log): the seed runs
+    of two models share their data order and noise, so these means compare the models' fit."""
+    losses = logged_losses(run_dir)
+    if not losses:
         return None
-    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
-    losses = [float(r[1]) for r in rows if int(r[0]) > int(rows[-1][0]) * (1 - fraction)]
-    return statistics.mean(losses)
+    return statistics.mean(loss for step, loss in losses.items() if step > max(losses) * (1 - fraction))
 
 
 def seed_pair_line(setting: tuple, by: dict, dit: str, diffit: str) -> str:
@@ -582,14 +586,15 @@ def demo_loss(args) -> dict:
     same latents (one draw from the VAE posterior, seed 0) and the same noise; the runs must share their VAE."""
     from diffit_hf import DiffiTPipeline
     from diffit_hf.data import load_image_tensors
+    from diffit_hf.evaluation.extractors import file_fingerprint
 
     torch.set_num_threads(args.threads)
     runs = DEMO_RUN_SETS[args.demo_runs]
     missing = [path for path in runs.values() if not (ROOT / path / "model_index.json").exists()]
     if missing:
         raise FileNotFoundError(f"{missing} missing: train those runs first (see DEMO_RUN_SETS).")
-    vaes = {path: (ROOT / path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() for path in runs.values()}
-    if len(set(vaes.values())) > 1:
+    vaes = {file_fingerprint(ROOT / path / "vae" / "diffusion_pytorch_model.safetensors") for path in runs.values()}
+    if len(vaes) > 1:
         raise ValueError(f"The runs of {args.demo_runs!r} do not share one VAE; their latents would differ.")
     for path in runs.values():
         scheduler = json.loads((ROOT / path / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
@@ -613,14 +618,22 @@ def demo_loss(args) -> dict:
             per_label = []
             for y in (labels, null):
                 with torch.no_grad():
-                    v = torch.cat([model(x_t[i:i + LOSS_BATCH], torch.full((len(x_t[i:i + LOSS_BATCH]),), t * 1000.0),
-                                         y[i:i + LOSS_BATCH]).sample for i in range(0, len(x_t), LOSS_BATCH)])
+                    v = flow_velocity(model, x_t, t, y)  # (N, 4, 16, 16)
                 per_label.append((v - (noise - latents)).square().mean().item())
             losses[str(t)] = {"conditional": per_label[0], "unconditional": per_label[1]}
         rows.append({"run": name, "path": path, "loss": losses})
         print(name, {t: round(v["conditional"], 4) for t, v in losses.items()}, flush=True)
     return {"machine": describe(), "date": time.strftime("%Y-%m-%d"), "num_images": args.num_samples,
             "demo_runs": args.demo_runs, "rows": rows}
+
+
+def flow_velocity(model, x_t: torch.Tensor, t: float, labels: torch.Tensor) -> torch.Tensor:
+    """`model`'s velocity for latents `x_t` (N, C, H, W) at flow time t in [0, 1] (timestep 1000 t, as training
+    feeds it) and `labels` (N,), LOSS_BATCH rows at a time."""
+    from diffit_hf.evaluation import in_batches
+
+    return in_batches(lambda i: model(x_t[i], torch.full((len(i),), t * 1000.0), labels[i]).sample,
+                      torch.arange(len(x_t)), LOSS_BATCH)
 
 
 def render_loss(result: dict) -> str:
