@@ -99,6 +99,14 @@ def test_demo_loss_scores_runs_alike_and_refuses_runs_that_do_not_match(bench, t
     assert "| DiffiT | " + " | ".join(["0 of 1, +0.0%"] * len(bench.LOSS_TIMES)) + " |" in table
     assert "| DiT | 1 | " in "\n".join(table) and "| Other | 1 | " in "\n".join(table)
 
+    zero = flow_pipeline()  # a velocity of 0 everywhere: the loss is |noise - x_0|^2, whatever t and the label
+    with torch.no_grad():
+        zero.transformer.final_layer.proj_out.weight.zero_()
+        zero.transformer.final_layer.proj_out.bias.zero_()
+    zero.save_pretrained(tmp_path / "c")
+    target = [v for r in bench.demo_loss(args)["rows"][2:] for t in r["loss"].values() for v in t.values()]
+    assert max(target) - min(target) < 1e-5 * max(target)
+
     flow_pipeline(vae_seed=1).save_pretrained(tmp_path / "b")
     with pytest.raises(ValueError, match="do not share one VAE"):
         bench.demo_loss(args)
