@@ -68,12 +68,16 @@ class TimestepLabelEmbedding(nn.Module):
         return torch.where(drop, self.num_classes, class_labels)
 
     def forward(
-        self, timestep: torch.Tensor, class_labels: torch.LongTensor | None, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, timestep: torch.Tensor, class_labels: torch.LongTensor | None, dtype: torch.dtype,
+        return_labels: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(time_emb, label_emb), both (N, D) (`label_emb` None when unconditional); with `return_labels`, also the
+        labels embedded, after the training-mode dropout (N,), for a model whose blocks read the labels too."""
         t_freq = self.time_proj(timestep).to(dtype)  # (N, 256)
         time_emb = self.timestep_embedder(t_freq)  # (N, D)
         if self.class_embedder is None:
-            return time_emb, None
+            return (time_emb, None, None) if return_labels else (time_emb, None)
         if self.training and self.class_dropout_prob > 0:
             class_labels = self.drop_labels(class_labels)
-        return time_emb, self.class_embedder(class_labels)  # (N, D), (N, D)
+        label_emb = self.class_embedder(class_labels)  # (N, D)
+        return (time_emb, label_emb, class_labels) if return_labels else (time_emb, label_emb)

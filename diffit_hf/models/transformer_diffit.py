@@ -152,14 +152,20 @@ class DiffiTBlock(nn.Module):
     SiLU(x_t) by a zero-initialised Linear, so the block starts as the identity. `adaln_single=True` (with
     `adaln_zero`; PixArt-alpha's adaLN-single) drops that Linear: the model regresses the six modulations once for
     all blocks and each block adds its own learned, zero-initialised (6D,) table to them (`modulation`).
+    `label_rows > 0` (with `adaln_single`; opt-in, neither DiffiT nor PixArt-alpha) gives the block a zero-initialised
+    (label_rows, 6D) table too, one row per class label and the null label, added to its modulations: a per-block
+    label pathway, which the shared regression alone does not have.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], time_dim: int,
                  mlp_ratio: float = 4.0, token_mixer: str = "attention", global_window: bool = False,
-                 adaln_zero: bool = False, adaln_single: bool = False):
+                 adaln_zero: bool = False, adaln_single: bool = False, label_rows: int = 0):
         super().__init__()
         if adaln_single and not adaln_zero:
             raise ValueError("adaln_single=True is a form of adaLN-Zero: it needs adaln_zero=True.")
+        if label_rows and not adaln_single:
+            raise ValueError("A per-block label table (label_rows > 0) adds to adaLN-single: it needs "
+                             "adaln_single=True.")
         if token_mixer not in TOKEN_MIXERS:
             raise ValueError(f"Unknown token_mixer {token_mixer!r}; valid choices are {', '.join(TOKEN_MIXERS)}.")
         self.window_size = tuple(window_size)
@@ -171,6 +177,9 @@ class DiffiTBlock(nn.Module):
         self.ff = FeedForward(dim, mlp_ratio)
         self.adaln_linear = nn.Linear(time_dim, 6 * dim) if adaln_zero and not adaln_single else None
         self.adaln_table = nn.Parameter(torch.zeros(6 * dim)) if adaln_single else None
+        self.adaln_label_table = nn.Embedding(label_rows, 6 * dim) if label_rows else None  # zero-initialised
+        if self.adaln_label_table is not None:
+            nn.init.zeros_(self.adaln_label_table.weight)
 
     def mix(self, h: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """The token mixer on normalised tokens h (N, H*W, D): TMSA over the grid or its windows, or pooling."""
@@ -182,13 +191,18 @@ class DiffiTBlock(nn.Module):
         return window_merge(self.attn(windows, time_token, self.window_size), grid, self.window_size)
 
     def forward(self, x: torch.Tensor, time_token: torch.Tensor, grid: tuple[int, int],
-                modulation: torch.Tensor | None = None) -> torch.Tensor:
+                modulation: torch.Tensor | None = None, labels: torch.LongTensor | None = None) -> torch.Tensor:
         # x: (N, H*W, D) row-major tokens of a (H, W) grid; time_token: (N, time_dim); modulation: (N, 6D), the
-        # shared adaLN-single regression (adaln_single only)
+        # shared adaLN-single regression (adaln_single only); labels: (N,) (a per-block label table only)
         if self.adaln_table is not None:
             if modulation is None:
                 raise ValueError("An adaln_single block needs the model's shared `modulation` (N, 6 * dim).")
-            mod = (modulation + self.adaln_table)[:, None]  # (N, 1, 6D)
+            mod = modulation + self.adaln_table  # (N, 6D)
+            if self.adaln_label_table is not None:
+                if labels is None:
+                    raise ValueError("A block with a label table needs the class `labels` (N,).")
+                mod = mod + self.adaln_label_table(labels)  # (N, 6D)
+            mod = mod[:, None]  # (N, 1, 6D)
         elif self.adaln_linear is not None:
             mod = self.adaln_linear(F.silu(time_token))[:, None]  # (N, 1, 6D)
         else:
@@ -238,6 +252,10 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         adaln_single (`bool`, defaults to `False`): Opt-in, with `adaln_zero`: PixArt-alpha's adaLN-single, one
             Linear shared by all blocks regresses the modulations and each block adds a learned (6D,) table (both
             zero-initialised): ~6D^2 parameters per block fewer.
+        adaln_label_table (`bool`, defaults to `False`): Opt-in, with `adaln_single`, neither DiffiT nor PixArt-alpha:
+            each block adds a learned, zero-initialised (num_classes + 1, 6D) table row of the sample's label (the
+            null label has its own) to its modulations, a per-block label pathway beside the shared regression;
+            (num_classes + 1) x 6D parameters per block (25K for 10 classes at D = 384, 6.9M for 1,000 at 1,152).
         final_layer_type (`str`, defaults to `"layernorm_silu"`): DiffiT's unconditioned LayerNorm -> SiLU -> Linear;
             opt-in, not DiffiT: `"layernorm"` (affine LayerNorm -> Linear, unconditioned, as DiT's in-context
             design) or `"adaln"` (DiT's adaLN final layer: shift/scale from SiLU(x_t), zero-initialised).
@@ -268,6 +286,7 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         token_mixer: str = "attention",
         adaln_zero: bool = False,
         adaln_single: bool = False,
+        adaln_label_table: bool = False,
         final_layer_type: str = "layernorm_silu",
         zero_init_residual: bool = False,
         class_embed_std: float = 0.02,
@@ -277,6 +296,10 @@ class DiffiTModel(ModelMixin, ConfigMixin):
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}.")
         if not 0 < class_embed_std < float("inf"):
             raise ValueError(f"class_embed_std must be a positive finite number, got {class_embed_std}.")
+        if adaln_label_table and not (adaln_single and num_classes > 0):
+            raise ValueError("adaln_label_table=True adds per-block label tables to adaLN-single: it needs "
+                             f"adaln_single=True and num_classes > 0 (got adaln_single={adaln_single}, "
+                             f"num_classes={num_classes}).")
         check_config_values(class_dropout_prob, patch_size=patch_size, in_channels=in_channels, num_layers=num_layers,
                             num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
                             window_size=window_size)
@@ -295,7 +318,8 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         # 2. Blocks
         self.transformer_blocks = nn.ModuleList(
             DiffiTBlock(hidden_size, num_attention_heads, window, hidden_size, mlp_ratio, token_mixer,
-                        global_window=window_size is None, adaln_zero=adaln_zero, adaln_single=adaln_single)
+                        global_window=window_size is None, adaln_zero=adaln_zero, adaln_single=adaln_single,
+                        label_rows=num_classes + 1 if adaln_label_table else 0)
             for _ in range(num_layers)
         )
 
@@ -350,16 +374,18 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         # 1. Input
         pos = positional_table(self.pos_embed, self.grid_size, grid_size, self.dtype)  # (1, T, D)
         x = self.patch_embed(hidden_states) + pos  # (N, T, D)
-        time_emb, label_emb = self.cond_embed(timestep, class_labels, dtype=x.dtype)  # (N, D), (N, D) | None
+        # (N, D), (N, D) | None, and the labels after the training-mode dropout (N,) | None
+        time_emb, label_emb, labels = self.cond_embed(timestep, class_labels, dtype=x.dtype, return_labels=True)
         time_token = time_emb if label_emb is None else time_emb + label_emb  # x_t = c, no SiLU
 
         # 2. Blocks (adaLN-single: the modulations regressed once, shared by all blocks)
         shared = None if self.adaln_shared is None else self.adaln_shared(F.silu(time_token))  # (N, 6D)
+        labels = labels if self.config.adaln_label_table else None  # read by per-block label tables only
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                x = self._gradient_checkpointing_func(block, x, time_token, grid_size, shared)
+                x = self._gradient_checkpointing_func(block, x, time_token, grid_size, shared, labels)
             else:
-                x = block(x, time_token, grid_size, shared)  # (N, T, D)
+                x = block(x, time_token, grid_size, shared, labels)  # (N, T, D)
 
         # 3. Output
         c = F.silu(time_token) if self.config.final_layer_type == "adaln" else None  # DiT's adaLN output only

@@ -474,6 +474,49 @@ def test_adaln_single_is_adaln_zero_with_one_shared_regression():
         single.transformer_blocks[0](x, torch.randn(2, 16), (4, 4))
 
 
+def test_adaln_label_table_adds_a_per_block_row_of_each_samples_label():
+    """The per-block label table (opt-in, with adaLN-single) starts at zero (the model is adaLN-single's), adds the
+    row of each sample's own label (after the CFG dropout: a dropped label reads the null row) to that block's
+    modulations only, and needs adaln_single and labels."""
+    kwargs = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=3, num_attention_heads=2,
+                  attention_head_dim=8, num_classes=3, adaln_zero=True, adaln_single=True, final_layer_type="adaln")
+    torch.manual_seed(0)
+    table, single = DiffiTModel(**kwargs, adaln_label_table=True), DiffiTModel(**kwargs)
+    extra = set(table.state_dict()) - set(single.state_dict())
+    assert extra == {f"transformer_blocks.{i}.adaln_label_table.weight" for i in range(3)}
+    assert table.transformer_blocks[0].adaln_label_table.weight.shape == (4, 6 * 16)  # 3 labels + null
+    assert all(not b.adaln_label_table.weight.any() for b in table.transformer_blocks)
+
+    _trained_like(single)
+    table.load_state_dict(single.state_dict(), strict=False)  # zero tables: the adaLN-single model exactly
+    single.eval(), table.eval()
+    latents, t, y = torch.randn(3, 4, 8, 8), torch.tensor([1, 500, 900]), torch.tensor([0, 2, 3])
+    with torch.no_grad():
+        base = single(latents, t, y).sample
+        torch.testing.assert_close(table(latents, t, y).sample, base)
+        table.transformer_blocks[1].adaln_label_table.weight[2].normal_()  # label 2's row, one block
+        out = table(latents, t, y).sample
+        torch.testing.assert_close(out[[0, 2]], base[[0, 2]])  # labels 0 and null: unchanged
+        assert not torch.allclose(out[1], base[1])  # label 2: moved
+        table.transformer_blocks[1].adaln_label_table.weight[2].zero_()
+
+        table.transformer_blocks[2].adaln_label_table.weight[0].normal_()  # label 0's row and the null row
+        table.transformer_blocks[2].adaln_label_table.weight[3].normal_()
+        zeros, nulls = torch.zeros(3, dtype=torch.long), torch.full((3,), 3)
+        null_out = table(latents, t, nulls).sample
+        assert not torch.allclose(table(latents, t, zeros).sample, null_out)
+        table.train()  # every label dropped to the null label: the blocks read the null row, not label 0's
+        table.cond_embed.class_dropout_prob = 1.0
+        torch.testing.assert_close(table(latents, t, zeros).sample, null_out)
+
+    with pytest.raises(ValueError, match="needs adaln_single=True and num_classes > 0"):
+        DiffiTModel(**{**kwargs, "adaln_single": False}, adaln_label_table=True)
+    with pytest.raises(ValueError, match="needs adaln_single=True and num_classes > 0"):
+        DiffiTModel(**{**kwargs, "num_classes": 0}, adaln_label_table=True)
+    with pytest.raises(ValueError, match="class `labels`"):
+        table.transformer_blocks[0](torch.randn(2, 16, 16), torch.randn(2, 16), (4, 4), torch.randn(2, 96))
+
+
 def test_class_embed_std_sets_only_the_label_tables_init():
     kwargs = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, num_attention_heads=2,
                   attention_head_dim=8, num_classes=10)

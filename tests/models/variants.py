@@ -19,6 +19,9 @@ VARIANTS = {
     # the DiffiT demo config's opt-in conditioning (adaLN-single beside TMSA, DiT's adaLN output layer)
     "diffit-adaln-single": (DiffiTModel, {**DIT, "adaln_zero": True, "adaln_single": True,
                                           "final_layer_type": "adaln"}, [(8, 8), (8, 4)]),
+    # ... with a per-block label table beside the shared regression (opt-in ablation)
+    "diffit-adaln-label-table": (DiffiTModel, {**DIT, "adaln_zero": True, "adaln_single": True,
+                                               "adaln_label_table": True, "final_layer_type": "adaln"}, [(8, 8)]),
     "unet": (DiffiTUNetModel, UNET, [(16, 16), (16, 8)]),
     "unet-diffip": (DiffiTUNetModel, {**UNET, "token_mixer": "pool", "conv": "depthwise_separable"}, [(16, 24)]),
     "unet-grayscale": (DiffiTUNetModel, {**UNET, "in_channels": 1, "num_classes": 0}, [(16, 16)]),
