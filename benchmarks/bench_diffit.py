@@ -12,6 +12,7 @@ ablation,guidance,demo_guidance_nN,demo_loss}.{json,md} (or --results-name); doc
     python benchmarks/bench_diffit.py demo-ema --num-samples 2000  # the demos retrained with snapshots: EMA lengths
     python benchmarks/bench_diffit.py demo-guidance --demo-runs seeds-raw ...  # DiT, adaLN-single: EMA and raw weights
     python benchmarks/bench_diffit.py demo-loss --demo-runs seeds-equal-steps  # held-out flow loss by noise level
+    python benchmarks/bench_diffit.py demo-guidance --demo-runs seeds-label ...  # ... and per-block label tables
 
 Speed: DiT-S/2 vs DiffiT-S/2 at 32x32x4 in fp32, eager (the issue's CPU target; DiffiT with each biased-attention
 kernel), DiffiTPipeline sampling of both (DDIM, classifier-free guidance, latents out: the same VAE would decode
@@ -456,7 +457,11 @@ DEMO_RUN_SETS = {"configs": DEMOS, "x2": {
 # seed 0 into outputs/diffit-single-fmnist, seeds 1 and 2 side by side on one thread each, as the pairs above).
 SEED_MODELS = {"DiT-S/4 demo config": "outputs/dit-fmnist",
                "DiffiT + adaLN-Zero + adaLN output demo config": "outputs/diffit-fmnist",
-               "DiffiT + adaLN-single + adaLN output, 6,000 steps": "outputs/diffit-single-fmnist"}
+               "DiffiT + adaLN-single + adaLN output, 6,000 steps": "outputs/diffit-single-fmnist",
+               # ... and with a per-block label table beside the shared regression ("adaln_label_table": true in
+               # model_config, the same steps and seeds as adaLN-single: seeds 0 and 1 side by side on one thread
+               # each, then seed 2 alone on two)
+               "DiffiT + adaLN-single + label tables + adaLN output, 6,000 steps": "outputs/diffit-label-fmnist"}
 
 
 def seed_runs(models: list[str]) -> dict[str, str]:
@@ -466,8 +471,10 @@ def seed_runs(models: list[str]) -> dict[str, str]:
 
 
 DEMO_RUN_SETS["seeds"] = seed_runs(list(SEED_MODELS)[:2])
-DEMO_RUN_SETS["seeds-single"] = seed_runs(list(SEED_MODELS))
+DEMO_RUN_SETS["seeds-single"] = seed_runs(list(SEED_MODELS)[:3])
 DEMO_RUN_SETS["seeds-single-only"] = seed_runs([list(SEED_MODELS)[0], list(SEED_MODELS)[2]])  # DiT and adaLN-single
+DEMO_RUN_SETS["seeds-label"] = seed_runs([list(SEED_MODELS)[i] for i in (0, 2, 3)])  # ... and the label tables
+DEMO_RUN_SETS["seeds-label-only"] = seed_runs([list(SEED_MODELS)[i] for i in (0, 3)])  # DiT and the label tables
 # ... and every run of DiT's 6,000 steps: DiT and adaLN-single (seeds 0-2), per-block adaLN-Zero (seeds 1 and 2,
 # trained with `--max_steps 6000 --lr_decay_steps 1200` into outputs/diffit-fmnist-6000-seedN): equal steps.
 DEMO_RUN_SETS["seeds-equal-steps"] = {**DEMO_RUN_SETS["seeds-single-only"], **{
@@ -774,7 +781,8 @@ def main() -> None:
         "demo-guidance: the demos' lr 1e-3 runs in outputs/{dit,diffit}-fmnist, or x2: such runs continued to twice "
         "their steps with a wsd decay, or seeds: the configs trained with --seed 0, 1 and 2 (SEED_MODELS), or "
         "seeds-single: those and DiffiT with adaLN-single, seeds-single-only: DiT and adaLN-single, seeds-raw: "
-        "those and their raw weights, seeds-equal-steps: every run of 6,000 steps (DEMO_RUN_SETS). demo-loss: "
+        "those and their raw weights, seeds-equal-steps: every run of 6,000 steps, seeds-label(-only): DiT, "
+        "(adaLN-single and) adaLN-single with per-block label tables (DEMO_RUN_SETS). demo-loss: "
         "the runs scored"))
     parser.add_argument("--ema-powers", nargs="+", type=float, default=EMA_POWERS, help=(
         "demo-ema: EMA warmup powers to score (0: the raw weights)"))

@@ -13,9 +13,9 @@ TMSA conditions additively only. In softmax_j((q_i + q_t) . (k_j + k_t)) every t
 so the time part of the key, x_t W_kt (and the key bias), cannot change the attention: the time token acts through
 q_t . k_j (one key re-weighting shared by all queries) and v_t (a shift of the output). `test_transformer_diffit`
 proves it (outputs unchanged, zero gradient). The opt-in `DiffiTModel` settings `adaln_zero` (with `adaln_single`,
-PixArt-alpha's shared form of it), `final_layer_type` and `zero_init_residual` add DiT's multiplicative,
-identity-at-init conditioning beside TMSA, or DiT's output layers (docs/diffit_vs_dit.md); they are off by default
-and NVIDIA's weights convert without them.
+PixArt-alpha's shared form of it, and `adaln_label_table`, per-block label rows beside it), `final_layer_type` and
+`zero_init_residual` add DiT's multiplicative, identity-at-init conditioning beside TMSA, or DiT's output layers
+(docs/diffit_vs_dit.md); they are off by default and NVIDIA's weights convert without them.
 """
 
 from __future__ import annotations
