@@ -55,6 +55,7 @@ DIFFIT = ("DiffiT-S/2", {"num_layers": 6, "patch_size": 4})
 ADALN = {"adaln_zero": True}
 ADALN_FINAL = {"adaln_zero": True, "final_layer_type": "adaln"}
 ADALN_SINGLE_FINAL = {**ADALN_FINAL, "adaln_single": True}  # PixArt-alpha's shared adaLN-single
+ADALN_LABEL_FINAL = {**ADALN_SINGLE_FINAL, "adaln_label_table": True}  # ... and per-block label tables
 
 
 def lr_clip(lr: str) -> list[str]:
@@ -113,10 +114,10 @@ def build(preset: str, overrides: dict, sample_size: int, num_classes: int = 100
 
 
 def make_train_step(preset: str, overrides: dict, sample_size: int, batch: int, precision: str, backend: str,
-                    unbiased_backend: str = "auto", optimizer: str = "default"):
+                    unbiased_backend: str = "auto", optimizer: str = "default", num_classes: int = 1000):
     """One train step (forward, MSE, backward, AdamW; `optimizer` as in `common.train_step`) of a fresh model, with
     DiffiT's biased-attention kernel and the kernel of attention without a bias (DiT's)."""
-    return train_step(build(preset, overrides, sample_size).train(), batch, precision, backend,
+    return train_step(build(preset, overrides, sample_size, num_classes).train(), batch, precision, backend,
                       unbiased_backend=unbiased_backend, optimizer=optimizer)
 
 
@@ -167,7 +168,8 @@ def demo_speed(args) -> dict:
     the EMA update): the steps/s behind the ablation's equal-wall-clock budgets, in the ablation's precision. Rows
     marked "(before)" undo one earlier speed change; the two "without" rows are counterfactuals, not models one can
     train: the DiffiT config's step with one part of TMSA left out (`tmsa_without`), to show where its extra time
-    goes."""
+    goes. Every model has Fashion-MNIST's 10 classes (since 2026-12-07's label-table row; 1,000 before, the
+    presets' default, which the demos never had)."""
     diffit = (DIFFIT[0], {**DIFFIT[1], **ADALN_FINAL})
     models = {"DiT-S/4 (demo)": (*DIT, "auto", "training", None),
               "DiT-S/4 (demo), SDPA attention (before)": (*DIT, "sdpa", "training", None),
@@ -177,13 +179,16 @@ def demo_speed(args) -> dict:
               "DiffiT + adaLN-Zero + adaLN final": (*diffit, "auto", "training", None),
               "DiffiT + adaLN-single + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_SINGLE_FINAL}, "auto",
                                                       "training", None),
+              "DiffiT + adaLN-single + label tables + adaLN final": (DIFFIT[0], {**DIFFIT[1], **ADALN_LABEL_FINAL},
+                                                                     "auto", "training", None),
               "DiffiT + adaLN-Zero + adaLN final, AdamW and EMA loops (before)": (*diffit, "auto", "training-before",
                                                                                   None),
               "same, without TMSA's time token (counterfactual)": (*diffit, "auto", "training", "time_token"),
               "same, without the relative position bias (counterfactual)": (*diffit, "auto", "training", "bias")}
     steps = {}
     for name, (preset, overrides, unbiased, optimizer, without) in models.items():
-        step = make_train_step(preset, overrides, 16, 64, args.precision, "auto", unbiased, optimizer)
+        step = make_train_step(preset, overrides, 16, 64, args.precision, "auto", unbiased, optimizer,
+                               num_classes=10)  # Fashion-MNIST's: the label tables' size, as trained
         steps[name] = step if without is None else tmsa_without(without, step)
     secs = alternate(steps, args.repeats)
     return {"name": f"demo config: train step + EMA, 16x16x4, {args.precision}, batch 64, 6 blocks, 16 tokens",
