@@ -378,9 +378,9 @@ class DiffiTModel(ModelMixin, ConfigMixin):
         time_emb, label_emb, labels = self.cond_embed(timestep, class_labels, dtype=x.dtype, return_labels=True)
         time_token = time_emb if label_emb is None else time_emb + label_emb  # x_t = c, no SiLU
 
-        # 2. Blocks (adaLN-single: the modulations regressed once, shared by all blocks)
+        # 2. Blocks (adaLN-single: the modulations regressed once, shared by all blocks; `labels` read by per-block
+        # label tables only)
         shared = None if self.adaln_shared is None else self.adaln_shared(F.silu(time_token))  # (N, 6D)
-        labels = labels if self.config.adaln_label_table else None  # read by per-block label tables only
         for block in self.transformer_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 x = self._gradient_checkpointing_func(block, x, time_token, grid_size, shared, labels)
